@@ -1,0 +1,54 @@
+# Two commands on a fresh machine:  `make demo` (main job on the embedded offline default)  and  `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+CONFIG ?= configs/demo.yaml
+
+# No analytics/telemetry calls (they hang where traffic is dropped), no model-hub look-ups.
+export ZENML_ANALYTICS_OPT_IN := false
+export MLFLOW_DISABLE_TELEMETRY := true
+export DO_NOT_TRACK := 1
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+export HF_EVALUATE_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: install setup demo test smoke ui bench clean
+
+$(BIN)/activate:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/activate
+	$(BIN)/python -m pip install -q --upgrade pip
+	# torch first and pinned: here pip takes the local CPU wheel; elsewhere the normal one.
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+setup: install
+	[ -d .zen ] || $(BIN)/zenml init
+	$(BIN)/distill-ner setup
+
+demo: setup
+	$(BIN)/zenml pipeline run pipelines.distill_ner.distill_ner -c $(CONFIG)
+
+smoke: setup
+	$(BIN)/zenml pipeline run pipelines.distill_ner.distill_ner -c configs/smoke.yaml
+
+test: install
+	$(BIN)/python -m pytest -q
+
+ui: install
+	$(BIN)/distill-ner ui
+
+bench: install
+	$(BIN)/python benchmarks/bench_teacher.py
+	$(BIN)/python benchmarks/bench_train.py
+	$(BIN)/python benchmarks/bench_eval.py
+
+clean:
+	rm -rf $(VENV) .cache

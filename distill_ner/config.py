@@ -1,0 +1,206 @@
+"""One pydantic schema per stage, composed into the pipeline's single `config` parameter.
+
+The YAML a user edits (`parameters.config` in configs/*.yaml) maps one-to-one onto these models:
+an unknown key or a wrong type is a validation error that names the key, raised before any step runs,
+and a local path that does not exist is an error that names the path.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=False)
+
+
+def looks_local(ref: str) -> bool:
+    """A model/data reference is a local path when it is written like one; otherwise a hub id."""
+    return ref.startswith(("/", "./", "../", "~", ".cache/", "data/")) or Path(ref).expanduser().exists()
+
+
+def checks_paths(info: ValidationInfo | None) -> bool:
+    """Path checks run unless the validation context says `skip_path_checks` (config linting in tests)."""
+    return not (info is not None and (info.context or {}).get("skip_path_checks"))
+
+
+def require_path(ref: str, what: str, info: ValidationInfo | None = None) -> str:
+    path = Path(ref).expanduser()
+    if checks_paths(info) and not path.exists():
+        raise ValueError(f"{what}: path does not exist: {ref} (resolved to {path.resolve()})")
+    return ref
+
+
+def check_model_ref(ref: str, what: str, info: ValidationInfo | None = None) -> str:
+    if looks_local(ref):
+        require_path(ref, what, info)
+    return ref
+
+
+class CorpusSource(StrictModel):
+    """Local .txt/.jsonl/.parquet files (a file or a folder), or a HF dataset (hub id or local folder)."""
+
+    path: str | None = Field(None, description="local file or folder of .txt/.jsonl/.parquet")
+    hf_dataset: str | None = Field(None, description="HF dataset hub id or local dataset folder")
+    hf_config: str | None = None
+    split: str = "train"
+    text_field: str = "text"
+    id_field: str | None = Field(None, description="column holding a stable document id, if any")
+    streaming: bool = True
+    max_documents: int | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _one_source(self, info: ValidationInfo) -> "CorpusSource":
+        if (self.path is None) == (self.hf_dataset is None):
+            raise ValueError("corpus source: give exactly one of `path` or `hf_dataset`")
+        if self.path is not None:
+            require_path(self.path, "corpus.sources[].path", info)
+        if self.hf_dataset is not None and looks_local(self.hf_dataset):
+            require_path(self.hf_dataset, "corpus.sources[].hf_dataset", info)
+        return self
+
+
+class CorpusConfig(StrictModel):
+    sources: list[CorpusSource]
+    max_tokens: int = Field(256, gt=8, description="passage length limit in student tokens")
+    num_passages: int = Field(50_000, gt=0, description="passages sampled (seeded)")
+    min_words: int = Field(5, ge=0, description="passages with fewer words are dropped as near-empty")
+    seed: int = 0
+
+
+class TeacherConfig(StrictModel):
+    backend: Literal["openai", "transformers"] = "openai"
+    model: str = "gpt-3.5-turbo-0301"
+    base_url: str | None = Field(None, description="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
+    api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the API key")
+    api_key_secret: str | None = Field(
+        None, description="ZenML secret name (key `api_key`) used when the env variable is unset"
+    )
+    prompt: Literal["entities", "entities_with_descriptions"] = "entities"
+    temperature: float = 0.0
+    max_tokens: int = Field(1024, gt=0)
+    concurrency: int = Field(8, gt=0)
+    timeout_s: float = Field(60.0, gt=0)
+    max_retries: int = Field(6, ge=0)
+    retry_backoff_s: float = Field(1.0, gt=0, description="first retry delay; doubles per attempt, with jitter")
+    retry_backoff_max_s: float = Field(60.0, gt=0, description="cap on one backoff delay (Retry-After wins)")
+    cache_path: str = Field(".cache/teacher_cache.sqlite", description="persistent response cache")
+    recorded_responses: list[str] = Field(
+        default_factory=list, description="JSONL files in the cache's export format, loaded into the cache"
+    )
+    offline: bool = Field(False, description="a cache miss is an error instead of a request")
+    price_per_1k_prompt_tokens: float = 0.0
+    price_per_1k_completion_tokens: float = 0.0
+
+    @field_validator("recorded_responses")
+    @classmethod
+    def _recorded_exist(cls, v: list[str], info: ValidationInfo) -> list[str]:
+        for p in v:
+            require_path(p, "teacher.recorded_responses", info)
+        return v
+
+
+class NegativesConfig(StrictModel):
+    strategy: Literal["frequency", "uniform", "none"] = "frequency"
+    per_passage: int = Field(4, ge=0, description="negative types added to each passage")
+    seed: int = 0
+
+
+class SupervisedSource(StrictModel):
+    """A human-annotated NER dataset mixed in with its name in the first user turn."""
+
+    name: str
+    path: str | None = None
+    hf_dataset: str | None = None
+    format: Literal["bio", "conll", "uniner"] = "bio"
+    split: str = "train"
+    label_map: str | None = Field(None, description="label-map name in the registry or a JSON file")
+    max_examples: int | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _one_source(self, info: ValidationInfo) -> "SupervisedSource":
+        if (self.path is None) == (self.hf_dataset is None):
+            raise ValueError(f"sft.supervised[{self.name}]: give exactly one of `path` or `hf_dataset`")
+        if self.path is not None:
+            require_path(self.path, f"sft.supervised[{self.name}].path", info)
+        return self
+
+
+class SFTConfig(StrictModel):
+    max_length: int = Field(1024, gt=16)
+    seed: int = 0
+    supervised: list[SupervisedSource] = Field(default_factory=list)
+    supervised_ratio: float = Field(
+        1.0, ge=0, description="supervised conversations per teacher conversation, at most"
+    )
+
+
+class StudentConfig(StrictModel):
+    model: str = Field(..., description="hub id or local folder of the student")
+
+    @field_validator("model")
+    @classmethod
+    def _model_exists(cls, v: str, info: ValidationInfo) -> str:
+        return check_model_ref(v, "student.model", info)
+
+
+class TrainConfig(StrictModel):
+    method: Literal["lora", "qlora", "full"] = "lora"
+    epochs: float = Field(3.0, gt=0)
+    max_steps: int = Field(-1, description="overrides epochs when > 0")
+    learning_rate: float = Field(2e-5, gt=0)
+    lr_scheduler: str = "cosine"
+    warmup_ratio: float = Field(0.04, ge=0, le=1)
+    weight_decay: float = Field(0.0, ge=0)
+    per_device_batch_size: int = Field(4, gt=0)
+    gradient_accumulation_steps: int = Field(1, gt=0)
+    lora_r: int = Field(16, gt=0)
+    lora_alpha: int = Field(32, gt=0)
+    lora_dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: list[str] | None = Field(None, description="default: chosen per architecture")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    gradient_checkpointing: bool = False
+    group_by_length: bool = True
+    pad_to_multiple_of: int | None = Field(
+        None, gt=0, description="round each batch's padded length up to a multiple (e.g. 8 for tensor cores)"
+    )
+    attn_implementation: str | None = Field(None, description="e.g. sdpa or flash_attention_2")
+    distributed: Literal["none", "ddp", "fsdp"] = "none"
+    num_processes: int = Field(1, gt=0)
+    checkpoint_every: int = Field(0, ge=0, description="steps between checkpoints (0: none)")
+    resume: bool = Field(True, description="resume from the last checkpoint of an identical run")
+    merge_adapter: bool = Field(False, description="also save the merged model")
+    logging_steps: int = Field(1, gt=0)
+    seed: int = 0
+
+
+class EvalConfig(StrictModel):
+    benchmarks: list[str] = Field(..., description="benchmark names from the registry, or UniNER JSON paths")
+    max_sentences: int | None = Field(None, gt=0, description="seeded subset of sentences per benchmark")
+    max_new_tokens: int = Field(256, gt=0)
+    batch_size: int = Field(16, gt=0)
+    backend: Literal["transformers", "vllm"] = "transformers"
+    seed: int = 0
+
+
+class GateConfig(StrictModel):
+    model_name: str = "distill-ner"
+    min_f1: float = Field(0.0, ge=0, le=1, description="absolute floor on the average F1")
+    margin: float = Field(0.0, description="candidate avg F1 must be >= production's + margin")
+    max_drop: float = Field(0.05, ge=0, description="largest drop allowed on any single benchmark")
+
+
+class DistillConfig(StrictModel):
+    """Everything `distill_ner` needs; `parameters.config` in the YAML."""
+
+    corpus: CorpusConfig
+    teacher: TeacherConfig
+    negatives: NegativesConfig = NegativesConfig()
+    sft: SFTConfig = SFTConfig()
+    student: StudentConfig
+    train: TrainConfig = TrainConfig()
+    eval: EvalConfig
+    gate: GateConfig = GateConfig()

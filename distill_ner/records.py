@@ -1,0 +1,133 @@
+"""Typed records for every artifact that flows through the pipelines, defined once.
+
+Data flows one way: PassageSet -> AnnotationSet -> SFTDataset -> (model folder) -> EvalReport
+-> PromotionDecision. Each record is plain pydantic so it round-trips through JSON without pickle.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+
+class Passage(BaseModel):
+    """A short piece of text (at most N student tokens) sampled from a corpus."""
+
+    id: str
+    text: str
+    source: str = ""
+
+
+class PassageSet(BaseModel):
+    passages: list[Passage]
+    # counts by stage of the sampling (documents read, duplicates removed, ...)
+    stats: dict[str, int] = Field(default_factory=dict)
+
+
+class Entity(BaseModel):
+    text: str
+    type: str
+
+
+class AnnotatedPassage(BaseModel):
+    id: str
+    text: str
+    entities: list[Entity] = Field(default_factory=list)
+    # types known to be absent from the passage; their answer is [] (filled by negative sampling)
+    negatives: list[str] = Field(default_factory=list)
+
+
+class AnnotationFailure(BaseModel):
+    passage_id: str
+    reason: str
+    detail: str = ""
+
+
+class AnnotationSet(BaseModel):
+    passages: list[AnnotatedPassage]
+    failures: list[AnnotationFailure] = Field(default_factory=list)
+    # how many entities (or whole answers) each filter removed, by reason
+    filter_counts: dict[str, int] = Field(default_factory=dict)
+    # normalised type -> number of mentions over the whole set
+    type_counts: dict[str, int] = Field(default_factory=dict)
+    # teacher usage: requests, cache hits, prompt/completion tokens, estimated cost
+    usage: dict[str, float] = Field(default_factory=dict)
+    teacher: str = ""
+
+
+class Turn(BaseModel):
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class Conversation(BaseModel):
+    id: str
+    turns: list[Turn]
+    # name of the human-annotated dataset it came from (None for teacher-annotated passages)
+    dataset: str | None = None
+
+
+class SFTRow(BaseModel):
+    """One tokenised training example; labels are -100 where no loss is taken."""
+
+    id: str
+    conversation_id: str
+    input_ids: list[int]
+    labels: list[int]
+
+
+class SFTDataset(BaseModel):
+    conversations: list[Conversation]
+    rows: list[SFTRow]
+    tokenizer: str = ""
+    stats: dict[str, float] = Field(default_factory=dict)
+    # a few rows as (text piece, trained-on) segments, for the artifact's HTML view
+    preview: list[list[tuple[str, bool]]] = Field(default_factory=list)
+
+
+class Scores(BaseModel):
+    precision: float
+    recall: float
+    f1: float
+    n_queries: int = 0
+    n_sentences: int = 0
+    # seqeval strict span-level scores, where the benchmark has token-level gold
+    span_precision: float | None = None
+    span_recall: float | None = None
+    span_f1: float | None = None
+
+
+class Prediction(BaseModel):
+    dataset: str
+    id: str
+    text: str
+    type: str
+    gold: list[str]
+    predicted: list[str]
+    raw: str = ""
+
+
+class EvalReport(BaseModel):
+    model: str
+    per_dataset: dict[str, Scores]
+    predictions: list[Prediction] = Field(default_factory=list)
+    # sentences actually evaluated per dataset, so a gate can compare like with like
+    coverage: dict[str, int] = Field(default_factory=dict)
+    stats: dict[str, float] = Field(default_factory=dict)
+
+    @property
+    def average_f1(self) -> float:
+        if not self.per_dataset:
+            return 0.0
+        return sum(s.f1 for s in self.per_dataset.values()) / len(self.per_dataset)
+
+
+class PromotionDecision(BaseModel):
+    model_name: str
+    version: str
+    promoted: bool
+    reasons: list[str]
+    candidate: dict[str, float]
+    production_before: dict[str, float] | None = None
+    production_version_before: str | None = None

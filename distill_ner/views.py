@@ -1,0 +1,162 @@
+"""HTML and Markdown views of the artifacts, as pure functions (materializers only write them out)."""
+
+from __future__ import annotations
+
+import colorsys
+import hashlib
+import re
+from collections import Counter
+from html import escape
+
+from distill_ner.records import AnnotationSet, EvalReport, PassageSet, PromotionDecision, SFTDataset
+
+_STYLE = """<style>
+body{font-family:system-ui,sans-serif;font-size:14px;margin:1em}
+table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}
+th{background:#f3f3f3}.num{text-align:right;font-variant-numeric:tabular-nums}
+.ent{border-radius:3px;padding:0 2px}.ent sub{font-size:70%;color:#333;margin-left:2px}
+.p{margin:.6em 0;padding:.4em;border-left:3px solid #ddd}.id{color:#888;font-size:80%}
+.t{background:#c8f7c5}.u{color:#555}.bar{background:#7aa6e8;height:10px;display:inline-block}
+pre{white-space:pre-wrap;word-break:break-word}
+</style>"""
+
+
+def _page(title: str, body: str) -> str:
+    return f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(title)}</title>{_STYLE}</head><body><h2>{escape(title)}</h2>{body}</body></html>"
+
+
+def _colour(label: str) -> str:
+    hue = int(hashlib.md5(label.encode()).hexdigest()[:4], 16) / 0xFFFF
+    r, g, b = colorsys.hls_to_rgb(hue, 0.85, 0.7)
+    return f"#{int(r * 255):02x}{int(g * 255):02x}{int(b * 255):02x}"
+
+
+def _counts_table(counts: dict[str, float], headers: tuple[str, str] = ("", "count")) -> str:
+    rows = "".join(f"<tr><td>{escape(str(k))}</td><td class=num>{v:g}</td></tr>" for k, v in counts.items())
+    return f"<table><tr><th>{headers[0]}</th><th>{headers[1]}</th></tr>{rows}</table>"
+
+
+def highlight(text: str, entities: list[tuple[str, str]]) -> str:
+    """Mark every occurrence of each entity string in the text, longest first, without overlaps."""
+    taken = [False] * len(text)
+    spans: list[tuple[int, int, str]] = []
+    for ent, typ in sorted(set(entities), key=lambda e: -len(e[0])):
+        if not ent:
+            continue
+        for m in re.finditer(re.escape(ent), text):
+            if not any(taken[m.start() : m.end()]):
+                spans.append((m.start(), m.end(), typ))
+                taken[m.start() : m.end()] = [True] * (m.end() - m.start())
+    out, pos = [], 0
+    for start, end, typ in sorted(spans):
+        out.append(escape(text[pos:start]))
+        out.append(
+            f"<span class=ent style='background:{_colour(typ)}'>{escape(text[start:end])}<sub>{escape(typ)}</sub></span>"
+        )
+        pos = end
+    out.append(escape(text[pos:]))
+    return "".join(out)
+
+
+def passages_html(data: PassageSet, limit: int = 50) -> str:
+    body = _counts_table(data.stats, ("sampling", "count"))
+    body += f"<p>{len(data.passages)} passages; first {min(limit, len(data.passages))}:</p>"
+    for p in data.passages[:limit]:
+        body += f"<div class=p><span class=id>{escape(p.id)} · {escape(p.source)}</span><br>{escape(p.text)}</div>"
+    return _page("Passages", body)
+
+
+def annotations_html(data: AnnotationSet, limit: int = 40, top_types: int = 40) -> str:
+    n_ents = sum(len(p.entities) for p in data.passages)
+    body = (
+        f"<p>{len(data.passages)} passages, {n_ents} entities, {len(data.type_counts)} types, "
+        f"{len(data.failures)} failed passages. Teacher: {escape(data.teacher)}</p>"
+    )
+    body += "<h3>Filtered out</h3>" + _counts_table(data.filter_counts, ("reason", "count"))
+    if data.usage:
+        body += "<h3>Teacher usage</h3>" + _counts_table(data.usage, ("", "value"))
+    top = Counter(data.type_counts).most_common(top_types)
+    if top:
+        peak = top[0][1]
+        rows = "".join(
+            f"<tr><td>{escape(t)}</td><td class=num>{c}</td><td><span class=bar style='width:{200 * c // peak}px'></span></td></tr>"
+            for t, c in top
+        )
+        body += f"<h3>Type frequency (top {len(top)})</h3><table><tr><th>type</th><th>mentions</th><th></th></tr>{rows}</table>"
+    body += "<h3>Passages</h3>"
+    for p in data.passages[:limit]:
+        neg = f"<br><span class=u>negatives: {escape(', '.join(p.negatives))}</span>" if p.negatives else ""
+        body += f"<div class=p><span class=id>{escape(p.id)}</span><br>{highlight(p.text, [(e.text, e.type) for e in p.entities])}{neg}</div>"
+    if data.failures:
+        rows = "".join(
+            f"<tr><td>{escape(f.passage_id)}</td><td>{escape(f.reason)}</td><td>{escape(f.detail[:200])}</td></tr>"
+            for f in data.failures[:100]
+        )
+        body += f"<h3>Failures</h3><table><tr><th>passage</th><th>reason</th><th>detail</th></tr>{rows}</table>"
+    return _page("Teacher annotations", body)
+
+
+def sft_html(data: SFTDataset) -> str:
+    body = f"<p>Tokenizer: {escape(data.tokenizer)}</p>" + _counts_table(data.stats, ("", "value"))
+    body += "<p>Rendered rows; <span class=t>highlighted</span> tokens carry the loss.</p>"
+    for i, segments in enumerate(data.preview):
+        pieces = "".join(
+            f"<span class=t>{escape(text)}</span>" if trained else f"<span class=u>{escape(text)}</span>"
+            for text, trained in segments
+        )
+        body += f"<h4>row {i}</h4><pre>{pieces}</pre>"
+    return _page("SFT dataset", body)
+
+
+def eval_html(report: EvalReport, errors_per_type: int = 5) -> str:
+    rows = "".join(
+        f"<tr><td>{escape(name)}</td><td class=num>{s.n_sentences}</td><td class=num>{s.n_queries}</td>"
+        f"<td class=num>{100 * s.precision:.2f}</td><td class=num>{100 * s.recall:.2f}</td><td class=num><b>{100 * s.f1:.2f}</b></td>"
+        f"<td class=num>{'' if s.span_f1 is None else f'{100 * s.span_f1:.2f}'}</td></tr>"
+        for name, s in report.per_dataset.items()
+    )
+    body = (
+        f"<p>Model: {escape(report.model)}</p><table><tr><th>benchmark</th><th>sentences</th><th>queries</th>"
+        f"<th>P</th><th>R</th><th>F1</th><th>span F1 (seqeval)</th></tr>{rows}"
+        f"<tr><th>average</th><td></td><td></td><td></td><td></td><th class=num>{100 * report.average_f1:.2f}</th><td></td></tr></table>"
+    )
+    # errors grouped by (benchmark, type): what the model added and what it missed
+    from distill_ner.metrics import normalize
+
+    by_type: dict[tuple[str, str], list[tuple[str, list[str], list[str]]]] = {}
+    for p in report.predictions:
+        gold = {normalize(g) for g in p.gold}
+        pred = {normalize(x) for x in p.predicted}
+        fp = [x for x in p.predicted if normalize(x) not in gold]
+        fn = [g for g in p.gold if normalize(g) not in pred]
+        if fp or fn:
+            by_type.setdefault((p.dataset, p.type), []).append((p.text, fp, fn))
+    if by_type:
+        body += "<h3>Errors by type (false positives / false negatives)</h3>"
+    for (dataset, typ), errs in sorted(by_type.items(), key=lambda kv: -len(kv[1])):
+        n_fp = sum(len(e[1]) for e in errs)
+        n_fn = sum(len(e[2]) for e in errs)
+        items = "".join(
+            f"<tr><td>{escape(text[:160])}</td><td>{escape(', '.join(fp))}</td><td>{escape(', '.join(fn))}</td></tr>"
+            for text, fp, fn in errs[:errors_per_type]
+        )
+        body += (
+            f"<h4>{escape(dataset)} · {escape(typ)}: {n_fp} FP, {n_fn} FN</h4>"
+            f"<table><tr><th>sentence</th><th>false positives</th><th>false negatives</th></tr>{items}</table>"
+        )
+    return _page("Evaluation", body)
+
+
+def decision_markdown(d: PromotionDecision) -> str:
+    verdict = "**promoted to production**" if d.promoted else "**not promoted**"
+    lines = [f"# {d.model_name} v{d.version}: {verdict}", "", "## Reasons", ""]
+    lines += [f"- {r}" for r in d.reasons]
+    lines += ["", "## Metrics", "", "| metric | candidate | production before |", "|---|---|---|"]
+    before = d.production_before or {}
+    for k in sorted(set(d.candidate) | set(before)):
+        c = d.candidate.get(k)
+        b = before.get(k)
+        lines.append(f"| {k} | {'' if c is None else f'{c:.4f}'} | {'' if b is None else f'{b:.4f}'} |")
+    if d.production_version_before:
+        lines += ["", f"Production before: v{d.production_version_before}"]
+    return "\n".join(lines) + "\n"

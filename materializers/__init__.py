@@ -1,0 +1,17 @@
+"""ZenML materializers for distill-ner's own artifact types (JSON/JSONL/parquet, never pickle)."""
+
+from materializers.records import (
+    AnnotationSetMaterializer,
+    EvalReportMaterializer,
+    PassageSetMaterializer,
+    PromotionDecisionMaterializer,
+    SFTDatasetMaterializer,
+)
+
+__all__ = [
+    "AnnotationSetMaterializer",
+    "EvalReportMaterializer",
+    "PassageSetMaterializer",
+    "PromotionDecisionMaterializer",
+    "SFTDatasetMaterializer",
+]

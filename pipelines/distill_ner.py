@@ -1,0 +1,28 @@
+"""The UniversalNER recipe as one pipeline: corpus -> teacher -> negatives -> SFT -> student -> benchmarks -> registry.
+
+Run: zenml pipeline run pipelines.distill_ner.distill_ner -c configs/demo.yaml
+"""
+
+from zenml import pipeline
+
+from distill_ner.benchmarks import benchmark_paths
+from distill_ner.config import DistillConfig
+from distill_ner.fingerprint import fingerprint_paths
+from steps import add_negatives, annotate, build_sft, evaluate, register_and_promote, sample_corpus, train
+
+
+@pipeline
+def distill_ner(config: DistillConfig) -> None:
+    # Fingerprints of the files behind the config: they invalidate the cache when a file's content changes.
+    corpus_fp = fingerprint_paths(s.path for s in config.corpus.sources)
+    recorded_fp = fingerprint_paths(config.teacher.recorded_responses)
+    supervised_fp = fingerprint_paths(s.path for s in config.sft.supervised)
+    benchmarks_fp = fingerprint_paths(benchmark_paths(config.eval.benchmarks))
+
+    passages = sample_corpus(config.corpus, config.student, corpus_fp)
+    annotations = annotate(passages, config.teacher, recorded_fp)
+    with_negatives = add_negatives(annotations, config.negatives)
+    sft = build_sft(with_negatives, config.sft, config.student, supervised_fp)
+    model = train(sft, config.student, config.train)
+    report = evaluate(model, config.eval, benchmarks_fp)
+    register_and_promote(model, report, config.gate, config.teacher.model)

@@ -1,0 +1,67 @@
+"""Shared fixtures: quiet, offline defaults; the tiny student; isolated ZenML/MLflow stores."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from distill_ner.cli import TINY_STUDENT_DIR, quiet_defaults
+
+quiet_defaults()
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def pytest_collection_modifyitems(config, items):
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return ROOT
+
+
+@pytest.fixture(scope="session")
+def tiny_student() -> Path:
+    """The tiny random Llama that configs/smoke.yaml names, built once (0.1 s) where it is missing."""
+    from distill_ner.models import make_tiny_model
+
+    demo = ROOT / "data/demo/corpus.jsonl"
+    texts = []
+    if demo.exists():
+        import json
+
+        texts = [json.loads(line)["text"] for line in demo.read_text().splitlines() if line.strip()]
+    return make_tiny_model(ROOT / TINY_STUDENT_DIR, texts)
+
+
+@pytest.fixture()
+def zenml_env(tmp_path: Path) -> dict[str, str]:
+    """Environment for a subprocess that uses its own ZenML store (and so its own MLflow store)."""
+    env = dict(os.environ)
+    env.update(
+        ZENML_CONFIG_PATH=str(tmp_path / "zenml"),
+        ZENML_LOGGING_COLORS_DISABLED="true",
+        ZENML_ANALYTICS_OPT_IN="false",
+        MLFLOW_DISABLE_TELEMETRY="true",
+        PYTHONUNBUFFERED="1",
+    )
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return env
+
+
+def run_cli(args: list[str], env: dict[str, str], timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run a command of this project's venv from the repo root, as a user would."""
+    bindir = Path(sys.executable).parent
+    exe = str(bindir / args[0]) if (bindir / args[0]).exists() else args[0]
+    return subprocess.run([exe, *args[1:]], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)

@@ -1,0 +1,66 @@
+"""`zenml pipeline run pipelines.distill_ner.distill_ner -c configs/smoke.yaml` in isolated ZenML/MLflow stores."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+from tests.conftest import ROOT, run_cli
+
+pytestmark = [pytest.mark.pipeline, pytest.mark.slow]
+
+PIPELINE = ["zenml", "pipeline", "run", "pipelines.distill_ner.distill_ner", "-c"]
+
+
+def inspect(env) -> dict:
+    done = run_cli([sys.executable, "tests/inspect_run.py", "distill_ner", "distill-ner-smoke"], env)
+    assert done.returncode == 0, done.stderr[-4000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_smoke_run_end_to_end_then_cached(tiny_student, zenml_env):
+    setup = run_cli(["distill-ner", "stack"], zenml_env)
+    assert setup.returncode == 0, setup.stderr[-4000:]
+
+    first = run_cli(PIPELINE + ["configs/smoke.yaml"], zenml_env, timeout=900)
+    assert first.returncode == 0, (first.stdout + first.stderr)[-6000:]
+    state = inspect(zenml_env)
+    assert state["run_status"].endswith("COMPLETED")
+    steps = state["steps"]
+    assert set(steps) == {"sample_corpus", "annotate", "add_negatives", "build_sft", "train", "evaluate", "register_and_promote"}
+    assert steps["sample_corpus"]["outputs"]["passages"]["passages"] == 24
+    annotations = steps["annotate"]["outputs"]["annotations"]
+    assert annotations["passages"] + annotations["failures"] == 24
+    assert annotations["entities"] > 100
+    assert steps["add_negatives"]["outputs"]["annotations_with_negatives"]["negatives"] > 0
+    assert steps["build_sft"]["outputs"]["sft_dataset"]["rows"] >= annotations["passages"]
+    assert steps["evaluate"]["outputs"]["eval_report"]["predictions"] == 4 * 8
+    assert "distill_ner_demo.f1" in steps["evaluate"]["outputs"]["eval_report"]
+
+    metrics = state["mlflow_metrics"]
+    assert "eval.distill_ner_demo.f1" in metrics and "eval.avg_f1" in metrics
+    assert len(state["loss_history"]["train/loss"]) == 4
+    versions = state["model_versions"]
+    assert len(versions) == 1 and "production" in versions[0]["aliases"]
+
+    # An identical rerun: every step with unchanged inputs comes from the cache; the teacher is not asked.
+    second = run_cli(PIPELINE + ["configs/smoke.yaml"], zenml_env, timeout=900)
+    assert second.returncode == 0, (second.stdout + second.stderr)[-6000:]
+    state = inspect(zenml_env)
+    assert state["runs"] == 2
+    statuses = {name: s["status"] for name, s in state["steps"].items()}
+    assert all(status.endswith("CACHED") for name, status in statuses.items() if name != "register_and_promote"), statuses
+    assert len(state["model_versions"]) == 1, "a cached rerun must not register the same model twice"
+
+
+def test_bad_config_fails_before_any_step(tmp_path, zenml_env):
+    bad = tmp_path / "bad.yaml"
+    text = (ROOT / "configs/smoke.yaml").read_text().replace("max_steps: 4", "max_steps: 4\n      learning_rat: 0.1")
+    bad.write_text(text)
+    done = run_cli(PIPELINE + [str(bad)], zenml_env, timeout=300)
+    assert done.returncode != 0
+    output = done.stdout + done.stderr
+    assert "train.learning_rat" in output
+    assert "Step sample_corpus has started" not in output
