@@ -1,0 +1,222 @@
+"""Annotate passages with the teacher: cache first, then concurrent requests with retries.
+
+Every passage ends in exactly one place: `AnnotationSet.passages` (possibly with zero entities
+after filtering) or `AnnotationSet.failures` with a reason (transport failure after the last retry,
+a permanent HTTP error, or an answer with no parseable list). Responses are committed to the cache
+as they arrive, so an interrupted run loses nothing it was answered.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from collections import Counter
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from distill_ner.config import TeacherConfig
+from distill_ner.records import AnnotatedPassage, AnnotationFailure, AnnotationSet, Passage
+from distill_ner.teacher.backends import Completion, TeacherBackend, TeacherError, make_backend, sampling_params
+from distill_ner.teacher.cache import CachedResponse, ResponseCache, request_key
+from distill_ner.teacher.parse import FILTER_REASONS, parse_answer
+from distill_ner.teacher.prompt import build_messages
+
+log = logging.getLogger(__name__)
+
+MAX_RETRY_AFTER_S = 600.0  # sanity bound on a server's Retry-After
+
+
+class TeacherCacheMissError(RuntimeError):
+    """Offline mode found passages with no cached teacher response; nothing was sent."""
+
+    def __init__(self, missing: int, total: int, cache_path: str, recorded: list[str]) -> None:
+        recorded_note = f"; recorded files loaded: {', '.join(recorded)}" if recorded else "; no recorded files given"
+        super().__init__(
+            f"teacher.offline is true but {missing} of {total} passages have no cached teacher response "
+            f"in {cache_path}{recorded_note}. Add recorded responses (teacher.recorded_responses) that "
+            "cover them, or set teacher.offline=false to query the teacher."
+        )
+        self.missing = missing
+        self.cache_path = cache_path
+
+
+@dataclass(frozen=True)
+class TeacherRequest:
+    key: str
+    messages: list[dict[str, str]]
+    params: dict[str, Any]
+
+
+def teacher_request(passage_text: str, config: TeacherConfig) -> TeacherRequest:
+    """The request `annotate_passages` sends for a passage, and its cache key."""
+    messages = build_messages(passage_text, config.prompt)
+    params = sampling_params(config)
+    return TeacherRequest(request_key(config.backend, config.model, messages, params), messages, params)
+
+
+@dataclass
+class _Outcome:
+    key: str
+    attempts: int
+    completion: Completion | None = None
+    reason: str = ""
+    detail: str = ""
+
+
+class _Sender:
+    """Sends one request with retries; runs in worker threads."""
+
+    def __init__(self, backend: TeacherBackend, cache: ResponseCache, config: TeacherConfig,
+                 stop: threading.Event) -> None:
+        self.backend, self.cache, self.config, self.stop = backend, cache, config, stop
+        self._rng = random.Random()  # jitter only; not part of any result
+
+    def delay(self, attempt: int, err: TeacherError) -> float:
+        if err.retry_after is not None:
+            # the server said when; a little jitter keeps waiting workers from returning in lockstep
+            return min(err.retry_after, MAX_RETRY_AFTER_S) * self._rng.uniform(1.0, 1.2)
+        base = min(self.config.retry_backoff_max_s, self.config.retry_backoff_s * 2 ** attempt)
+        return base * self._rng.uniform(0.5, 1.0)  # "equal jitter"
+
+    def __call__(self, req: TeacherRequest) -> _Outcome:
+        attempt = 0
+        while True:
+            if self.stop.is_set():
+                return _Outcome(req.key, attempt, reason="interrupted")
+            try:
+                completion = self.backend.complete(req.messages, req.params)
+            except TeacherError as err:
+                attempt += 1
+                if not err.retryable or attempt > self.config.max_retries:
+                    return _Outcome(req.key, attempt, reason=err.reason, detail=err.detail)
+                log.debug("teacher request %s: %s, retry %d", req.key[:12], err.reason, attempt)
+                if self.stop.wait(self.delay(attempt - 1, err)):
+                    return _Outcome(req.key, attempt, reason="interrupted")
+                continue
+            attempt += 1
+            # committed before the worker returns: a kill after this line loses nothing
+            self.cache.put(
+                req.key, backend=self.config.backend, model=self.config.model, messages=req.messages,
+                params=req.params, response=completion.text,
+                usage={"prompt_tokens": completion.prompt_tokens, "completion_tokens": completion.completion_tokens},
+            )
+            return _Outcome(req.key, attempt, completion=completion)
+
+
+def _send_all(requests: list[TeacherRequest], backend: TeacherBackend, cache: ResponseCache,
+              config: TeacherConfig, progress: bool) -> dict[str, _Outcome]:
+    stop = threading.Event()
+    sender = _Sender(backend, cache, config, stop)
+    outcomes: dict[str, _Outcome] = {}
+    failures = 0
+    bar = tqdm(total=len(requests), desc="teacher", unit="req", disable=not progress, smoothing=0.1)
+    pool = ThreadPoolExecutor(max_workers=min(config.concurrency, len(requests)), thread_name_prefix="teacher")
+    try:
+        pending: set[Future[_Outcome]] = {pool.submit(sender, r) for r in requests}
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in done:
+                out = fut.result()
+                outcomes[out.key] = out
+                failures += out.completion is None
+                bar.update(1)
+            bar.set_postfix(failed=failures, refresh=False)
+    except BaseException:
+        stop.set()  # Ctrl-C: workers stop retrying; what was answered is already cached
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        bar.close()
+    return outcomes
+
+
+def annotate_passages(
+    passages: list[Passage],
+    config: TeacherConfig,
+    *,
+    backend: TeacherBackend | None = None,
+    progress: bool = True,
+) -> AnnotationSet:
+    """Teacher annotations for `passages`, in their order.
+
+    `backend` replaces how requests are sent (default: built from `config`); the cache key always
+    comes from `config` (backend kind, model, messages, sampling params).
+    """
+    ids = Counter(p.id for p in passages)
+    dup_ids = [i for i, n in ids.items() if n > 1]
+    if dup_ids:
+        raise ValueError(f"annotate_passages: duplicate passage ids, e.g. {dup_ids[:3]}")
+
+    requests = [teacher_request(p.text, config) for p in passages]
+    unique: dict[str, TeacherRequest] = {r.key: r for r in requests}
+    cache = ResponseCache(config.cache_path)
+    try:
+        for path in config.recorded_responses:
+            added = cache.import_jsonl(path)
+            log.info("teacher: loaded %d new recorded responses from %s", added, path)
+        cached: dict[str, CachedResponse] = cache.get_many(unique)
+        missing = [r for k, r in unique.items() if k not in cached]
+        n_missing_passages = sum(1 for r in requests if r.key not in cached)
+        if missing and config.offline:
+            raise TeacherCacheMissError(n_missing_passages, len(passages), str(cache.path), config.recorded_responses)
+        outcomes: dict[str, _Outcome] = {}
+        if missing:
+            log.info("teacher: %d passages cached, sending %d requests (concurrency %d)",
+                     len(passages) - n_missing_passages, len(missing), config.concurrency)
+            if backend is None:
+                backend = make_backend(config)
+            outcomes = _send_all(missing, backend, cache, config, progress)
+    finally:
+        cache.close()
+
+    filter_counts: Counter[str] = Counter({r: 0 for r in FILTER_REASONS})
+    type_counts: Counter[str] = Counter()
+    annotated: list[AnnotatedPassage] = []
+    failed: list[AnnotationFailure] = []
+    for passage, req in zip(passages, requests):
+        if req.key in cached:
+            answer = cached[req.key].response
+        else:
+            out = outcomes[req.key]
+            if out.completion is None:
+                failed.append(AnnotationFailure(
+                    passage_id=passage.id, reason=out.reason,
+                    detail=f"after {out.attempts} attempt(s): {out.detail}".strip()))
+                continue
+            answer = out.completion.text
+        result = parse_answer(answer, passage.text)
+        filter_counts.update(result.counts)
+        if not result.parsed:
+            failed.append(AnnotationFailure(passage_id=passage.id, reason="unparseable",
+                                            detail=f"{result.error}; answer starts: {answer[:200]!r}"))
+            continue
+        type_counts.update(e.type for e in result.entities)
+        annotated.append(AnnotatedPassage(id=passage.id, text=passage.text, entities=result.entities))
+
+    fresh = [o.completion for o in outcomes.values() if o.completion is not None]
+    prompt_tokens = sum(c.prompt_tokens for c in fresh)
+    completion_tokens = sum(c.completion_tokens for c in fresh)
+    usage: dict[str, float] = {
+        "passages": len(passages),
+        "requests": sum(o.attempts for o in outcomes.values()),  # HTTP requests sent, retries included
+        "cache_hits": sum(1 for r in requests if r.key in cached),
+        "failures": len(failed),
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "estimated_cost": round(prompt_tokens / 1000 * config.price_per_1k_prompt_tokens
+                                + completion_tokens / 1000 * config.price_per_1k_completion_tokens, 6),
+    }
+    log.info("teacher: %d annotated, %d failed, %d requests, %d cache hits",
+             len(annotated), len(failed), usage["requests"], usage["cache_hits"])
+    return AnnotationSet(
+        passages=annotated,
+        failures=failed,
+        filter_counts=dict(filter_counts),
+        type_counts=dict(sorted(type_counts.items(), key=lambda kv: (-kv[1], kv[0]))),
+        usage=usage,
+        teacher=f"{config.backend}:{config.model}",
+    )
