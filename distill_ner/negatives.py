@@ -20,15 +20,11 @@ import numpy as np
 
 from distill_ner.config import NegativesConfig
 from distill_ner.records import AnnotatedPassage, AnnotationSet
+from distill_ner.teacher.parse import normalize_type  # one definition of a type's comparison key
 
 # Rejection sampling below redraws when it hits a type of the passage (or one already chosen); past this
 # many redraws per wanted negative the allowed mass is tiny and an exact masked draw is cheaper.
 _MAX_REDRAWS_PER_PICK = 64
-
-
-def normalize_type(entity_type: str) -> str:
-    """The comparison key of a type: lowercase, whitespace collapsed ("Sports  Team" == "sports team")."""
-    return " ".join(entity_type.lower().split())
 
 
 def stable_rng(seed: int, *keys: str) -> np.random.Generator:

@@ -64,6 +64,14 @@ def load_supervised(source: SupervisedSource) -> list[AnnotatedPassage]:
     from distill_ner import ner_data  # the loaders pull in datasets/pyarrow; only this step needs them
 
     ref = source.path if source.path is not None else source.hf_dataset
+    if source.path is not None:
+        from pathlib import Path
+
+        from distill_ner.benchmarks import benchmark_paths
+
+        # evaluation data must never leak into training
+        if str(Path(source.path).expanduser().resolve()) in {str(Path(p).resolve()) for p in benchmark_paths()}:
+            raise ValueError(f"sft.supervised[{source.name}].path {source.path} is a registered benchmark; never train on it")
     if source.format == "bio":
         corpus = ner_data.load_bio(ref, split=source.split, label_map=source.label_map, name=source.name)
     elif source.path is None:

@@ -166,3 +166,14 @@ def test_load_supervised_bio_jsonl_and_format_errors(tmp_path: Path):
 
     with pytest.raises(ValueError, match="give `path`"):
         load_supervised(SupervisedSource(name="hub", hf_dataset="someone/conll", format="conll"))
+
+
+def test_training_on_a_benchmark_file_is_refused():
+    from distill_ner.benchmarks import benchmark_paths
+    from distill_ner.config import SupervisedSource
+    from distill_ner.supervised import load_supervised
+
+    benchmark = benchmark_paths(["distill_ner_demo"])[0]
+    source = SupervisedSource(name="leak", path=benchmark, format="uniner")
+    with pytest.raises(ValueError, match="registered benchmark"):
+        load_supervised(source)
