@@ -1,12 +1,23 @@
-"""`distill-ner` console command: set-up, MLflow UI, and using the production model."""
+"""`distill-ner` console command: set-up, MLflow UI, and using the production model.
+
+    distill-ner predict --types person,location "Marie Curie was born in Warsaw."
+    echo '{"text": "...", "types": ["person"]}' | distill-ner predict --model models:/distill-ner@production
+    distill-ner promote --model-name distill-ner --version 3
+    distill-ner rollback --model-name distill-ner
+    distill-ner serve --model models:/distill-ner@production --port 5001
+
+The MLflow tracking URI is MLFLOW_TRACKING_URI when set, else the active ZenML stack's tracker.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 DEFAULT_STUDENT_DIR = ".cache/models/SmolLM2-135M-Instruct"
 TINY_STUDENT_DIR = ".cache/models/tiny-random-llama"
@@ -72,8 +83,82 @@ def cmd_ui(args: argparse.Namespace) -> None:
     )
 
 
+def use_tracking_uri() -> str:
+    """MLFLOW_TRACKING_URI when set, else the active ZenML stack's experiment tracker; set for MLflow."""
+    import mlflow
+
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:
+        from distill_ner.stack import tracking_uri_of_active_stack
+
+        uri = tracking_uri_of_active_stack()
+    mlflow.set_tracking_uri(uri)
+    return uri
+
+
+def _prediction_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Texts from the command line with --types, or JSONL {"text", "types"} from stdin (--types as default)."""
+    if args.texts:
+        if not args.types:
+            raise SystemExit("predict: --types is required with texts on the command line")
+        return [{"text": text, "types": args.types} for text in args.texts]
+    rows = []
+    for n, line in enumerate(sys.stdin, 1):
+        if not line.strip():
+            continue
+        record = json.loads(line)
+        types = record.get("types") or args.types
+        if not isinstance(record.get("text"), str) or not types:
+            raise SystemExit(f"predict: stdin line {n}: needs a string `text` and `types` (or --types)")
+        rows.append({"text": record["text"], "types": types})
+    return rows
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    import mlflow.pyfunc
+
+    use_tracking_uri()
+    rows = _prediction_rows(args)
+    if not rows:
+        return
+    model = mlflow.pyfunc.load_model(args.model)
+    for result in model.predict(rows):
+        print(json.dumps(result, ensure_ascii=False), flush=True)
+
+
+def cmd_promote(args: argparse.Namespace) -> None:
+    from distill_ner import registry
+
+    use_tracking_uri()
+    replaced = registry.promote(args.model_name, args.version)
+    print(f"{args.model_name}: production -> v{args.version}" + (f" (previous: v{replaced})" if replaced and replaced != str(args.version) else ""))
+
+
+def cmd_rollback(args: argparse.Namespace) -> None:
+    from distill_ner import registry
+
+    use_tracking_uri()
+    current = registry.production_version(args.model_name)
+    try:
+        restored = registry.rollback(args.model_name)
+    except LookupError as exc:
+        raise SystemExit(f"rollback: {exc}") from exc
+    print(f"{args.model_name}: production v{current} -> v{restored}")
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    uri = use_tracking_uri()
+    print(f"serving {args.model} on http://127.0.0.1:{args.port}/invocations (tracking {uri})", flush=True)
+    command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", args.model, "--env-manager", "local"]
+    command += ["--host", "127.0.0.1", "-p", str(args.port), "--workers", str(args.workers)]
+    # the server resolves models:/ URIs itself: it needs the same tracking URI
+    sys.exit(subprocess.call(command, env={**os.environ, "MLFLOW_TRACKING_URI": uri}))
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="distill-ner", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="distill-ner", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("fetch-student", help="get the offline default student (SmolLM2-135M-Instruct) or the tiny test model")
@@ -95,6 +180,28 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ui", help="serve the MLflow UI of the active stack on 127.0.0.1")
     p.add_argument("--port", type=int, default=5055)
     p.set_defaults(func=cmd_ui)
+
+    p = sub.add_parser("predict", help="entities from a logged/registered model, texts as arguments or JSONL on stdin")
+    p.add_argument("--model", default="models:/distill-ner@production", help="MLflow model URI")
+    p.add_argument("--types", type=lambda v: [t.strip() for t in v.split(",") if t.strip()], default=None,
+                   help="comma-separated entity types, e.g. person,location")
+    p.add_argument("texts", nargs="*", help="texts; without any, JSONL {\"text\", \"types\"} is read from stdin")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("promote", help="move the `production` alias (and ZenML stage) to a version, no gate")
+    p.add_argument("--model-name", default="distill-ner")
+    p.add_argument("--version", required=True)
+    p.set_defaults(func=cmd_promote)
+
+    p = sub.add_parser("rollback", help="production <- previous (and ZenML stage)")
+    p.add_argument("--model-name", default="distill-ner")
+    p.set_defaults(func=cmd_rollback)
+
+    p = sub.add_parser("serve", help="mlflow models serve a model on 127.0.0.1 from this environment")
+    p.add_argument("--model", default="models:/distill-ner@production")
+    p.add_argument("--port", type=int, default=5001)
+    p.add_argument("--workers", type=int, default=1, help="each worker loads its own copy of the model")
+    p.set_defaults(func=cmd_serve)
 
     return parser
 

@@ -145,7 +145,7 @@ def make_tiny_model(
     dest: str | Path,
     texts: list[str] | None = None,
     *,
-    vocab_size: int = 512,
+    vocab_size: int = 2048,
     chat_template: str = CHATML_TEMPLATE,
     seed: int = 0,
 ) -> Path:

@@ -7,13 +7,13 @@ from zenml.client import Client
 from zenml.config.cache_policy import CachePolicy
 from zenml.enums import ArtifactType
 
-from distill_ner import training
+from distill_ner import launch, training
 from distill_ner.config import StudentConfig, TrainConfig
 from distill_ner.records import SFTDataset
 from steps._stack import experiment_tracker_name
 
 
-@step(experiment_tracker=experiment_tracker_name(), cache_policy=CachePolicy(source_dependencies=[training]))
+@step(experiment_tracker=experiment_tracker_name(), cache_policy=CachePolicy(source_dependencies=[training, launch]))
 def train(
     sft: SFTDataset, student: StudentConfig, config: TrainConfig
 ) -> Annotated[Path, ArtifactConfig(name="student_model", artifact_type=ArtifactType.MODEL)]:
@@ -24,7 +24,13 @@ def train(
     """
     output_dir = Path(tempfile.mkdtemp(prefix="student_"))
     key = training.run_key(sft, student.model, config)
-    checkpoint_dir = Path(Client().active_stack.artifact_store.path) / "checkpoints" / key
-    result = training.train_student(sft, student.model, config, output_dir, checkpoint_dir=checkpoint_dir)
-    log_metadata(metadata={k: v for k, v in result.metrics.items()}, infer_artifact=True)
+    store = Client().active_stack.artifact_store.path
+    # a remote store (s3://, gs://) is not a folder Trainer can write; checkpoints then stay on this machine
+    root = Path(store) if "://" not in store else Path.home() / ".cache" / "distill-ner"
+    checkpoint_dir = root / "checkpoints" / key
+    if config.distributed != "none" and config.num_processes > 1:
+        metrics = launch.train_distributed(sft, student.model, config, output_dir, checkpoint_dir=checkpoint_dir)["metrics"]
+    else:
+        metrics = training.train_student(sft, student.model, config, output_dir, checkpoint_dir=checkpoint_dir).metrics
+    log_metadata(metadata=dict(metrics), infer_artifact=True)
     return output_dir

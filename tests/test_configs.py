@@ -28,6 +28,16 @@ def launched_pipeline(path: Path):
     return getattr(importlib.import_module(module), attr)
 
 
+def _step_names(pipeline) -> set[str]:
+    """Names of the steps a pipeline module uses (its step objects), for checking `steps:` keys."""
+    import sys
+
+    from zenml.steps import BaseStep
+
+    module = sys.modules[pipeline.entrypoint.__module__]
+    return {obj.name for obj in vars(module).values() if isinstance(obj, BaseStep)}
+
+
 def config_schema(pipeline):
     return inspect.signature(pipeline.entrypoint).parameters["config"].annotation
 
@@ -44,6 +54,27 @@ def path_values(obj, key=""):
         yield key, obj
 
 
+def unknown_zenml_keys(raw: dict) -> list[str]:
+    """ZenML tolerates unknown keys in a run config; a typo there must still fail our test."""
+    from zenml.config import DockerSettings, ResourceSettings
+    from zenml.config.step_configurations import StepConfigurationUpdate
+
+    settings_models = {"docker": DockerSettings, "resources": ResourceSettings}
+    unknown = [k for k in raw if k not in PipelineRunConfiguration.model_fields]
+
+    def check_settings(settings: dict, where: str) -> None:
+        for name, value in (settings or {}).items():
+            model = settings_models.get(name)
+            if model is not None:
+                unknown.extend(f"{where}.settings.{name}.{k}" for k in value if k not in model.model_fields)
+
+    check_settings(raw.get("settings"), "")
+    for step_name, step in (raw.get("steps") or {}).items():
+        unknown.extend(f"steps.{step_name}.{k}" for k in step if k not in StepConfigurationUpdate.model_fields)
+        check_settings(step.get("settings"), f"steps.{step_name}")
+    return unknown
+
+
 def test_there_are_configs():
     names = {p.name for p in CONFIGS}
     assert {"demo.yaml", "smoke.yaml"} <= names
@@ -53,13 +84,23 @@ def test_there_are_configs():
 def test_config_validates(path: Path):
     raw = yaml.safe_load(path.read_text())
     PipelineRunConfiguration.model_validate({k: v for k, v in raw.items() if k != "parameters"})
-    schema = config_schema(launched_pipeline(path))
+    assert not unknown_zenml_keys(raw), unknown_zenml_keys(raw)
+    pipeline = launched_pipeline(path)
+    assert set(raw.get("steps") or {}) <= set(pipeline.invocations or {}) | set(_step_names(pipeline)), raw["steps"]
+    schema = config_schema(pipeline)
     schema.model_validate(raw["parameters"]["config"], context={"skip_path_checks": True})
     from distill_ner.config import looks_local
 
     for key, value in path_values(raw["parameters"]["config"]):
         if looks_local(value) and not value.startswith(SETUP_MADE):
             assert (ROOT / value).exists(), f"{path.name}: {key} names a missing path {value}"
+
+
+def test_zenml_typo_is_caught():
+    assert unknown_zenml_keys({"enable_cachee": True, "steps": {"train": {"settings": {"resources": {"gpu_countt": 1}}}}}) == [
+        "enable_cachee",
+        "steps.train.settings.resources.gpu_countt",
+    ]
 
 
 def test_unknown_key_is_named():

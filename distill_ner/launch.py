@@ -1,0 +1,98 @@
+"""Multi-process training (DDP or FSDP) through `accelerate launch`, from inside one ZenML step.
+
+ZenML's `run_with_accelerate` passes step inputs as command-line strings, which cannot carry an SFT
+dataset artifact; so the step writes its inputs as JSON into a work folder, launches this module on
+N processes, and reads back the result that rank 0 writes. Trainer does the DDP/FSDP part itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from distill_ner.config import TrainConfig
+from distill_ner.records import SFTDataset
+
+
+def launch_command(config: TrainConfig, work: Path, *, cpu: bool = False) -> list[str]:
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(config.num_processes)]
+    if cpu:
+        cmd += ["--cpu"]
+    elif config.distributed == "fsdp":
+        cmd += ["--use_fsdp", "--multi_gpu"]
+    else:
+        cmd += ["--multi_gpu"]
+    cmd += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    return cmd + ["-m", "distill_ner.launch", "--work", str(work)]
+
+
+def train_distributed(
+    sft: SFTDataset,
+    student: str,
+    config: TrainConfig,
+    output_dir: Path,
+    *,
+    checkpoint_dir: Path | None = None,
+    cpu: bool = False,
+) -> dict:
+    """Run `training.train_student` on `config.num_processes` processes; returns rank 0's TrainResult dict."""
+    import mlflow
+
+    with tempfile.TemporaryDirectory(prefix="distill_launch_") as tmp:
+        work = Path(tmp)
+        (work / "sft.json").write_text(sft.model_dump_json())
+        (work / "job.json").write_text(
+            json.dumps(
+                {
+                    "student": student,
+                    "config": config.model_dump(mode="json"),
+                    "output_dir": str(output_dir),
+                    "checkpoint_dir": str(checkpoint_dir) if checkpoint_dir else None,
+                }
+            )
+        )
+        env = dict(os.environ)
+        run = mlflow.active_run()
+        if run is not None:
+            # rank 0 logs into the step's MLflow run
+            env["MLFLOW_RUN_ID"] = run.info.run_id
+            env["MLFLOW_TRACKING_URI"] = mlflow.get_tracking_uri()
+        subprocess.run(launch_command(config, work, cpu=cpu), check=True, env=env)
+        return json.loads((work / "result.json").read_text())
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="one rank of a distributed distill-ner training job")
+    parser.add_argument("--work", required=True, type=Path)
+    args = parser.parse_args(argv)
+
+    from distill_ner import training
+
+    job = json.loads((args.work / "job.json").read_text())
+    sft = SFTDataset.model_validate_json((args.work / "sft.json").read_text())
+    config = TrainConfig.model_validate(job["config"])
+    rank = int(os.environ.get("RANK", "0"))
+    log = rank == 0 and bool(os.environ.get("MLFLOW_RUN_ID"))
+    if log:
+        import mlflow
+
+        mlflow.start_run(run_id=os.environ["MLFLOW_RUN_ID"])
+    result = training.train_student(
+        sft,
+        job["student"],
+        config,
+        Path(job["output_dir"]),
+        checkpoint_dir=Path(job["checkpoint_dir"]) if job["checkpoint_dir"] else None,
+        log_to_mlflow=log,
+    )
+    if rank == 0:
+        (args.work / "result.json").write_text(result.model_dump_json())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,248 @@
+"""The student as an MLflow pyfunc: logged with its base bundled, loaded back, served over HTTP, used by the CLI.
+
+The adapter is a LoRA on the tiny random Llama, trained for a few seconds to answer `["Warsaw"]` to the
+location question about one sentence: a served answer that matches proves the adapter and the bundled
+base were both loaded (the untrained base answers nothing parsable).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+
+# one migrated, empty MLflow sqlite file, copied per store (a fixture that belongs in conftest.py)
+from test_registry import mlflow_template  # noqa: F401
+
+ROOT = Path(__file__).resolve().parents[1]
+TEXT = "Marie Curie was born in Warsaw."
+
+
+@pytest.fixture(scope="module")
+def adapter_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tiny base + LoRA adapter (all linear layers) that has memorised one answer; ~3 s on one thread."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from distill_ner.conversations import query_prompt_ids
+    from distill_ner.models import load_model, load_tokenizer, make_tiny_model
+
+    root = tmp_path_factory.mktemp("adapter")
+    base = make_tiny_model(root / "base", [TEXT])
+    tokenizer = load_tokenizer(str(base))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny matrices: more threads only contend with the rest of the machine
+    try:
+        torch.manual_seed(0)
+        model = get_peft_model(
+            load_model(str(base)),
+            LoraConfig(r=8, lora_alpha=16, task_type="CAUSAL_LM",
+                       target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]),
+        )
+        prompt = query_prompt_ids(tokenizer, TEXT, "location")
+        answer = tokenizer('["Warsaw"]', add_special_tokens=False)["input_ids"] + [tokenizer.convert_tokens_to_ids("<|im_end|>")]
+        ids, labels = torch.tensor([prompt + answer]), torch.tensor([[-100] * len(prompt) + answer])
+        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+        for _ in range(60):
+            model(input_ids=ids, labels=labels).loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+    finally:
+        torch.set_num_threads(threads)
+    # as training.py leaves it: the adapter names its base by path, tokenizer and training record beside it
+    model.peft_config["default"].base_model_name_or_path = str(base)
+    model.save_pretrained(root / "adapter")
+    tokenizer.save_pretrained(root / "adapter")
+    (root / "adapter" / "training_config.json").write_text(json.dumps({"base_model": str(base), "method": "lora", "data_hash": "d"}))
+    return root / "adapter"
+
+
+@pytest.fixture(scope="module")
+def store(mlflow_template: Path, tmp_path_factory: pytest.TempPathFactory):  # noqa: F811
+    """One MLflow store for this module (environment and tracking URI set while it runs)."""
+    import mlflow
+
+    root = tmp_path_factory.mktemp("mlflow")
+    shutil.copy(mlflow_template, root / "mlflow.db")
+    uri = f"sqlite:///{root}/mlflow.db"
+    mlflow.MlflowClient(tracking_uri=uri).create_experiment("serving", artifact_location=str(root / "artifacts"))
+    previous = mlflow.get_tracking_uri()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", uri)
+        mp.setenv("MLFLOW_EXPERIMENT_NAME", "serving")
+        mp.delenv("MLFLOW_REGISTRY_URI", raising=False)
+        mlflow.set_tracking_uri(uri)
+        yield uri
+    mlflow.set_tracking_uri(previous)
+
+
+def log(model_dir: Path):
+    """The ModelInfo of the folder logged by serving.log_ner_model, in a run of its own."""
+    import mlflow
+
+    from distill_ner import serving
+
+    with mlflow.start_run():
+        return serving.log_ner_model(model_dir, max_new_tokens=12)
+
+
+@pytest.fixture(scope="module")
+def production(store: str, adapter_dir: Path) -> str:
+    """The adapter registered and aliased `production`, as a promotion leaves it: models:/<name>@production."""
+    from mlflow import MlflowClient
+
+    info = log(adapter_dir)
+    name = f"ner-{uuid.uuid4().hex[:6]}"
+    client = MlflowClient()
+    client.create_registered_model(name)
+    version = client.create_model_version(name, info.model_uri, run_id=info.run_id, model_id=info.model_id)
+    client.set_registered_model_alias(name, "production", str(version.version))
+    return f"models:/{name}@production"
+
+
+def test_logged_adapter_is_self_contained_and_answers_like_the_local_model(adapter_dir: Path, store: str, tmp_path: Path) -> None:
+    import mlflow
+    import pandas as pd
+
+    from distill_ner import serving
+    from distill_ner.inference import Predictor
+
+    # a private copy of the adapter and its base, so that the base can be removed after logging
+    base = tmp_path / "base"
+    shutil.copytree(Path(json.loads((adapter_dir / "adapter_config.json").read_text())["base_model_name_or_path"]), base)
+    adapter = tmp_path / "adapter"
+    shutil.copytree(adapter_dir, adapter)
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    (adapter / "adapter_config.json").write_text(json.dumps({**config, "base_model_name_or_path": str(base)}))
+    local = Predictor(str(adapter), surface_forms=True, max_new_tokens=12).predict([TEXT], ["location", "person"])
+    assert local[0]["location"] == ["Warsaw"]
+    assert Predictor(str(base), surface_forms=True, max_new_tokens=12).predict([TEXT], ["location"])[0]["location"] != ["Warsaw"]
+
+    uri = log(adapter).model_uri
+    shutil.rmtree(base)  # the logged model must not need it any more
+
+    downloaded = Path(mlflow.artifacts.download_artifacts(uri))
+    bundled = downloaded / "artifacts" / "model"
+    assert (bundled / "base" / "model.safetensors").exists()
+    # the adapter is logged byte for byte as trained (it still names the original base)
+    assert (bundled / "adapter_config.json").read_bytes() == (adapter / "adapter_config.json").read_bytes()
+    mlmodel = (downloaded / "MLmodel").read_text()
+    assert "torch==" in (downloaded / "requirements.txt").read_text() and "+cpu" not in (downloaded / "requirements.txt").read_text()
+    assert "signature" in mlmodel and (downloaded / "input_example.json").exists()
+    assert (downloaded / "code" / "distill_ner" / "inference.py").exists()
+    assert not list((downloaded / "code").rglob("__pycache__"))
+
+    model = mlflow.pyfunc.load_model(uri)
+    frame = pd.DataFrame([{"text": TEXT, "types": "location, person"}, {"text": TEXT, "types": ["location"]}])
+    assert model.predict(frame) == [
+        {"text": TEXT, "entities": {"location": local[0]["location"], "person": local[0]["person"]}},
+        {"text": TEXT, "entities": {"location": ["Warsaw"]}},
+    ]
+    assert serving.predict(uri, [TEXT], "location") == [{"text": TEXT, "entities": {"location": ["Warsaw"]}}]
+    with pytest.raises(Exception, match="at least one entity type"):
+        model.predict([{"text": TEXT, "types": " , "}])
+
+
+def test_cli_predict_prints_entities(production: str, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    from distill_ner import cli
+
+    uri = production
+    cli.main(["predict", "--model", uri, "--types", "person,location", TEXT])
+    (row,) = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    assert row["text"] == TEXT and list(row["entities"]) == ["person", "location"] and row["entities"]["location"] == ["Warsaw"]
+
+    # JSONL in, JSONL out; --types fills in where a line has none
+    monkeypatch.setattr(sys, "stdin", io.StringIO(json.dumps({"text": TEXT, "types": ["location"]}) + "\n\n" + json.dumps({"text": "Paris"}) + "\n"))
+    cli.main(["predict", "--model", uri, "--types", "person"])
+    rows = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    assert rows[0] == {"text": TEXT, "entities": {"location": ["Warsaw"]}}
+    assert rows[1]["text"] == "Paris" and list(rows[1]["entities"]) == ["person"]
+
+
+def test_stage_model_layouts(tmp_path: Path) -> None:
+    """What goes into the `model` artifact: a local base bundled (hard links while staging), a merged
+    folder alone, a hub base left as a reference."""
+    from distill_ner.serving import stage_model
+
+    base = tmp_path / "base"
+    base.mkdir()
+    (base / "config.json").write_text("{}")
+    (base / "model.safetensors").write_bytes(b"weights")
+
+    def adapter(name: str, base_ref: str, merged: bool = False) -> Path:
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": base_ref}))
+        (folder / "adapter_model.safetensors").write_bytes(b"lora")
+        if merged:
+            (folder / "merged").mkdir()
+            (folder / "merged" / "config.json").write_text("{}")
+        return folder
+
+    def files(folder: Path) -> list[str]:
+        return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+
+    local = stage_model(adapter("local", str(base)), tmp_path / "s1")
+    assert files(local) == ["adapter_config.json", "adapter_model.safetensors", "base/config.json", "base/model.safetensors"]
+    assert (local / "base" / "model.safetensors").stat().st_ino == (base / "model.safetensors").stat().st_ino
+    assert files(stage_model(adapter("merged", str(base), merged=True), tmp_path / "s2")) == ["config.json"]
+    assert files(stage_model(adapter("hub", "HuggingFaceTB/SmolLM2-135M-Instruct"), tmp_path / "s3")) == [
+        "adapter_config.json", "adapter_model.safetensors"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_serve_production_over_http(production: str, tmp_path: Path) -> None:
+    """`distill-ner serve` (mlflow models serve --env-manager local) for the production alias, queried over HTTP."""
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    log_file = open(tmp_path / "serve.log", "w")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "distill_ner.cli", "serve", "--model", production, "--port", str(port)],
+        cwd=tmp_path, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 150
+        while True:
+            assert server.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "server did not answer /ping in 150 s:\n" + (tmp_path / "serve.log").read_text()[-3000:]
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.5)
+        body = json.dumps({"dataframe_records": [{"text": TEXT, "types": ["person", "location"]}, {"text": TEXT, "types": "location"}]})
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/invocations", data=body.encode(), headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=60) as r:
+            answer = json.loads(r.read())
+        first, second = answer["predictions"]
+        assert list(first["entities"]) == ["person", "location"] and first["entities"]["location"] == ["Warsaw"]
+        assert second == {"text": TEXT, "entities": {"location": ["Warsaw"]}}
+    finally:
+        # the server's whole process group (our CLI, mlflow's launcher and its uvicorn worker), started by us
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+        log_file.close()
