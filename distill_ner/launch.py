@@ -21,13 +21,10 @@ from distill_ner.records import SFTDataset
 
 def launch_command(config: TrainConfig, work: Path, *, cpu: bool = False) -> list[str]:
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(config.num_processes)]
-    if cpu:
-        cmd += ["--cpu"]
-    elif config.distributed == "fsdp":
-        cmd += ["--use_fsdp", "--multi_gpu"]
-    else:
-        cmd += ["--multi_gpu"]
-    cmd += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    # FSDP wrapping and precision come from TrainingArguments (training.py), not from launcher flags,
+    # so the two cannot disagree
+    cmd += ["--cpu"] if cpu else ["--multi_gpu"]
+    cmd += ["--num_machines", "1", "--dynamo_backend", "no"]
     return cmd + ["-m", "distill_ner.launch", "--work", str(work)]
 
 
@@ -77,11 +74,8 @@ def main(argv: list[str] | None = None) -> None:
     sft = SFTDataset.model_validate_json((args.work / "sft.json").read_text())
     config = TrainConfig.model_validate(job["config"])
     rank = int(os.environ.get("RANK", "0"))
+    # rank 0 logs into the step's run named by MLFLOW_RUN_ID (train_student never starts or ends a run)
     log = rank == 0 and bool(os.environ.get("MLFLOW_RUN_ID"))
-    if log:
-        import mlflow
-
-        mlflow.start_run(run_id=os.environ["MLFLOW_RUN_ID"])
     result = training.train_student(
         sft,
         job["student"],

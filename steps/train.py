@@ -1,3 +1,4 @@
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Annotated
@@ -32,5 +33,7 @@ def train(
         metrics = launch.train_distributed(sft, student.model, config, output_dir, checkpoint_dir=checkpoint_dir)["metrics"]
     else:
         metrics = training.train_student(sft, student.model, config, output_dir, checkpoint_dir=checkpoint_dir).metrics
+    # the checkpoints only serve to resume this run; once it is done they are dead weight (GBs for a 7B)
+    shutil.rmtree(checkpoint_dir, ignore_errors=True)
     log_metadata(metadata=dict(metrics), infer_artifact=True)
     return output_dir
