@@ -204,3 +204,15 @@ class DistillConfig(StrictModel):
     train: TrainConfig = TrainConfig()
     eval: EvalConfig
     gate: GateConfig = GateConfig()
+
+
+class EvaluateNERConfig(StrictModel):
+    """Everything `evaluate_ner` needs: any model scored on the benchmarks, e.g. a base model next to a student."""
+
+    model: str = Field(..., description="hub id, local folder (model or adapter) or models:/name@alias")
+    eval: EvalConfig
+
+    @field_validator("model")
+    @classmethod
+    def _model_exists(cls, v: str, info: ValidationInfo) -> str:
+        return check_model_ref(v, "model", info)

@@ -1,7 +1,14 @@
+"""Two thin evaluation steps over one function (`evaluation.evaluate_model`).
+
+`evaluate` takes the trained student as the `Path` artifact the train step outputs (distill_ner);
+`evaluate_reference` takes a model reference string given as a parameter (evaluate_ner: a hub id, a
+local folder or `models:/name@alias`). ZenML type-checks artifact inputs, so a `Path` artifact cannot
+feed a `str` input; both steps therefore stay, and share everything through `_evaluate_and_log`.
+"""
+
 from pathlib import Path
 from typing import Annotated
 
-import mlflow
 from zenml import step
 from zenml.config.cache_policy import CachePolicy
 
@@ -12,14 +19,29 @@ from materializers import EvalReportMaterializer
 from steps._stack import experiment_tracker_name
 
 
+def _evaluate_and_log(model_ref: str, config: EvalConfig) -> EvalReport:
+    report = evaluation.evaluate_model(model_ref, config)
+    evaluation.log_to_mlflow(report, config, model_ref)  # params, metrics, predictions.json (if a run is active)
+    return report
+
+
 @step(
     output_materializers=EvalReportMaterializer,
     experiment_tracker=experiment_tracker_name(),
     cache_policy=CachePolicy(source_dependencies=[evaluation, inference, metrics]),
 )
 def evaluate(model: Path, config: EvalConfig, benchmarks_fingerprint: str) -> Annotated[EvalReport, "eval_report"]:
-    """Score the model on every benchmark with the UniNER metric (and seqeval where gold is token-level)."""
-    report = evaluation.evaluate_model(str(model), config)
-    if mlflow.active_run():
-        mlflow.log_metrics(evaluation.report_metrics(report))
-    return report
+    """Score the trained student on every benchmark with the UniNER metric (and seqeval where gold is token-level)."""
+    return _evaluate_and_log(str(model), config)
+
+
+@step(
+    output_materializers=EvalReportMaterializer,
+    experiment_tracker=experiment_tracker_name(),
+    cache_policy=CachePolicy(source_dependencies=[evaluation, inference, metrics]),
+)
+def evaluate_reference(
+    model: str, config: EvalConfig, benchmarks_fingerprint: str, model_fingerprint: str
+) -> Annotated[EvalReport, "eval_report"]:
+    """Score any model reference; the fingerprints make the cache see changed benchmark or model files."""
+    return _evaluate_and_log(model, config)

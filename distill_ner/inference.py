@@ -1,0 +1,587 @@
+"""Greedy inference for the student: one (text, type) question in, the raw generated answer out.
+
+Every prompt is rendered by `conversations.query_prompt_ids`, the same code path training uses, so the
+student sees at test time exactly the token prefix it was trained on.
+
+Two backends:
+
+* ``transformers`` (CPU or one GPU). All questions about one sentence share a long prompt prefix
+  (system prompt, passage turn, "I've read this text.", "What describes"). For each sentence the
+  longest common *token* prefix of its prompts is run once; its KV cache is then copied to one row per
+  question and every question is decoded as one batch from there. Several sentences share a batch:
+  row layout in the KV cache is
+
+      [prefix of the row's sentence][hole][question suffix][generated tokens...]
+
+  where the hole is padding up to the longest prefix in the batch plus left padding up to the
+  longest suffix. The hole has attention mask 0 and every real token gets the position id it would
+  have in the unpadded prompt, so each row computes the same function as a lone `model.generate`
+  call; only float rounding can differ (other reduction orders), and the tests and
+  benchmarks/bench_eval.py check that greedy answers come out identical. Prefixes are padded on the
+  right (not the left) so that no query row is ever fully masked. Finished rows are dropped from the
+  batch (and its cache) as soon as they emit an end-of-turn/eos token, so long answers do not make
+  short ones pay.
+
+* ``vllm`` (GPU), imported only when selected: prompts go in as token ids from the same
+  `query_prompt_ids`, greedy `SamplingParams`, prefix caching on (vLLM shares the common prefix by
+  itself). A LoRA adapter folder is MERGED into its base once (cached in a temp folder keyed by the
+  adapter's content) and the merged folder is served, rather than using `LoRARequest`: evaluation
+  serves one model at a time, a merged model needs no `enable_lora`/`max_lora_rank` tuning, works for
+  every target module (vLLM's LoRA kernels do not cover e.g. `modules_to_save` embeddings), and runs
+  at base-model speed.
+
+The transformers backend also merges an adapter into its base on load (speed; the reference loops in
+tests and benchmarks use the same merged model object).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from distill_ner.conversations import READ_REPLY, query_messages, query_prompt_ids, render_text
+from distill_ner.metrics import extract_items, parse_answer
+
+logger = logging.getLogger(__name__)
+
+Backend = Literal["transformers", "vllm"]
+Query = tuple[str, str]  # (text, entity type)
+
+# generation_config fields that would make a plain `model.generate` differ from pure greedy argmax
+_NON_GREEDY_FIELDS = {
+    "repetition_penalty": 1.0,
+    "no_repeat_ngram_size": 0,
+    "encoder_repetition_penalty": 1.0,
+    "length_penalty": 1.0,
+    "bad_words_ids": None,
+    "suppress_tokens": None,
+    "begin_suppress_tokens": None,
+    "forced_bos_token_id": None,
+    "forced_eos_token_id": None,
+    "min_new_tokens": None,
+    "min_length": 0,
+}
+
+
+@dataclass
+class Generation:
+    """One decoded answer: generated token ids without the stop token, and whether a stop token ended it."""
+
+    token_ids: list[int]
+    stopped: bool
+    text: str = ""
+
+    @property
+    def n_generated(self) -> int:
+        """Tokens the model produced, the stop token included (what throughput is measured in)."""
+        return len(self.token_ids) + int(self.stopped)
+
+
+@dataclass
+class EngineStats:
+    queries: int = 0
+    generated_tokens: int = 0
+    seconds: float = 0.0
+    batches: int = 0
+    extra: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def queries_per_s(self) -> float:
+        return self.queries / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.generated_tokens / self.seconds if self.seconds > 0 else 0.0
+
+
+# --------------------------------------------------------------------------------------- helpers
+
+
+def _as_list(value: Any) -> list[int]:
+    if value is None:
+        return []
+    if isinstance(value, int):
+        return [value]
+    return [int(v) for v in value]
+
+
+def end_of_turn_ids(tokenizer: Any) -> list[int]:
+    """The special token(s) the chat template writes right after an assistant reply.
+
+    Found by rendering the query prompt and reading the first special token after READ_REPLY (ChatML's
+    `<|im_end|>`, Llama-3's `<|eot_id|>`, Gemma's `<end_of_turn>`, Llama-2's `</s>`), so no template is
+    hard-coded. Empty when the template writes no special token there.
+    """
+    rendered = render_text(tokenizer, query_messages("x", "y"), add_generation_prompt=True)
+    at = rendered.find(READ_REPLY)
+    if at < 0:
+        return []
+    tail = rendered[at + len(READ_REPLY) :]
+    specials = set(getattr(tokenizer, "all_special_ids", []) or [])
+    for token in (getattr(tokenizer, "added_tokens_decoder", None) or {}).items():
+        token_id, added = token
+        if getattr(added, "special", False):
+            specials.add(int(token_id))
+    for token_id in tokenizer(tail, add_special_tokens=False)["input_ids"]:
+        if token_id in specials:
+            return [int(token_id)]
+    return []
+
+
+def stop_token_ids(tokenizer: Any, model: Any | None = None, generation_config: Any | None = None) -> list[int]:
+    """Where a row stops: the model's generation_config eos ids, the tokenizer's eos and the template's
+    end-of-turn token (order kept, duplicates dropped)."""
+    ids: list[int] = []
+    if generation_config is None:
+        generation_config = getattr(model, "generation_config", None)
+    if generation_config is not None:
+        ids += _as_list(getattr(generation_config, "eos_token_id", None))
+    ids += _as_list(getattr(tokenizer, "eos_token_id", None))
+    ids += end_of_turn_ids(tokenizer)
+    return list(dict.fromkeys(ids))
+
+
+def common_prefix_length(sequences: Sequence[Sequence[int]]) -> int:
+    """Length of the longest common prefix of token sequences."""
+    if not sequences:
+        return 0
+    first = sequences[0]
+    n = min(len(s) for s in sequences)
+    for i in range(n):
+        token = first[i]
+        if any(s[i] != token for s in sequences):
+            return i
+    return n
+
+
+def _default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _generation_config(model_dir: str) -> Any | None:
+    """The folder's generation_config.json, if it has one (vLLM reads the same file)."""
+    from transformers import GenerationConfig
+
+    try:
+        return GenerationConfig.from_pretrained(model_dir)
+    except (OSError, ValueError):
+        return None
+
+
+def _merged_adapter_dir(adapter_dir: str) -> str:
+    """An adapter merged into its base, saved once per adapter content under the temp folder."""
+    from distill_ner.fingerprint import fingerprint_paths
+    from distill_ner.models import load_model, load_tokenizer
+
+    key = hashlib.sha256(f"{Path(adapter_dir).resolve()}\x00{fingerprint_paths([adapter_dir])}".encode()).hexdigest()[:16]
+    dest = Path(tempfile.gettempdir()) / "distill_ner_merged" / key
+    if (dest / "config.json").exists():
+        return str(dest)
+    model = load_model(adapter_dir).merge_and_unload()
+    partial = dest.with_name(dest.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)  # left over from an interrupted merge
+    model.save_pretrained(partial, safe_serialization=True)
+    load_tokenizer(adapter_dir).save_pretrained(partial)
+    partial.rename(dest)  # only a complete folder ever appears under the final name
+    return str(dest)
+
+
+# ---------------------------------------------------------------------------------------- plans
+
+
+@dataclass
+class _Chunk:
+    """Questions about one sentence that go into one batch, with their shared token prefix."""
+
+    prefix: list[int]
+    rows: list[int]  # indices into the caller's prompt list
+    suffixes: list[list[int]]
+
+
+def plan_batches(prompts: Sequence[Sequence[int]], groups: Sequence[Sequence[int]], batch_size: int) -> list[list[_Chunk]]:
+    """Cut sentence groups into chunks of at most batch_size rows and pack whole chunks into batches.
+
+    The shared prefix of a chunk stops at least one token before its shortest prompt, so every row has a
+    non-empty suffix whose last position yields the first generated token. Chunks are ordered by prompt
+    length so a batch holds similar lengths (less padding).
+    """
+    chunks: list[_Chunk] = []
+    for group in groups:
+        for start in range(0, len(group), batch_size):
+            rows = list(group[start : start + batch_size])
+            seqs = [prompts[i] for i in rows]
+            n = min(common_prefix_length(seqs), min(len(s) for s in seqs) - 1)
+            chunks.append(_Chunk(prefix=list(seqs[0][:n]), rows=rows, suffixes=[list(s[n:]) for s in seqs]))
+    chunks.sort(key=lambda c: -(len(c.prefix) + max(len(s) for s in c.suffixes)))
+    batches: list[list[_Chunk]] = []
+    current: list[_Chunk] = []
+    size = 0
+    for chunk in chunks:
+        if current and size + len(chunk.rows) > batch_size:
+            batches.append(current)
+            current, size = [], 0
+        current.append(chunk)
+        size += len(chunk.rows)
+    if current:
+        batches.append(current)
+    return batches
+
+
+# ----------------------------------------------------------------------------- transformers path
+
+
+class _TransformersBackend:
+    def __init__(self, model: Any, tokenizer: Any, stop_ids: Sequence[int], device: str) -> None:
+        import inspect
+
+        self.model = model
+        self.tokenizer = tokenizer
+        self.stop_ids = list(stop_ids)
+        self.device = device
+        # transformers 5.x renamed `past_key_values` to `cache` (the old name is deprecated)
+        params = inspect.signature(model.forward).parameters
+        self.cache_kwarg = "cache" if "cache" in params else "past_key_values"
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (self.stop_ids or [0])[0]
+
+    def _forward(self, input_ids: Any, attention_mask: Any, position_ids: Any, cache: Any) -> Any:
+        out = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            use_cache=True,
+            logits_to_keep=1,  # only the last position's logits are needed (the lm_head is big)
+            **{self.cache_kwarg: cache},
+        )
+        return out.logits[:, -1, :]
+
+    def generate_batch(self, chunks: Sequence[_Chunk], max_new_tokens: int) -> list[Generation]:
+        """Greedy decoding of every row of the batch; results in chunk/row order."""
+        import torch
+        from transformers import DynamicCache
+
+        device = self.device
+        n_chunks = len(chunks)
+        prefix_lengths = [len(c.prefix) for c in chunks]
+        p_max = max(prefix_lengths)
+        row_chunk = [ci for ci, c in enumerate(chunks) for _ in c.rows]
+        suffixes = [s for c in chunks for s in c.suffixes]
+        n_rows = len(suffixes)
+        l_max = max(len(s) for s in suffixes)
+
+        cache = DynamicCache(config=self.model.config)
+        # 1) each sentence's prefix once, right-padded to the longest prefix of the batch
+        if p_max > 0:
+            ids = torch.full((n_chunks, p_max), self.pad_id, dtype=torch.long)
+            prefix_mask = torch.zeros((n_chunks, p_max), dtype=torch.long)
+            for ci, c in enumerate(chunks):
+                ids[ci, : len(c.prefix)] = torch.tensor(c.prefix, dtype=torch.long)
+                prefix_mask[ci, : len(c.prefix)] = 1
+            # pads continue the count; they are masked out as keys, so their positions never matter
+            positions = torch.arange(p_max, dtype=torch.long).unsqueeze(0).expand(n_chunks, -1)
+            self._forward(ids.to(device), prefix_mask.to(device), positions.to(device), cache)
+            # 2) one cache row per question
+            index = torch.tensor(row_chunk, dtype=torch.long, device=device)
+            cache.batch_select_indices(index)
+            mask = prefix_mask.to(device)[index]
+        else:
+            mask = torch.zeros((n_rows, 0), dtype=torch.long, device=device)
+
+        # 3) the question suffixes, left-padded so that every row's last token is the batch's last column
+        ids = torch.full((n_rows, l_max), self.pad_id, dtype=torch.long)
+        suffix_mask = torch.zeros((n_rows, l_max), dtype=torch.long)
+        positions = torch.zeros((n_rows, l_max), dtype=torch.long)
+        for r, suffix in enumerate(suffixes):
+            n, p = len(suffix), prefix_lengths[row_chunk[r]]
+            ids[r, l_max - n :] = torch.tensor(suffix, dtype=torch.long)
+            suffix_mask[r, l_max - n :] = 1
+            # real tokens continue their own prefix; the padding slots get the first suffix position
+            positions[r, l_max - n :] = torch.arange(p, p + n)
+            positions[r, : l_max - n] = p
+        mask = torch.cat([mask, suffix_mask.to(device)], dim=1)
+        positions = positions.to(device)
+        logits = self._forward(ids.to(device), mask, positions, cache)
+        next_pos = positions[:, -1] + 1
+
+        # 4) greedy decoding; a finished row leaves the batch (and the cache) at once
+        stop = torch.tensor(self.stop_ids or [-1], dtype=torch.long, device=device)
+        generated: list[list[int]] = [[] for _ in range(n_rows)]
+        stopped = [False] * n_rows
+        active = list(range(n_rows))  # batch position -> row
+        for step in range(max_new_tokens):
+            tokens = logits.argmax(dim=-1)
+            done = torch.isin(tokens, stop)
+            token_list = tokens.tolist()
+            done_list = done.tolist()
+            for b, row in enumerate(active):
+                if done_list[b]:
+                    stopped[row] = True
+                else:
+                    generated[row].append(token_list[b])
+            if step + 1 == max_new_tokens:
+                break
+            if any(done_list):
+                keep = [b for b, d in enumerate(done_list) if not d]
+                if not keep:
+                    break
+                keep_index = torch.tensor(keep, dtype=torch.long, device=device)
+                cache.batch_select_indices(keep_index)
+                mask, next_pos, tokens = mask[keep_index], next_pos[keep_index], tokens[keep_index]
+                active = [active[b] for b in keep]
+            mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=1)
+            logits = self._forward(tokens.unsqueeze(1), mask, next_pos.unsqueeze(1), cache)
+            next_pos = next_pos + 1
+        return [Generation(token_ids=generated[r], stopped=stopped[r]) for r in range(n_rows)]
+
+
+# ------------------------------------------------------------------------------------- vLLM path
+
+
+def import_vllm() -> Any:
+    """The vllm module, or an ImportError that says what to do instead."""
+    try:
+        import vllm
+    except ImportError as e:
+        raise ImportError(
+            "backend='vllm' needs the `vllm` package (CUDA machine; `pip install 'distill-ner[vllm]'`). "
+            "vllm is not installed in this environment: use backend='transformers'."
+        ) from e
+    return vllm
+
+
+class _VLLMBackend:
+    def __init__(self, model_dir: str, stop_ids: Sequence[int], **llm_kwargs: Any) -> None:
+        vllm = import_vllm()
+        self.vllm = vllm
+        self.stop_ids = list(stop_ids)
+        kwargs: dict[str, Any] = {"enable_prefix_caching": True, "seed": 0}
+        kwargs.update(llm_kwargs)
+        self.llm = vllm.LLM(model=model_dir, tokenizer=model_dir, **kwargs)
+
+    def generate(self, prompts: Sequence[Sequence[int]], max_new_tokens: int, progress: bool) -> list[Generation]:
+        params = self.vllm.SamplingParams(
+            temperature=0.0, max_tokens=max_new_tokens, stop_token_ids=self.stop_ids, detokenize=False
+        )
+        # token ids in, so vLLM never re-renders or re-tokenises the prompt
+        requests = [{"prompt_token_ids": list(p)} for p in prompts]
+        outputs = self.llm.generate(requests, params, use_tqdm=progress)
+        results = []
+        for out in outputs:
+            completion = out.outputs[0]
+            ids = list(completion.token_ids)
+            ended = bool(ids) and ids[-1] in self.stop_ids
+            if ended:
+                ids.pop()
+            results.append(Generation(token_ids=ids, stopped=ended or completion.finish_reason == "stop"))
+        return results
+
+
+# ----------------------------------------------------------------------------------------- engine
+
+
+class Engine:
+    """Greedy answers of a student to UniNER questions, `answer()` returns raw texts in query order."""
+
+    def __init__(
+        self,
+        model_ref: str,
+        *,
+        backend: Backend = "transformers",
+        batch_size: int = 16,
+        max_new_tokens: int = 256,
+        device: str | None = None,
+        dtype: Any = None,
+        vllm_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        from distill_ner.models import is_adapter, load_tokenizer, resolve_reference
+
+        if backend not in ("transformers", "vllm"):
+            raise ValueError(f"unknown backend {backend!r}; use 'transformers' or 'vllm'")
+        if batch_size <= 0 or max_new_tokens <= 0:
+            raise ValueError("batch_size and max_new_tokens must be positive")
+        if backend == "vllm":
+            import_vllm()  # fail before downloading, loading or merging anything when vllm is missing
+        self.model_ref = model_ref
+        self.backend = backend
+        self.batch_size = batch_size
+        self.max_new_tokens = max_new_tokens
+        self.last_stats = EngineStats()
+        local = resolve_reference(model_ref)  # models:/ URIs are downloaded once, here
+        self.tokenizer = load_tokenizer(local)
+        self.model: Any = None
+        self._tf: _TransformersBackend | None = None
+        self._vllm: _VLLMBackend | None = None
+        if backend == "vllm":
+            served = _merged_adapter_dir(local) if is_adapter(local) else local
+            self.stop_ids = stop_token_ids(self.tokenizer, generation_config=_generation_config(served))
+            self._vllm = _VLLMBackend(served, self.stop_ids, **(vllm_kwargs or {}))
+        else:
+            self._init_transformers(self._load_model(local, device, dtype), device)
+
+    @classmethod
+    def from_model(
+        cls,
+        model: Any,
+        tokenizer: Any,
+        *,
+        batch_size: int = 16,
+        max_new_tokens: int = 256,
+        name: str = "",
+        stop_ids: Sequence[int] | None = None,
+    ) -> "Engine":
+        """An engine over an already loaded model and tokenizer (transformers backend): for tests and
+        for comparing with other decoding loops on the very same weights. `stop_ids` replaces the
+        stop tokens read from the model and tokenizer."""
+        engine = cls.__new__(cls)
+        engine.model_ref = name or str(getattr(model, "name_or_path", ""))
+        engine.backend = "transformers"
+        engine.batch_size = batch_size
+        engine.max_new_tokens = max_new_tokens
+        engine.last_stats = EngineStats()
+        engine.tokenizer = tokenizer
+        engine._vllm = None
+        engine._init_transformers(model, str(next(model.parameters()).device), stop_ids)
+        return engine
+
+    @staticmethod
+    def _load_model(local: str, device: str | None, dtype: Any) -> Any:
+        import torch
+
+        from distill_ner.models import is_adapter, load_model
+
+        device = device or _default_device()
+        if dtype is None:
+            # fp32 on CPU (bf16 matmuls are slow there and would change the answers); bf16 on a GPU
+            dtype = torch.bfloat16 if device.startswith("cuda") and torch.cuda.is_bf16_supported() else torch.float32
+        model = load_model(local, dtype=dtype, device=device)
+        if is_adapter(local):
+            # one set of weights: decoding does not pay for the LoRA side matmuls
+            model = model.merge_and_unload()
+        return model
+
+    def _init_transformers(self, model: Any, device: str | None, stop_ids: Sequence[int] | None = None) -> None:
+        model.eval()
+        self.model = model
+        self.device = device or str(next(model.parameters()).device)
+        self.stop_ids = list(stop_ids) if stop_ids is not None else stop_token_ids(self.tokenizer, model)
+        generation_config = getattr(model, "generation_config", None)
+        changed = [
+            k for k, default in _NON_GREEDY_FIELDS.items() if generation_config is not None and getattr(generation_config, k, default) not in (default, None)
+        ]
+        if changed:
+            logger.warning(
+                "the model's generation_config sets %s; this engine decodes pure greedy (the UniNER evaluation), "
+                "so a plain model.generate would differ",
+                ", ".join(changed),
+            )
+        self._tf = _TransformersBackend(model, self.tokenizer, self.stop_ids, self.device)
+
+    # -------------------------------------------------------------------------------- public API
+
+    def prompt_ids(self, text: str, entity_type: str, dataset: str | None = None) -> list[int]:
+        return query_prompt_ids(self.tokenizer, text, entity_type, dataset)
+
+    def generate(
+        self,
+        queries: Sequence[Query],
+        dataset: str | None = None,
+        progress: bool = True,
+        max_new_tokens: int | None = None,
+    ) -> list[Generation]:
+        """Token-level results (ids without the stop token, stopped flag, decoded text) in query order."""
+        max_new = max_new_tokens or self.max_new_tokens
+        t0 = time.perf_counter()
+        prompts = [self.prompt_ids(text, entity_type, dataset) for text, entity_type in queries]
+        if self._vllm is not None:
+            results = self._vllm.generate(prompts, max_new, progress)
+            batches = 1
+        else:
+            results, batches = self._generate_transformers(queries, prompts, max_new, progress)
+        for g in results:
+            g.text = self.tokenizer.decode(g.token_ids, skip_special_tokens=True)
+        self.last_stats = EngineStats(
+            queries=len(queries),
+            generated_tokens=sum(g.n_generated for g in results),
+            seconds=time.perf_counter() - t0,
+            batches=batches,
+        )
+        return results
+
+    def _generate_transformers(
+        self, queries: Sequence[Query], prompts: list[list[int]], max_new: int, progress: bool
+    ) -> tuple[list[Generation], int]:
+        import torch
+        from tqdm.auto import tqdm
+
+        assert self._tf is not None
+        groups: dict[str, list[int]] = {}
+        for i, (text, _) in enumerate(queries):
+            groups.setdefault(text, []).append(i)
+        batches = plan_batches(prompts, list(groups.values()), self.batch_size)
+        results: list[Generation | None] = [None] * len(queries)
+        tokens = 0
+        t0 = time.perf_counter()
+        with torch.inference_mode(), tqdm(
+            total=len(queries), unit="q", desc="generate", disable=not progress, dynamic_ncols=True
+        ) as bar:
+            for batch in batches:
+                outputs = self._tf.generate_batch(batch, max_new)
+                rows = [r for chunk in batch for r in chunk.rows]
+                for row, generation in zip(rows, outputs):
+                    results[row] = generation
+                    tokens += generation.n_generated
+                bar.update(len(rows))
+                bar.set_postfix_str(f"{tokens / max(time.perf_counter() - t0, 1e-9):.1f} tok/s", refresh=False)
+        return [r for r in results if r is not None], len(batches)
+
+    def answer(
+        self,
+        queries: Sequence[Query],
+        dataset: str | None = None,
+        progress: bool = True,
+        max_new_tokens: int | None = None,
+    ) -> list[str]:
+        """Raw answers in query order, stripped like the reference's `get_response` (special tokens
+        removed by decoding). `dataset` adds the `Dataset:` line; leave it None for zero-shot."""
+        return [g.text.strip() for g in self.generate(queries, dataset, progress, max_new_tokens)]
+
+
+class Predictor:
+    """Open NER for serving: texts and the types to look for in, entities per type out."""
+
+    def __init__(
+        self,
+        model_ref: str | None = None,
+        *,
+        engine: Engine | None = None,
+        surface_forms: bool = False,
+        **engine_kwargs: Any,
+    ) -> None:
+        if (model_ref is None) == (engine is None):
+            raise ValueError("give exactly one of model_ref or engine")
+        self.engine = engine if engine is not None else Engine(model_ref, **engine_kwargs)  # type: ignore[arg-type]
+        # False: the normalised strings the UniNER metric scores (parse_answer); True: the strings as the
+        # model wrote them (same parsing rules, no lowercasing/punctuation removal)
+        self.surface_forms = surface_forms
+
+    def predict(
+        self, texts: Sequence[str], types: Sequence[str], dataset: str | None = None, progress: bool = False
+    ) -> list[dict[str, list[str]]]:
+        """For each text, type -> deduplicated entities (every requested type present, [] when none)."""
+        types = list(dict.fromkeys(types))
+        queries = [(text, t) for text in texts for t in types]
+        answers = self.engine.answer(queries, dataset=dataset, progress=progress)
+        parse = extract_items if self.surface_forms else parse_answer
+        out: list[dict[str, list[str]]] = []
+        for i in range(len(texts)):
+            row = answers[i * len(types) : (i + 1) * len(types)]
+            out.append({t: list(dict.fromkeys(parse(a))) for t, a in zip(types, row)})
+        return out

@@ -1,0 +1,241 @@
+"""The inference engine against a plain one-query-at-a-time `model.generate` loop on the tiny random Llama.
+
+The tiny model is random, so its answers are garbage, but greedy decoding is deterministic: the engine
+(shared prefix KV cache, batched suffixes with padding holes, several sentences per batch, rows leaving
+the batch when they stop) must produce exactly the token ids of the plain loop.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+
+from distill_ner.conversations import query_prompt_ids
+from distill_ner.inference import Engine, Predictor, common_prefix_length, plan_batches, stop_token_ids
+from distill_ner.metrics import parse_answer
+from distill_ner.models import load_model, load_tokenizer, make_tiny_model
+
+SENTENCES = [
+    "Marie Curie was born in Warsaw and worked in Paris.",
+    "Python is used at the University of Paris.",
+    "Warsaw.",
+    "A much longer sentence about Marie Curie, who moved from Warsaw to Paris, studied physics there and later "
+    "worked at the University of Paris with other researchers.",
+]
+# types of very different token lengths, so the question suffixes need left padding
+TYPES = ["person", "location", "programming language", "an unusually long and specific entity type name", "x"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """The tiny model is all per-op overhead; a second intra-op thread only waits (10x slower on a busy box)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def scrambled_tiny_model(dest: Path) -> Path:
+    """make_tiny_model's random Llama with larger weights: at its init scale (std 0.02) it says the same
+    token whatever the prompt, which would make "identical answers" trivially true. With std 0.15 every
+    query gets its own varied token sequence."""
+    base = make_tiny_model(dest.parent / "tiny-base")
+    model = load_model(str(base))
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.dim() == 2:
+                param.copy_(torch.randn(param.shape, generator=generator) * 0.15)
+    model.save_pretrained(dest)
+    load_tokenizer(str(base)).save_pretrained(dest)
+    return dest
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return scrambled_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_dir: Path):
+    model = load_model(str(tiny_dir))
+    model.eval()
+    return model, load_tokenizer(str(tiny_dir))
+
+
+def queries() -> list[tuple[str, str]]:
+    return [(s, t) for s in SENTENCES for t in TYPES]
+
+
+def plain_generate(model, tokenizer, qs, max_new_tokens: int, stop_ids: list[int]) -> list[list[int]]:
+    """The reference: one query at a time, greedy, same stop tokens; ids without the final stop token."""
+    out: list[list[int]] = []
+    with torch.inference_mode():
+        for text, entity_type in qs:
+            ids = query_prompt_ids(tokenizer, text, entity_type)
+            generated = model.generate(
+                torch.tensor([ids]),
+                attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                do_sample=False,
+                max_new_tokens=max_new_tokens,
+                eos_token_id=stop_ids,
+                pad_token_id=tokenizer.pad_token_id,
+            )[0, len(ids) :].tolist()
+            if generated and generated[-1] in stop_ids:
+                generated = generated[:-1]
+            out.append(generated)
+    return out
+
+
+def test_common_prefix_and_plan():
+    assert common_prefix_length([[1, 2, 3], [1, 2, 4], [1, 2]]) == 2
+    assert common_prefix_length([[5, 6]]) == 2
+    prompts = [[1, 2, 3, 4], [1, 2, 3, 5, 6], [1, 2, 3, 4], [9, 8], [1, 2, 3, 7]]
+    batches = plan_batches(prompts, [[0, 1, 2, 4], [3]], batch_size=3)
+    chunks = [c for b in batches for c in b]
+    assert all(sum(len(c.rows) for c in b) <= 3 for b in batches)
+    assert sorted(r for c in chunks for r in c.rows) == [0, 1, 2, 3, 4]
+    for chunk in chunks:
+        for row, suffix in zip(chunk.rows, chunk.suffixes):
+            assert chunk.prefix + suffix == prompts[row]
+            assert suffix, "every row keeps at least one suffix token"
+
+
+def test_answers_vary(reference):
+    assert len({tuple(ids) for ids in reference}) == len(reference), "a degenerate model would prove nothing"
+
+
+def test_prompts_share_a_long_prefix(tiny):
+    _, tokenizer = tiny
+    prompts = [query_prompt_ids(tokenizer, SENTENCES[0], t) for t in TYPES]
+    shared = common_prefix_length(prompts)
+    assert shared > 0.7 * min(len(p) for p in prompts)
+    assert len({len(p) for p in prompts}) > 1, "the test needs questions of different token lengths"
+
+
+MAX_NEW = 10
+
+
+@pytest.fixture(scope="module")
+def reference(tiny) -> list[list[int]]:
+    """Plain-loop ids for every query, computed once (model.generate costs ~0.3 s a query even here)."""
+    model, tokenizer = tiny
+    return plain_generate(model, tokenizer, queries(), MAX_NEW, stop_token_ids(tokenizer, model))
+
+
+def truncate_at(ids: list[int], stop: int) -> tuple[list[int], bool]:
+    """What greedy decoding with `stop` as the stop token gives, read off an unstopped greedy run."""
+    return (ids[: ids.index(stop)], True) if stop in ids else (ids, False)
+
+
+@pytest.mark.parametrize("batch_size", [1, 4, 16])
+def test_engine_equals_plain_generate(tiny, reference, batch_size: int):
+    model, tokenizer = tiny
+    engine = Engine.from_model(model, tokenizer, batch_size=batch_size, max_new_tokens=MAX_NEW)
+    qs = queries()
+    generations = engine.generate(qs, progress=False)
+    assert [g.token_ids for g in generations] == reference
+    answers = engine.answer(qs, progress=False)
+    assert answers == [tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in reference]
+    assert engine.last_stats.queries == len(qs)
+    assert engine.last_stats.generated_tokens == sum(g.n_generated for g in generations)
+
+
+def test_plain_generate_with_stop_token(tiny, reference):
+    """The truncation shortcut used below agrees with model.generate given that stop token."""
+    model, tokenizer = tiny
+    stop = reference[0][3]
+    assert plain_generate(model, tokenizer, queries()[:1], MAX_NEW, [stop]) == [truncate_at(reference[0], stop)[0]]
+
+
+def test_stops_at_stop_token_per_row(tiny, reference):
+    """Rows end at different steps when they emit a stop token; the others go on, unchanged."""
+    model, tokenizer = tiny
+    # the random model never says <|im_end|>; make a token it says in some rows (not all) a stop token
+    rows_with = Counter(t for ids in reference for t in set(ids[1:]))
+
+    def varied(stop: int) -> bool:  # some rows stop, some do not, and not all at the same step
+        cut = [truncate_at(ids, stop) for ids in reference]
+        return 0 < sum(s for _, s in cut) < len(cut) and len({len(ids) for ids, s in cut if s}) > 1
+
+    stop = next(t for t in sorted(rows_with, key=lambda t: abs(rows_with[t] - len(reference) / 2)) if varied(t))
+    expected = [truncate_at(ids, stop) for ids in reference]
+    engine = Engine.from_model(model, tokenizer, batch_size=8, max_new_tokens=MAX_NEW, stop_ids=[stop])
+    generations = engine.generate(queries(), progress=False)
+    assert [(g.token_ids, g.stopped) for g in generations] == expected
+    assert all(g.n_generated == len(g.token_ids) + g.stopped for g in generations)
+
+
+def test_all_rows_stop_early(tiny):
+    model, tokenizer = tiny
+    qs = queries()[:6]
+    first = Engine.from_model(model, tokenizer, max_new_tokens=1).generate(qs, progress=False)
+    stops = sorted({g.token_ids[0] for g in first})
+    generations = Engine.from_model(model, tokenizer, max_new_tokens=50, stop_ids=stops).generate(qs, progress=False)
+    assert all(g.stopped and g.token_ids == [] and g.n_generated == 1 for g in generations)
+
+
+def test_stop_ids_include_end_of_turn(tiny):
+    model, tokenizer = tiny
+    im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    assert im_end in stop_token_ids(tokenizer, model)
+
+
+def test_engine_loads_reference_and_adapter(tiny_dir: Path, tmp_path: Path):
+    """Engine(model_ref) on a folder, and on a LoRA adapter folder (merged into its base on load)."""
+    from peft import LoraConfig, get_peft_model
+
+    qs = queries()[:5]
+    base = Engine(str(tiny_dir), max_new_tokens=6, device="cpu")
+    torch.manual_seed(1)
+    peft_model = get_peft_model(load_model(str(tiny_dir)), LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
+    with torch.no_grad():  # LoRA B starts at zero (a no-op adapter); make it change the answers
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.5)
+    adapter_dir = tmp_path / "adapter"
+    peft_model.save_pretrained(adapter_dir)
+    load_tokenizer(str(tiny_dir)).save_pretrained(adapter_dir)
+    tuned = Engine(str(adapter_dir), max_new_tokens=6, device="cpu")
+    assert not hasattr(tuned.model, "peft_config"), "the adapter is merged for decoding"
+    got = tuned.generate(qs, progress=False)
+    assert [g.token_ids for g in got] == plain_generate(tuned.model, tuned.tokenizer, qs, 6, tuned.stop_ids)
+    assert [g.token_ids for g in got] != [g.token_ids for g in base.generate(qs, progress=False)]
+
+
+def test_predictor(tiny):
+    model, tokenizer = tiny
+    engine = Engine.from_model(model, tokenizer, max_new_tokens=8)
+    texts = SENTENCES[:2]
+    types = ["person", "location", "person"]  # a repeated type is asked once
+    out = Predictor(engine=engine).predict(texts, types)
+    answers = engine.answer([(x, t) for x in texts for t in ["person", "location"]], progress=False)
+    assert len(out) == 2 and all(list(row) == ["person", "location"] for row in out)
+    flat = [out[i][t] for i in range(2) for t in ["person", "location"]]
+    assert flat == [parse_answer(a) for a in answers]
+
+
+def test_bad_arguments(tiny_dir: Path):
+    with pytest.raises(ValueError, match="backend"):
+        Engine(str(tiny_dir), backend="onnx")  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        Predictor()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vllm is installed")
+def test_vllm_missing_is_a_clear_error(tiny_dir: Path):
+    with pytest.raises(ImportError, match="vllm.*backend='transformers'"):
+        Engine(str(tiny_dir), backend="vllm")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vllm is not installed")
+def test_vllm_matches_transformers(tiny_dir: Path):
+    qs = queries()
+    vllm_engine = Engine(str(tiny_dir), backend="vllm", max_new_tokens=8, vllm_kwargs={"dtype": "float32"})
+    reference = Engine(str(tiny_dir), max_new_tokens=8, device="cpu")
+    assert vllm_engine.answer(qs, progress=False) == reference.answer(qs, progress=False)
