@@ -41,6 +41,7 @@ import logging
 import shutil
 import tempfile
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,7 +90,8 @@ class EngineStats:
     queries: int = 0
     generated_tokens: int = 0
     seconds: float = 0.0
-    batches: int = 0
+    chunks: int = 0  # prefill groups (one sentence's questions each)
+    merges: int = 0  # admissions into a batch that was still decoding (continuous batching)
     extra: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -200,19 +202,19 @@ def _merged_adapter_dir(adapter_dir: str) -> str:
 
 @dataclass
 class _Chunk:
-    """Questions about one sentence that go into one batch, with their shared token prefix."""
+    """Questions about one sentence that enter decoding together, with their shared token prefix."""
 
     prefix: list[int]
     rows: list[int]  # indices into the caller's prompt list
     suffixes: list[list[int]]
 
 
-def plan_batches(prompts: Sequence[Sequence[int]], groups: Sequence[Sequence[int]], batch_size: int) -> list[list[_Chunk]]:
-    """Cut sentence groups into chunks of at most batch_size rows and pack whole chunks into batches.
+def plan_chunks(prompts: Sequence[Sequence[int]], groups: Sequence[Sequence[int]], batch_size: int) -> list[_Chunk]:
+    """Cut sentence groups into chunks of at most batch_size rows, each with its shared prefix.
 
     The shared prefix of a chunk stops at least one token before its shortest prompt, so every row has a
-    non-empty suffix whose last position yields the first generated token. Chunks are ordered by prompt
-    length so a batch holds similar lengths (less padding).
+    non-empty suffix whose last position yields the first generated token. Chunks come longest prompt
+    first, so rows decoded together have similar lengths (less padding).
     """
     chunks: list[_Chunk] = []
     for group in groups:
@@ -222,27 +224,44 @@ def plan_batches(prompts: Sequence[Sequence[int]], groups: Sequence[Sequence[int
             n = min(common_prefix_length(seqs), min(len(s) for s in seqs) - 1)
             chunks.append(_Chunk(prefix=list(seqs[0][:n]), rows=rows, suffixes=[list(s[n:]) for s in seqs]))
     chunks.sort(key=lambda c: -(len(c.prefix) + max(len(s) for s in c.suffixes)))
-    batches: list[list[_Chunk]] = []
-    current: list[_Chunk] = []
-    size = 0
-    for chunk in chunks:
-        if current and size + len(chunk.rows) > batch_size:
-            batches.append(current)
-            current, size = [], 0
-        current.append(chunk)
-        size += len(chunk.rows)
-    if current:
-        batches.append(current)
-    return batches
+    return chunks
 
 
 # ----------------------------------------------------------------------------- transformers path
 
 
+@dataclass
+class _Running:
+    """Rows decoded together: their KV cache (rows x cache columns), attention mask over the cache
+    columns, the position id and token each row feeds next, and which query each row answers."""
+
+    cache: Any
+    mask: Any  # [rows, columns] long, 0 on padding holes
+    next_pos: Any  # [rows]
+    tokens: Any  # [rows]
+    rows: list[int]
+
+    @property
+    def size(self) -> int:
+        return len(self.rows)
+
+
 class _TransformersBackend:
-    def __init__(self, model: Any, tokenizer: Any, stop_ids: Sequence[int], device: str) -> None:
+    """Greedy decoding with shared sentence prefixes and continuous batching.
+
+    Queue of chunks (one sentence's questions each). Whenever a chunk fits in the free rows of the
+    running batch it is admitted: its prefix is run once, its cache copied to one row per question, its
+    suffixes run, and the new rows are merged into the running batch (cache columns left-padded to a
+    common length; padding has mask 0). Rows leave as soon as they stop. Refilling freed rows this way
+    keeps the batch full although answer lengths vary (one 256-token answer no longer decodes alone).
+    Merging edits the cache tensors of `DynamicLayer`s directly; for any other cache layout (sliding
+    window, linear attention) a new group of chunks is only admitted when the batch is empty.
+    """
+
+    def __init__(self, model: Any, tokenizer: Any, stop_ids: Sequence[int], device: str, refill: bool = True) -> None:
         import inspect
 
+        self.refill = refill
         self.model = model
         self.tokenizer = tokenizer
         self.stop_ids = list(stop_ids)
@@ -251,6 +270,9 @@ class _TransformersBackend:
         params = inspect.signature(model.forward).parameters
         self.cache_kwarg = "cache" if "cache" in params else "past_key_values"
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (self.stop_ids or [0])[0]
+        self.merges = 0  # of the last decode() call
+
+    # ------------------------------------------------------------------------------- model calls
 
     def _forward(self, input_ids: Any, attention_mask: Any, position_ids: Any, cache: Any) -> Any:
         out = self.model(
@@ -263,8 +285,12 @@ class _TransformersBackend:
         )
         return out.logits[:, -1, :]
 
-    def generate_batch(self, chunks: Sequence[_Chunk], max_new_tokens: int) -> list[Generation]:
-        """Greedy decoding of every row of the batch; results in chunk/row order."""
+    def _prefill(self, chunks: Sequence[_Chunk]) -> tuple[_Running, Any]:
+        """Run the chunks' prompts; returns their rows (cache filled) and the logits of their first token.
+
+        Row layout in the cache: [prefix of the row's sentence][pad to the longest prefix][left pad]
+        [question suffix]. Prefixes are padded on the right so no query row is ever fully masked.
+        """
         import torch
         from transformers import DynamicCache
 
@@ -278,7 +304,7 @@ class _TransformersBackend:
         l_max = max(len(s) for s in suffixes)
 
         cache = DynamicCache(config=self.model.config)
-        # 1) each sentence's prefix once, right-padded to the longest prefix of the batch
+        # 1) each sentence's prefix once, right-padded to the longest prefix of the group
         if p_max > 0:
             ids = torch.full((n_chunks, p_max), self.pad_id, dtype=torch.long)
             prefix_mask = torch.zeros((n_chunks, p_max), dtype=torch.long)
@@ -295,7 +321,7 @@ class _TransformersBackend:
         else:
             mask = torch.zeros((n_rows, 0), dtype=torch.long, device=device)
 
-        # 3) the question suffixes, left-padded so that every row's last token is the batch's last column
+        # 3) the question suffixes, left-padded so that every row's last token is the last column
         ids = torch.full((n_rows, l_max), self.pad_id, dtype=torch.long)
         suffix_mask = torch.zeros((n_rows, l_max), dtype=torch.long)
         positions = torch.zeros((n_rows, l_max), dtype=torch.long)
@@ -309,37 +335,118 @@ class _TransformersBackend:
         mask = torch.cat([mask, suffix_mask.to(device)], dim=1)
         positions = positions.to(device)
         logits = self._forward(ids.to(device), mask, positions, cache)
-        next_pos = positions[:, -1] + 1
+        rows = [r for c in chunks for r in c.rows]
+        running = _Running(cache=cache, mask=mask, next_pos=positions[:, -1] + 1, tokens=None, rows=rows)
+        return running, logits
 
-        # 4) greedy decoding; a finished row leaves the batch (and the cache) at once
-        stop = torch.tensor(self.stop_ids or [-1], dtype=torch.long, device=device)
-        generated: list[list[int]] = [[] for _ in range(n_rows)]
-        stopped = [False] * n_rows
-        active = list(range(n_rows))  # batch position -> row
-        for step in range(max_new_tokens):
-            tokens = logits.argmax(dim=-1)
-            done = torch.isin(tokens, stop)
-            token_list = tokens.tolist()
-            done_list = done.tolist()
-            for b, row in enumerate(active):
-                if done_list[b]:
-                    stopped[row] = True
+    # ----------------------------------------------------------------------- batch bookkeeping
+
+    @staticmethod
+    def _mergeable(cache: Any) -> bool:
+        from transformers.cache_utils import DynamicLayer
+
+        layers = getattr(cache, "layers", None)
+        return bool(layers) and all(type(layer) is DynamicLayer and layer.is_initialized for layer in layers)
+
+    @staticmethod
+    def _merge(a: _Running | None, b: _Running | None) -> _Running | None:
+        """One batch from two: cache columns left-padded to the longer one (zeros, mask 0), rows stacked."""
+        import torch.nn.functional as F
+
+        if a is None or b is None:
+            return a or b
+        import torch
+
+        t_a, t_b = a.mask.shape[1], b.mask.shape[1]
+        t = max(t_a, t_b)
+        for la, lb in zip(a.cache.layers, b.cache.layers):
+            # [rows, heads, columns, dim]: pad the columns dimension at the front
+            la.keys = torch.cat([F.pad(la.keys, (0, 0, t - t_a, 0)), F.pad(lb.keys, (0, 0, t - t_b, 0))], dim=0)
+            la.values = torch.cat([F.pad(la.values, (0, 0, t - t_a, 0)), F.pad(lb.values, (0, 0, t - t_b, 0))], dim=0)
+        a.mask = torch.cat([F.pad(a.mask, (t - t_a, 0)), F.pad(b.mask, (t - t_b, 0))], dim=0)
+        a.next_pos = torch.cat([a.next_pos, b.next_pos])
+        a.tokens = torch.cat([a.tokens, b.tokens])
+        a.rows = a.rows + b.rows
+        return a
+
+    @staticmethod
+    def _compact(run: _Running) -> None:
+        """Drop leading cache columns that no remaining row attends to (left behind by departed rows)."""
+        used = run.mask.sum(dim=0) > 0
+        lead = int(used.int().argmax()) if bool(used.any()) else 0
+        if lead > 0:
+            for layer in run.cache.layers:
+                layer.keys = layer.keys[:, :, lead:, :]
+                layer.values = layer.values[:, :, lead:, :]
+            run.mask = run.mask[:, lead:]
+
+    def decode(
+        self,
+        chunks: Sequence[_Chunk],
+        max_new_tokens: int,
+        batch_size: int,
+        on_finish: Any = None,
+    ) -> dict[int, Generation]:
+        """Greedy answers for every row of the chunks (each chunk has at most batch_size rows)."""
+        import torch
+
+        stop = torch.tensor(self.stop_ids or [-1], dtype=torch.long, device=self.device)
+        generated: dict[int, list[int]] = {}
+        results: dict[int, Generation] = {}
+        self.merges = 0
+        pending = deque(chunks)
+        run: _Running | None = None
+        mergeable = self.refill
+
+        def advance(batch: _Running, tokens: Any) -> _Running | None:
+            """Record each row's new token; rows that stop or reach max_new_tokens leave the batch."""
+            done = torch.isin(tokens, stop).tolist()
+            keep: list[int] = []
+            for b, (row, token, is_stop) in enumerate(zip(batch.rows, tokens.tolist(), done)):
+                ids = generated.setdefault(row, [])
+                if not is_stop:
+                    ids.append(token)
+                if is_stop or len(ids) >= max_new_tokens:
+                    results[row] = Generation(token_ids=ids, stopped=bool(is_stop))
+                    if on_finish is not None:
+                        on_finish(results[row])
                 else:
-                    generated[row].append(token_list[b])
-            if step + 1 == max_new_tokens:
-                break
-            if any(done_list):
-                keep = [b for b, d in enumerate(done_list) if not d]
-                if not keep:
-                    break
-                keep_index = torch.tensor(keep, dtype=torch.long, device=device)
-                cache.batch_select_indices(keep_index)
-                mask, next_pos, tokens = mask[keep_index], next_pos[keep_index], tokens[keep_index]
-                active = [active[b] for b in keep]
-            mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=1)
-            logits = self._forward(tokens.unsqueeze(1), mask, next_pos.unsqueeze(1), cache)
-            next_pos = next_pos + 1
-        return [Generation(token_ids=generated[r], stopped=stopped[r]) for r in range(n_rows)]
+                    keep.append(b)
+            if not keep:
+                return None
+            if len(keep) < batch.size:
+                index = torch.tensor(keep, dtype=torch.long, device=self.device)
+                batch.cache.batch_select_indices(index)
+                batch.mask, batch.next_pos, tokens = batch.mask[index], batch.next_pos[index], tokens[index]
+                batch.rows = [batch.rows[b] for b in keep]
+                if mergeable:
+                    self._compact(batch)
+            batch.tokens = tokens
+            return batch
+
+        while pending or run is not None:
+            # admit waiting sentences into the free rows (into an empty batch only, if caches cannot merge)
+            room = batch_size - (run.size if run is not None else 0)
+            if pending and (run is None or mergeable) and len(pending[0].rows) <= room:
+                admit = []
+                while pending and len(pending[0].rows) <= room:
+                    admit.append(pending.popleft())
+                    room -= len(admit[-1].rows)
+                new, logits = self._prefill(admit)
+                mergeable = mergeable and self._mergeable(new.cache)
+                new = advance(new, logits.argmax(dim=-1))
+                self.merges += int(run is not None and new is not None)
+                run = self._merge(run, new)
+                if run is None:
+                    continue
+            if run is None:
+                continue
+            # one greedy step for every row of the batch
+            run.mask = torch.cat([run.mask, run.mask.new_ones((run.size, 1))], dim=1)
+            logits = self._forward(run.tokens.unsqueeze(1), run.mask, run.next_pos.unsqueeze(1), run.cache)
+            run.next_pos = run.next_pos + 1
+            run = advance(run, logits.argmax(dim=-1))
+        return results
 
 
 # ------------------------------------------------------------------------------------- vLLM path
@@ -399,6 +506,7 @@ class Engine:
         max_new_tokens: int = 256,
         device: str | None = None,
         dtype: Any = None,
+        continuous_batching: bool = True,
         vllm_kwargs: dict[str, Any] | None = None,
     ) -> None:
         from distill_ner.models import is_adapter, load_tokenizer, resolve_reference
@@ -413,6 +521,7 @@ class Engine:
         self.backend = backend
         self.batch_size = batch_size
         self.max_new_tokens = max_new_tokens
+        self.continuous_batching = continuous_batching
         self.last_stats = EngineStats()
         local = resolve_reference(model_ref)  # models:/ URIs are downloaded once, here
         self.tokenizer = load_tokenizer(local)
@@ -436,6 +545,7 @@ class Engine:
         max_new_tokens: int = 256,
         name: str = "",
         stop_ids: Sequence[int] | None = None,
+        continuous_batching: bool = True,
     ) -> "Engine":
         """An engine over an already loaded model and tokenizer (transformers backend): for tests and
         for comparing with other decoding loops on the very same weights. `stop_ids` replaces the
@@ -445,6 +555,7 @@ class Engine:
         engine.backend = "transformers"
         engine.batch_size = batch_size
         engine.max_new_tokens = max_new_tokens
+        engine.continuous_batching = continuous_batching
         engine.last_stats = EngineStats()
         engine.tokenizer = tokenizer
         engine._vllm = None
@@ -482,7 +593,7 @@ class Engine:
                 "so a plain model.generate would differ",
                 ", ".join(changed),
             )
-        self._tf = _TransformersBackend(model, self.tokenizer, self.stop_ids, self.device)
+        self._tf = _TransformersBackend(model, self.tokenizer, self.stop_ids, self.device, refill=self.continuous_batching)
 
     # -------------------------------------------------------------------------------- public API
 
@@ -502,22 +613,23 @@ class Engine:
         prompts = [self.prompt_ids(text, entity_type, dataset) for text, entity_type in queries]
         if self._vllm is not None:
             results = self._vllm.generate(prompts, max_new, progress)
-            batches = 1
+            chunks, merges = 0, 0
         else:
-            results, batches = self._generate_transformers(queries, prompts, max_new, progress)
+            results, chunks, merges = self._generate_transformers(queries, prompts, max_new, progress)
         for g in results:
             g.text = self.tokenizer.decode(g.token_ids, skip_special_tokens=True)
         self.last_stats = EngineStats(
             queries=len(queries),
             generated_tokens=sum(g.n_generated for g in results),
             seconds=time.perf_counter() - t0,
-            batches=batches,
+            chunks=chunks,
+            merges=merges,
         )
         return results
 
     def _generate_transformers(
         self, queries: Sequence[Query], prompts: list[list[int]], max_new: int, progress: bool
-    ) -> tuple[list[Generation], int]:
+    ) -> tuple[list[Generation], int, int]:
         import torch
         from tqdm.auto import tqdm
 
@@ -525,22 +637,21 @@ class Engine:
         groups: dict[str, list[int]] = {}
         for i, (text, _) in enumerate(queries):
             groups.setdefault(text, []).append(i)
-        batches = plan_batches(prompts, list(groups.values()), self.batch_size)
-        results: list[Generation | None] = [None] * len(queries)
+        chunks = plan_chunks(prompts, list(groups.values()), self.batch_size)
         tokens = 0
         t0 = time.perf_counter()
         with torch.inference_mode(), tqdm(
             total=len(queries), unit="q", desc="generate", disable=not progress, dynamic_ncols=True
         ) as bar:
-            for batch in batches:
-                outputs = self._tf.generate_batch(batch, max_new)
-                rows = [r for chunk in batch for r in chunk.rows]
-                for row, generation in zip(rows, outputs):
-                    results[row] = generation
-                    tokens += generation.n_generated
-                bar.update(len(rows))
+
+            def on_finish(generation: Generation) -> None:
+                nonlocal tokens
+                tokens += generation.n_generated
+                bar.update(1)
                 bar.set_postfix_str(f"{tokens / max(time.perf_counter() - t0, 1e-9):.1f} tok/s", refresh=False)
-        return [r for r in results if r is not None], len(batches)
+
+            results = self._tf.decode(chunks, max_new, self.batch_size, on_finish)
+        return [results[i] for i in range(len(queries))], len(chunks), self._tf.merges
 
     def answer(
         self,

@@ -16,6 +16,8 @@ from distill_ner.stack import tracking_uri_of_active_stack
 
 def main(pipeline_name: str, model_name: str) -> None:
     client = Client()
+    # other ZenML processes started in this repo may have switched the repo's active stack
+    client.activate_stack("distill-ner")
     runs = client.list_pipeline_runs(pipeline_name=pipeline_name, sort_by="desc:created", size=10).items
     run = runs[0]
     steps = {}
@@ -35,8 +37,9 @@ def main(pipeline_name: str, model_name: str) -> None:
             for key in r.data.metrics:
                 if key.startswith("train/loss"):
                     histories[key] = [m.value for m in mlflow.get_metric_history(r.info.run_id, key)]
+    # search results carry no aliases in MLflow 3; get_model_version does
     versions = [
-        {"version": v.version, "aliases": list(v.aliases), "tags": dict(v.tags)}
+        {"version": v.version, "aliases": list(mlflow.get_model_version(model_name, v.version).aliases), "tags": dict(v.tags)}
         for v in mlflow.search_model_versions(f"name='{model_name}'")
     ]
     print(

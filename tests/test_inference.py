@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from distill_ner.conversations import query_prompt_ids
-from distill_ner.inference import Engine, Predictor, common_prefix_length, plan_batches, stop_token_ids
+from distill_ner.inference import Engine, Predictor, common_prefix_length, plan_chunks, stop_token_ids
 from distill_ner.metrics import parse_answer
 from distill_ner.models import load_model, load_tokenizer, make_tiny_model
 
@@ -95,9 +95,8 @@ def test_common_prefix_and_plan():
     assert common_prefix_length([[1, 2, 3], [1, 2, 4], [1, 2]]) == 2
     assert common_prefix_length([[5, 6]]) == 2
     prompts = [[1, 2, 3, 4], [1, 2, 3, 5, 6], [1, 2, 3, 4], [9, 8], [1, 2, 3, 7]]
-    batches = plan_batches(prompts, [[0, 1, 2, 4], [3]], batch_size=3)
-    chunks = [c for b in batches for c in b]
-    assert all(sum(len(c.rows) for c in b) <= 3 for b in batches)
+    chunks = plan_chunks(prompts, [[0, 1, 2, 4], [3]], batch_size=3)
+    assert all(len(c.rows) <= 3 for c in chunks)
     assert sorted(r for c in chunks for r in c.rows) == [0, 1, 2, 3, 4]
     for chunk in chunks:
         for row, suffix in zip(chunk.rows, chunk.suffixes):
@@ -152,8 +151,10 @@ def test_plain_generate_with_stop_token(tiny, reference):
     assert plain_generate(model, tokenizer, queries()[:1], MAX_NEW, [stop]) == [truncate_at(reference[0], stop)[0]]
 
 
-def test_stops_at_stop_token_per_row(tiny, reference):
-    """Rows end at different steps when they emit a stop token; the others go on, unchanged."""
+@pytest.mark.parametrize("batch_size", [3, 6, 10])
+def test_stops_at_stop_token_per_row(tiny, reference, batch_size: int):
+    """Rows end at different steps when they emit a stop token; the others go on, unchanged, and the
+    freed rows are refilled with the next sentence's questions (continuous batching)."""
     model, tokenizer = tiny
     # the random model never says <|im_end|>; make a token it says in some rows (not all) a stop token
     rows_with = Counter(t for ids in reference for t in set(ids[1:]))
@@ -164,10 +165,29 @@ def test_stops_at_stop_token_per_row(tiny, reference):
 
     stop = next(t for t in sorted(rows_with, key=lambda t: abs(rows_with[t] - len(reference) / 2)) if varied(t))
     expected = [truncate_at(ids, stop) for ids in reference]
-    engine = Engine.from_model(model, tokenizer, batch_size=8, max_new_tokens=MAX_NEW, stop_ids=[stop])
+    engine = Engine.from_model(model, tokenizer, batch_size=batch_size, max_new_tokens=MAX_NEW, stop_ids=[stop])
     generations = engine.generate(queries(), progress=False)
     assert [(g.token_ids, g.stopped) for g in generations] == expected
     assert all(g.n_generated == len(g.token_ids) + g.stopped for g in generations)
+
+
+def truncate_at_any(ids: list[int], stops: set[int]) -> tuple[list[int], bool]:
+    cut = next((i for i, t in enumerate(ids) if t in stops), None)
+    return (ids[:cut], True) if cut is not None else (ids, False)
+
+
+def test_freed_rows_are_refilled(tiny, reference):
+    """The longest sentence's questions stop after 2 tokens while the next sentence's go on: the third
+    sentence joins the running batch (caches merged, padding hole in front) and still decodes exactly."""
+    model, tokenizer = tiny
+    qs = queries()
+    first = [i for i, (text, _) in enumerate(qs) if text == max(SENTENCES, key=len)]
+    stops = {reference[i][1] for i in first}
+    expected = [truncate_at_any(ids, stops) for ids in reference]
+    engine = Engine.from_model(model, tokenizer, batch_size=2 * len(TYPES), max_new_tokens=MAX_NEW, stop_ids=sorted(stops))
+    generations = engine.generate(qs, progress=False)
+    assert [(g.token_ids, g.stopped) for g in generations] == expected
+    assert engine.last_stats.merges > 0
 
 
 def test_all_rows_stop_early(tiny):
