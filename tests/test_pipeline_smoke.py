@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -24,6 +25,8 @@ def test_smoke_run_end_to_end_then_cached(tiny_student, zenml_env):
     setup = run_cli(["distill-ner", "stack"], zenml_env)
     assert setup.returncode == 0, setup.stderr[-4000:]
 
+    secret = "sk-distill-ner-test-7f3c9a1e5b"
+    zenml_env["OPENAI_API_KEY"] = secret  # the teacher's key variable: it must never be written anywhere
     first = run_cli(PIPELINE + ["configs/smoke.yaml"], zenml_env, timeout=900)
     assert first.returncode == 0, (first.stdout + first.stderr)[-6000:]
     state = inspect(zenml_env)
@@ -44,6 +47,14 @@ def test_smoke_run_end_to_end_then_cached(tiny_student, zenml_env):
     assert len(state["loss_history"]["train/loss"]) == 4
     versions = state["model_versions"]
     assert len(versions) == 1 and "production" in versions[0]["aliases"]
+
+    # ZenML's store, its artifacts and the MLflow store and artifacts all live under ZENML_CONFIG_PATH
+    leaked = [
+        str(path)
+        for path in Path(zenml_env["ZENML_CONFIG_PATH"]).rglob("*")
+        if path.is_file() and secret.encode() in path.read_bytes()
+    ]
+    assert not leaked and secret not in first.stdout + first.stderr, leaked
 
     # An identical rerun: every step with unchanged inputs comes from the cache; the teacher is not asked.
     second = run_cli(PIPELINE + ["configs/smoke.yaml"], zenml_env, timeout=900)
