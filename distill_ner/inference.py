@@ -13,14 +13,15 @@ Two backends:
 
       [prefix of the row's sentence][hole][question suffix][generated tokens...]
 
-  where the hole is padding up to the longest prefix in the batch plus left padding up to the
-  longest suffix. The hole has attention mask 0 and every real token gets the position id it would
-  have in the unpadded prompt, so each row computes the same function as a lone `model.generate`
-  call; only float rounding can differ (other reduction orders), and the tests and
+  where the hole is padding up to the longest prefix of the sentences admitted with it plus left
+  padding up to the longest suffix. The hole has attention mask 0 and every real token gets the
+  position id it would have in the unpadded prompt, so each row computes the same function as a lone
+  `model.generate` call; only float rounding can differ (other reduction orders), and the tests and
   benchmarks/bench_eval.py check that greedy answers come out identical. Prefixes are padded on the
-  right (not the left) so that no query row is ever fully masked. Finished rows are dropped from the
-  batch (and its cache) as soon as they emit an end-of-turn/eos token, so long answers do not make
-  short ones pay.
+  right (not the left) so that no query row is ever fully masked. A row leaves the batch as soon as it
+  emits an end-of-turn/eos token, and the freed rows are refilled with the next sentences' questions
+  (continuous batching: the newcomers' caches are left-padded to the running batch's length and
+  stacked onto it), so one long answer does not decode alone while the others wait.
 
 * ``vllm`` (GPU), imported only when selected: prompts go in as token ids from the same
   `query_prompt_ids`, greedy `SamplingParams`, prefix caching on (vLLM shares the common prefix by
@@ -43,7 +44,7 @@ import tempfile
 import time
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -92,7 +93,6 @@ class EngineStats:
     seconds: float = 0.0
     chunks: int = 0  # prefill groups (one sentence's questions each)
     merges: int = 0  # admissions into a batch that was still decoding (continuous batching)
-    extra: dict[str, float] = field(default_factory=dict)
 
     @property
     def queries_per_s(self) -> float:
@@ -127,8 +127,7 @@ def end_of_turn_ids(tokenizer: Any) -> list[int]:
         return []
     tail = rendered[at + len(READ_REPLY) :]
     specials = set(getattr(tokenizer, "all_special_ids", []) or [])
-    for token in (getattr(tokenizer, "added_tokens_decoder", None) or {}).items():
-        token_id, added = token
+    for token_id, added in (getattr(tokenizer, "added_tokens_decoder", None) or {}).items():
         if getattr(added, "special", False):
             specials.add(int(token_id))
     for token_id in tokenizer(tail, add_special_tokens=False)["input_ids"]:
@@ -256,6 +255,10 @@ class _TransformersBackend:
     keeps the batch full although answer lengths vary (one 256-token answer no longer decodes alone).
     Merging edits the cache tensors of `DynamicLayer`s directly; for any other cache layout (sliding
     window, linear attention) a new group of chunks is only admitted when the batch is empty.
+
+    Caveat for sliding-window layers: their window is counted in cache columns, holes included, so a
+    row whose real tokens span nearly a whole window would see a few fewer of them than in a lone
+    `generate` call. UniNER prompts (a sentence plus one question) are far shorter than such windows.
     """
 
     def __init__(self, model: Any, tokenizer: Any, stop_ids: Sequence[int], device: str, refill: bool = True) -> None:
@@ -585,7 +588,9 @@ class Engine:
         self.stop_ids = list(stop_ids) if stop_ids is not None else stop_token_ids(self.tokenizer, model)
         generation_config = getattr(model, "generation_config", None)
         changed = [
-            k for k, default in _NON_GREEDY_FIELDS.items() if generation_config is not None and getattr(generation_config, k, default) not in (default, None)
+            k
+            for k, default in _NON_GREEDY_FIELDS.items()
+            if getattr(generation_config, k, default) not in (default, None)
         ]
         if changed:
             logger.warning(

@@ -16,7 +16,7 @@ import torch
 
 from distill_ner.conversations import query_prompt_ids
 from distill_ner.inference import Engine, Predictor, common_prefix_length, plan_chunks, stop_token_ids
-from distill_ner.metrics import parse_answer
+from distill_ner.metrics import extract_items, parse_answer
 from distill_ner.models import load_model, load_tokenizer, make_tiny_model
 
 SENTENCES = [
@@ -237,6 +237,8 @@ def test_predictor(tiny):
     assert len(out) == 2 and all(list(row) == ["person", "location"] for row in out)
     flat = [out[i][t] for i in range(2) for t in ["person", "location"]]
     assert flat == [parse_answer(a) for a in answers]
+    surface = Predictor(engine=engine, surface_forms=True).predict(texts, types)
+    assert [surface[i][t] for i in range(2) for t in ["person", "location"]] == [extract_items(a) for a in answers]
 
 
 def test_bad_arguments(tiny_dir: Path):
