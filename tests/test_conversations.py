@@ -25,8 +25,6 @@ from distill_ner.conversations import (
 from distill_ner.models import CHATML_TEMPLATE, load_tokenizer
 from distill_ner.records import AnnotatedPassage, AnnotationSet, Conversation, Entity, SFTRow
 
-ROOT = Path(__file__).resolve().parents[1]
-SMOLLM2 = ROOT / ".cache/models/SmolLM2-135M-Instruct"
 
 # Llama-2 chat: system folded into the first [INST] inside <<SYS>>; the reply is ' ' + answer + ' ' + eos.
 LLAMA2_TEMPLATE = (
@@ -112,12 +110,12 @@ TEMPLATES: dict[str, Expect] = {
 
 
 @pytest.fixture(scope="module")
-def tokenizers(tiny_student: Path) -> dict:
+def tokenizers(tiny_student: Path, smollm2_student: Path) -> dict:
     tiny = tiny_student  # conftest's session-wide tiny model (ChatML, byte-level BPE)
     no_template = load_tokenizer(str(tiny))
     no_template.chat_template = None
     return {
-        "smollm2-chatml": load_tokenizer(str(SMOLLM2)),
+        "smollm2-chatml": load_tokenizer(str(smollm2_student)),
         "tiny-chatml": load_tokenizer(str(tiny)),
         "tiny-no-template": no_template,
         "llama2-metaspace": _tiny_tokenizer("metaspace", ["<unk>", "<s>", "</s>"], "<s>", "</s>", LLAMA2_TEMPLATE),
