@@ -13,6 +13,9 @@ from distill_ner.cli import DEFAULT_STUDENT_DIR, TINY_STUDENT_DIR, quiet_default
 
 quiet_defaults()
 ROOT = Path(__file__).resolve().parents[1]
+# subprocesses (mlflow models serve and the uvicorn it starts, zenml) are found on PATH: make it this
+# interpreter's environment, also when the tests run without an activated venv (make test, CI)
+os.environ["PATH"] = str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")
 
 
 def pytest_collection_modifyitems(config, items):
