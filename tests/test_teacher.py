@@ -205,7 +205,7 @@ def test_offline_cache_miss_raises_before_sending(tmp_path: Path, server: FakeOp
     with pytest.raises(TeacherCacheMissError) as err:
         annotate_passages(passages, offline, progress=False)
     message = str(err.value)
-    assert "5 of 25 passages" in message and str(Path(online.cache_path)) in message
+    assert "5 of 25 teacher requests" in message and str(Path(online.cache_path)) in message
     assert err.value.missing == 5
     assert server.stats()["counts"]["requests"] == 0
 

@@ -31,12 +31,12 @@ MAX_RETRY_AFTER_S = 600.0  # sanity bound on a server's Retry-After
 
 
 class TeacherCacheMissError(RuntimeError):
-    """Offline mode found passages with no cached teacher response; nothing was sent."""
+    """Offline mode found requests with no cached teacher response; nothing was sent."""
 
     def __init__(self, missing: int, total: int, cache_path: str, recorded: list[str]) -> None:
         recorded_note = f"; recorded files loaded: {', '.join(recorded)}" if recorded else "; no recorded files given"
         super().__init__(
-            f"teacher.offline is true but {missing} of {total} passages have no cached teacher response "
+            f"teacher.offline is true but {missing} of {total} teacher requests have no cached response "
             f"in {cache_path}{recorded_note}. Add recorded responses (teacher.recorded_responses) that "
             "cover them, or set teacher.offline=false to query the teacher."
         )
@@ -51,11 +51,15 @@ class TeacherRequest:
     params: dict[str, Any]
 
 
-def teacher_request(passage_text: str, config: TeacherConfig) -> TeacherRequest:
-    """The request `annotate_passages` sends for a passage, and its cache key."""
-    messages = build_messages(passage_text, config.prompt)
+def make_request(messages: list[dict[str, str]], config: TeacherConfig) -> TeacherRequest:
+    """A request for any prompt, keyed by backend kind, model, messages and sampling params."""
     params = sampling_params(config)
     return TeacherRequest(request_key(config.backend, config.model, messages, params), messages, params)
+
+
+def teacher_request(passage_text: str, config: TeacherConfig) -> TeacherRequest:
+    """The request `annotate_passages` sends for a passage, and its cache key."""
+    return make_request(build_messages(passage_text, config.prompt), config)
 
 
 @dataclass
@@ -134,6 +138,70 @@ def _send_all(requests: list[TeacherRequest], backend: TeacherBackend, cache: Re
     return outcomes
 
 
+@dataclass
+class TeacherRun:
+    """What the teacher answered, per request key: every key is in exactly one of `answers` or `failures`."""
+
+    answers: dict[str, str]
+    failures: dict[str, tuple[str, str]]  # key -> (reason, detail): transport or HTTP failure after retries
+    usage: dict[str, float]
+
+
+def run_teacher(
+    requests: list[TeacherRequest],
+    config: TeacherConfig,
+    *,
+    backend: TeacherBackend | None = None,
+    progress: bool = True,
+) -> TeacherRun:
+    """Answers for `requests`: the cache (with recorded files) first, then concurrent sends with retries.
+
+    Shared by every recipe; only prompts and answer parsers differ. `backend` replaces how requests
+    are sent (default: built from `config`). Offline, a cache miss raises before anything is sent.
+    """
+    unique: dict[str, TeacherRequest] = {r.key: r for r in requests}
+    cache = ResponseCache(config.cache_path)
+    try:
+        for path in config.recorded_responses:
+            added = cache.import_jsonl(path)
+            log.info("teacher: loaded %d new recorded responses from %s", added, path)
+        cached: dict[str, CachedResponse] = cache.get_many(unique)
+        missing = [r for k, r in unique.items() if k not in cached]
+        n_missing = sum(1 for r in requests if r.key not in cached)
+        if missing and config.offline:
+            raise TeacherCacheMissError(n_missing, len(requests), str(cache.path), config.recorded_responses)
+        outcomes: dict[str, _Outcome] = {}
+        if missing:
+            log.info("teacher: %d requests cached, sending %d (concurrency %d)",
+                     len(requests) - n_missing, len(missing), config.concurrency)
+            if backend is None:
+                backend = make_backend(config)
+            outcomes = _send_all(missing, backend, cache, config, progress)
+    finally:
+        cache.close()
+
+    answers = {k: c.response for k, c in cached.items()}
+    failures: dict[str, tuple[str, str]] = {}
+    for key, out in outcomes.items():
+        if out.completion is None:
+            failures[key] = (out.reason, f"after {out.attempts} attempt(s): {out.detail}".strip())
+        else:
+            answers[key] = out.completion.text
+    fresh = [o.completion for o in outcomes.values() if o.completion is not None]
+    prompt_tokens = sum(c.prompt_tokens for c in fresh)
+    completion_tokens = sum(c.completion_tokens for c in fresh)
+    usage: dict[str, float] = {
+        "requests": sum(o.attempts for o in outcomes.values()),  # HTTP requests sent, retries included
+        "cache_hits": sum(1 for r in requests if r.key in cached),
+        "failures": sum(1 for r in requests if r.key in failures),
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "estimated_cost": round(prompt_tokens / 1000 * config.price_per_1k_prompt_tokens
+                                + completion_tokens / 1000 * config.price_per_1k_completion_tokens, 6),
+    }
+    return TeacherRun(answers=answers, failures=failures, usage=usage)
+
+
 def annotate_passages(
     passages: list[Passage],
     config: TeacherConfig,
@@ -152,42 +220,18 @@ def annotate_passages(
         raise ValueError(f"annotate_passages: duplicate passage ids, e.g. {dup_ids[:3]}")
 
     requests = [teacher_request(p.text, config) for p in passages]
-    unique: dict[str, TeacherRequest] = {r.key: r for r in requests}
-    cache = ResponseCache(config.cache_path)
-    try:
-        for path in config.recorded_responses:
-            added = cache.import_jsonl(path)
-            log.info("teacher: loaded %d new recorded responses from %s", added, path)
-        cached: dict[str, CachedResponse] = cache.get_many(unique)
-        missing = [r for k, r in unique.items() if k not in cached]
-        n_missing_passages = sum(1 for r in requests if r.key not in cached)
-        if missing and config.offline:
-            raise TeacherCacheMissError(n_missing_passages, len(passages), str(cache.path), config.recorded_responses)
-        outcomes: dict[str, _Outcome] = {}
-        if missing:
-            log.info("teacher: %d passages cached, sending %d requests (concurrency %d)",
-                     len(passages) - n_missing_passages, len(missing), config.concurrency)
-            if backend is None:
-                backend = make_backend(config)
-            outcomes = _send_all(missing, backend, cache, config, progress)
-    finally:
-        cache.close()
+    run = run_teacher(requests, config, backend=backend, progress=progress)
 
     filter_counts: Counter[str] = Counter({r: 0 for r in FILTER_REASONS})
     type_counts: Counter[str] = Counter()
     annotated: list[AnnotatedPassage] = []
     failed: list[AnnotationFailure] = []
     for passage, req in zip(passages, requests):
-        if req.key in cached:
-            answer = cached[req.key].response
-        else:
-            out = outcomes[req.key]
-            if out.completion is None:
-                failed.append(AnnotationFailure(
-                    passage_id=passage.id, reason=out.reason,
-                    detail=f"after {out.attempts} attempt(s): {out.detail}".strip()))
-                continue
-            answer = out.completion.text
+        if req.key in run.failures:
+            reason, detail = run.failures[req.key]
+            failed.append(AnnotationFailure(passage_id=passage.id, reason=reason, detail=detail))
+            continue
+        answer = run.answers[req.key]
         result = parse_answer(answer, passage.text)
         filter_counts.update(result.counts)
         if not result.parsed:
@@ -197,19 +241,7 @@ def annotate_passages(
         type_counts.update(e.type for e in result.entities)
         annotated.append(AnnotatedPassage(id=passage.id, text=passage.text, entities=result.entities))
 
-    fresh = [o.completion for o in outcomes.values() if o.completion is not None]
-    prompt_tokens = sum(c.prompt_tokens for c in fresh)
-    completion_tokens = sum(c.completion_tokens for c in fresh)
-    usage: dict[str, float] = {
-        "passages": len(passages),
-        "requests": sum(o.attempts for o in outcomes.values()),  # HTTP requests sent, retries included
-        "cache_hits": sum(1 for r in requests if r.key in cached),
-        "failures": len(failed),
-        "prompt_tokens": prompt_tokens,
-        "completion_tokens": completion_tokens,
-        "estimated_cost": round(prompt_tokens / 1000 * config.price_per_1k_prompt_tokens
-                                + completion_tokens / 1000 * config.price_per_1k_completion_tokens, 6),
-    }
+    usage = {"passages": len(passages), **run.usage, "failures": len(failed)}
     log.info("teacher: %d annotated, %d failed, %d requests, %d cache hits",
              len(annotated), len(failed), usage["requests"], usage["cache_hits"])
     return AnnotationSet(
