@@ -613,18 +613,41 @@ class Engine:
         max_new_tokens: int | None = None,
     ) -> list[Generation]:
         """Token-level results (ids without the stop token, stopped flag, decoded text) in query order."""
-        max_new = max_new_tokens or self.max_new_tokens
-        t0 = time.perf_counter()
         prompts = [self.prompt_ids(text, entity_type, dataset) for text, entity_type in queries]
+        groups: dict[str, list[int]] = {}
+        for i, (text, _) in enumerate(queries):
+            groups.setdefault(text, []).append(i)  # one sentence's questions share their prefix
+        return self.generate_ids(prompts, list(groups.values()), progress=progress, max_new_tokens=max_new_tokens)
+
+    def generate_ids(
+        self,
+        prompts: Sequence[Sequence[int]],
+        groups: Sequence[Sequence[int]] | None = None,
+        *,
+        progress: bool = True,
+        max_new_tokens: int | None = None,
+    ) -> list[Generation]:
+        """Greedy results for already tokenised prompts, in prompt order (any prompt format, e.g. templates).
+
+        `groups` lists prompt indices expected to share a long token prefix (each index exactly once);
+        the prefix actually shared is computed, so any grouping gives the same answers and only speed
+        depends on it. Default: all prompts in one group, in order.
+        """
+        max_new = max_new_tokens or self.max_new_tokens
+        if groups is None:
+            groups = [list(range(len(prompts)))]
+        if sorted(i for g in groups for i in g) != list(range(len(prompts))):
+            raise ValueError("groups must list every prompt index exactly once")
+        t0 = time.perf_counter()
         if self._vllm is not None:
-            results = self._vllm.generate(prompts, max_new, progress)
+            results = self._vllm.generate(prompts, max_new, progress)  # vLLM's prefix cache finds the sharing
             chunks, merges = 0, 0
         else:
-            results, chunks, merges = self._generate_transformers(queries, prompts, max_new, progress)
+            results, chunks, merges = self._generate_transformers(prompts, groups, max_new, progress)
         for g in results:
             g.text = self.tokenizer.decode(g.token_ids, skip_special_tokens=True)
         self.last_stats = EngineStats(
-            queries=len(queries),
+            queries=len(prompts),
             generated_tokens=sum(g.n_generated for g in results),
             seconds=time.perf_counter() - t0,
             chunks=chunks,
@@ -633,20 +656,17 @@ class Engine:
         return results
 
     def _generate_transformers(
-        self, queries: Sequence[Query], prompts: list[list[int]], max_new: int, progress: bool
+        self, prompts: Sequence[Sequence[int]], groups: Sequence[Sequence[int]], max_new: int, progress: bool
     ) -> tuple[list[Generation], int, int]:
         import torch
         from tqdm.auto import tqdm
 
         assert self._tf is not None
-        groups: dict[str, list[int]] = {}
-        for i, (text, _) in enumerate(queries):
-            groups.setdefault(text, []).append(i)
-        chunks = plan_chunks(prompts, list(groups.values()), self.batch_size)
+        chunks = plan_chunks(prompts, groups, self.batch_size)
         tokens = 0
         t0 = time.perf_counter()
         with torch.inference_mode(), tqdm(
-            total=len(queries), unit="q", desc="generate", disable=not progress, dynamic_ncols=True
+            total=len(prompts), unit="q", desc="generate", disable=not progress, dynamic_ncols=True
         ) as bar:
 
             def on_finish(generation: Generation) -> None:
@@ -656,7 +676,7 @@ class Engine:
                 bar.set_postfix_str(f"{tokens / max(time.perf_counter() - t0, 1e-9):.1f} tok/s", refresh=False)
 
             results = self._tf.decode(chunks, max_new, self.batch_size, on_finish)
-        return [results[i] for i in range(len(queries))], len(chunks), self._tf.merges
+        return [results[i] for i in range(len(prompts))], len(chunks), self._tf.merges
 
     def answer(
         self,

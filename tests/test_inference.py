@@ -190,6 +190,18 @@ def test_freed_rows_are_refilled(tiny, reference):
     assert engine.last_stats.merges > 0
 
 
+def test_generate_ids_any_grouping(tiny, reference):
+    """Token-id prompts (any format) decode the same whatever the grouping: only speed depends on it."""
+    model, tokenizer = tiny
+    engine = Engine.from_model(model, tokenizer, batch_size=7, max_new_tokens=MAX_NEW)
+    prompts = [query_prompt_ids(tokenizer, text, t) for text, t in queries()]
+    odd_groups = [list(range(0, len(prompts), 2)), list(range(1, len(prompts), 2))]
+    for groups in (None, odd_groups):
+        assert [g.token_ids for g in engine.generate_ids(prompts, groups, progress=False)] == reference
+    with pytest.raises(ValueError, match="exactly once"):
+        engine.generate_ids(prompts, [[0, 1]], progress=False)
+
+
 def test_all_rows_stop_early(tiny):
     model, tokenizer = tiny
     qs = queries()[:6]
