@@ -4,6 +4,7 @@
     echo '{"text": "...", "types": ["person"]}' | distill-ner predict --model models:/distill-ner@production
     distill-ner promote --model-name distill-ner --version 3
     distill-ner rollback --model-name distill-ner
+    distill-ner compare --experiment distill_ner --last 2
     distill-ner serve --model models:/distill-ner@production --port 5001
 
 The MLflow tracking URI is MLFLOW_TRACKING_URI when set, else the active ZenML stack's tracker.
@@ -81,6 +82,20 @@ def cmd_ui(args: argparse.Namespace) -> None:
             [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(args.port)]
         )
     )
+
+
+def cmd_compare(args: argparse.Namespace) -> None:
+    from mlflow import MlflowClient
+
+    from distill_ner.compare import RunNotFoundError, markdown_table, resolve_runs, ui_compare_url
+
+    use_tracking_uri()
+    try:
+        runs = resolve_runs(MlflowClient(), args.runs, args.experiment, args.last)
+    except RunNotFoundError as exc:
+        raise SystemExit(str(exc)) from None
+    print(markdown_table(runs, all_params=args.all_params))
+    print(f"\nIn the MLflow UI (distill-ner ui --port {args.port}): {ui_compare_url(runs, f'http://127.0.0.1:{args.port}')}")
 
 
 def use_tracking_uri() -> str:
@@ -180,6 +195,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ui", help="serve the MLflow UI of the active stack on 127.0.0.1")
     p.add_argument("--port", type=int, default=5055)
     p.set_defaults(func=cmd_ui)
+
+    p = sub.add_parser("compare", help="MLflow runs side by side: differing params and every metric, plus the UI link")
+    p.add_argument("runs", nargs="*", help="run ids or run names (ZenML run names); default: the last --last runs")
+    p.add_argument("--experiment", default=None, help="MLflow experiment (the pipeline name, e.g. distill_ner)")
+    p.add_argument("--last", type=int, default=2)
+    p.add_argument("--all-params", action="store_true", help="every parameter, not only those that differ")
+    p.add_argument("--port", type=int, default=5055, help="port of `distill-ner ui`, for the link")
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("predict", help="entities from a logged/registered model, texts as arguments or JSONL on stdin")
     p.add_argument("--model", default="models:/distill-ner@production", help="MLflow model URI")
