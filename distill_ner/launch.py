@@ -3,6 +3,9 @@
 ZenML's `run_with_accelerate` passes step inputs as command-line strings, which cannot carry an SFT
 dataset artifact; so the step writes its inputs as JSON into a work folder, launches this module on
 N processes, and reads back the result that rank 0 writes. Trainer does the DDP/FSDP part itself.
+
+Without CUDA the ranks are started by torchrun and talk over gloo: `accelerate launch --cpu` starts a
+single process unless MPI is installed, which would silently train on one rank.
 """
 
 from __future__ import annotations
@@ -20,12 +23,15 @@ from distill_ner.records import SFTDataset
 
 
 def launch_command(config: TrainConfig, work: Path, *, cpu: bool = False) -> list[str]:
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(config.num_processes)]
+    target = ["-m", "distill_ner.launch", "--work", str(work)]
+    if cpu:
+        # --standalone: a private rendezvous on a free local port
+        return [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                "--nproc_per_node", str(config.num_processes), *target]
     # FSDP wrapping and precision come from TrainingArguments (training.py), not from launcher flags,
     # so the two cannot disagree
-    cmd += ["--cpu"] if cpu else ["--multi_gpu"]
-    cmd += ["--num_machines", "1", "--dynamo_backend", "no"]
-    return cmd + ["-m", "distill_ner.launch", "--work", str(work)]
+    return [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(config.num_processes),
+            "--multi_gpu", "--num_machines", "1", "--dynamo_backend", "no", *target]
 
 
 def train_distributed(
@@ -35,9 +41,12 @@ def train_distributed(
     output_dir: Path,
     *,
     checkpoint_dir: Path | None = None,
-    cpu: bool = False,
+    cpu: bool | None = None,
 ) -> dict:
-    """Run `training.train_student` on `config.num_processes` processes; returns rank 0's TrainResult dict."""
+    """Run `training.train_student` on `config.num_processes` processes; returns rank 0's TrainResult dict.
+
+    `cpu`: ranks on CPU processes (gloo) instead of GPUs; default: when CUDA is absent.
+    """
     import mlflow
 
     with tempfile.TemporaryDirectory(prefix="distill_launch_") as tmp:
@@ -59,6 +68,10 @@ def train_distributed(
             # rank 0 logs into the step's MLflow run
             env["MLFLOW_RUN_ID"] = run.info.run_id
             env["MLFLOW_TRACKING_URI"] = mlflow.get_tracking_uri()
+        if cpu is None:
+            import torch
+
+            cpu = not torch.cuda.is_available()
         subprocess.run(launch_command(config, work, cpu=cpu), check=True, env=env)
         return json.loads((work / "result.json").read_text())
 

@@ -7,6 +7,7 @@ tests run where CUDA is present and skip cleanly elsewhere.
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import signal
@@ -500,4 +501,26 @@ def test_multi_gpu_launch(tiny, sft, tmp_path, distributed):
     )
     record = json.loads((tmp_path / "out" / "training_config.json").read_text())
     assert record["world_size"] == 2 and record["metrics"]["steps"] == 6
+    load_model(str(tmp_path / "out"))
+
+
+@pytest.mark.slow
+def test_two_process_ddp_on_cpu(tiny, sft, tmp_path, monkeypatch):
+    """The train step's multi-process path for real: two ranks (gloo), each on its share of every batch."""
+    from distill_ner.launch import train_distributed
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("PYTHONPATH", str(REPO))
+    config = lora_config(max_steps=6, distributed="ddp", num_processes=2, per_device_batch_size=2)
+    result = train_distributed(sft, str(tiny), config, tmp_path / "out", cpu=True)
+    assert result["metrics"]["steps"] == 6
+    record = json.loads((tmp_path / "out" / "training_config.json").read_text())
+    assert record["world_size"] == 2
+    losses = [h["loss"] for h in result["history"]]
+    assert len(losses) == 6 and all(map(math.isfinite, losses))
+    # one process with the same global batch (4) sees the same rows: the ranks split each batch, not copy it
+    single = train_student(sft, str(tiny), lora_config(max_steps=6, per_device_batch_size=4), tmp_path / "one",
+                           log_to_mlflow=False)
+    assert result["metrics"]["trained_tokens"] == single.metrics["trained_tokens"]
+    assert losses[0] == pytest.approx(single.history[0]["loss"], rel=0.05)
     load_model(str(tmp_path / "out"))
