@@ -28,7 +28,6 @@ the same across runs, machines and corpus orderings, and unique because duplicat
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import random
 import re
@@ -38,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from distill_ner.config import CorpusConfig, CorpusSource
+from distill_ner.jsonl import iter_jsonl
 from distill_ner.records import Passage, PassageSet
 
 log = logging.getLogger(__name__)
@@ -100,16 +100,8 @@ def _row_document(row: Any, where: str, source: CorpusSource) -> Document:
 
 
 def _read_jsonl(path: Path, source: CorpusSource) -> Iterator[Document]:
-    with path.open("r", encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{where}: invalid JSON ({exc.msg} at column {exc.colno})") from None
-            yield _row_document(row, where, source)
+    for where, row in iter_jsonl(path, objects=False):  # _row_document names a non-object row
+        yield _row_document(row, where, source)
 
 
 def _read_parquet(path: Path, source: CorpusSource) -> Iterator[Document]:

@@ -24,6 +24,7 @@ sys.path.insert(0, str(HERE.parents[1]))
 
 from distill_ner.config import TeacherConfig  # noqa: E402
 from distill_ner.corpus import normalize_whitespace  # noqa: E402
+from distill_ner.jsonl import iter_jsonl  # noqa: E402
 from distill_ner.teacher import teacher_request  # noqa: E402
 from distill_ner.teacher.cache import CacheRecord, canonical_json  # noqa: E402
 
@@ -36,23 +37,17 @@ REQUIRED = ("id", "domain", "text", "teacher_output")
 
 def read_group(path: Path) -> list[dict[str, str]]:
     rows = []
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise SystemExit(f"{where}: invalid JSON ({exc.msg})")
-            if not isinstance(row, dict):
-                raise SystemExit(f"{where}: expected a JSON object")
-            for key in REQUIRED:
-                if not isinstance(row.get(key), str) or not row[key].strip():
-                    raise SystemExit(f"{where}: key {key!r} must be a non-empty string")
-            if len(row["text"].split()) * TOKENS_PER_WORD > MAX_TOKENS:
-                raise SystemExit(f"{where}: text too long to stay one passage of {MAX_TOKENS} tokens")
-            rows.append(row)
+    try:
+        lines = list(iter_jsonl(path))
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
+    for where, row in lines:
+        for key in REQUIRED:
+            if not isinstance(row.get(key), str) or not row[key].strip():
+                raise SystemExit(f"{where}: key {key!r} must be a non-empty string")
+        if len(row["text"].split()) * TOKENS_PER_WORD > MAX_TOKENS:
+            raise SystemExit(f"{where}: text too long to stay one passage of {MAX_TOKENS} tokens")
+        rows.append(row)
     return rows
 
 

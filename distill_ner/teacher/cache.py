@@ -26,6 +26,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from distill_ner.jsonl import iter_jsonl
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS responses (
     key        TEXT PRIMARY KEY,
@@ -207,19 +209,16 @@ def read_jsonl_records(path: Path) -> Iterator[CacheRecord]:
     """Parse and verify a file in the export format; errors name the file and line."""
     if not path.is_file():
         raise FileNotFoundError(f"recorded teacher responses: no such file: {path}")
-    with path.open("r", encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = CacheRecord.model_validate_json(line)
-            except ValidationError as exc:
-                err = exc.errors()[0]
-                loc = ".".join(str(p) for p in err["loc"]) or "<line>"
-                raise ValueError(f"{path}:{lineno}: bad cache record at key {loc!r}: {err['msg']}") from None
-            if rec.key != rec.expected_key():
-                raise ValueError(
-                    f"{path}:{lineno}: key {rec.key[:12]}… is not the sha256 of this record's "
-                    "(backend, model, messages, params); the file was edited or written with another key scheme"
-                )
-            yield rec
+    for where, obj in iter_jsonl(path):
+        try:
+            rec = CacheRecord.model_validate(obj)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            loc = ".".join(str(p) for p in err["loc"]) or "<line>"
+            raise ValueError(f"{where}: bad cache record at key {loc!r}: {err['msg']}") from None
+        if rec.key != rec.expected_key():
+            raise ValueError(
+                f"{where}: key {rec.key[:12]}… is not the sha256 of this record's "
+                "(backend, model, messages, params); the file was edited or written with another key scheme"
+            )
+        yield rec
