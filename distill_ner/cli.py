@@ -6,6 +6,7 @@
     distill-ner rollback --model-name distill-ner
     distill-ner compare --experiment distill_ner --last 2
     distill-ner serve --model models:/distill-ner@production --port 5001
+    distill-ner extract --model models:/distill-extract@production --template t.json file.txt
 
 The MLflow tracking URI is MLFLOW_TRACKING_URI when set, else the active ZenML stack's tracker.
 """
@@ -19,6 +20,8 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+
+from distill_ner.extraction.cli import add_extract_parser
 
 DEFAULT_STUDENT_DIR = ".cache/models/SmolLM2-135M-Instruct"
 TINY_STUDENT_DIR = ".cache/models/tiny-random-llama"
@@ -226,6 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1, help="each worker loads its own copy of the model")
     p.set_defaults(func=cmd_serve)
 
+    add_extract_parser(sub)
     return parser
 
 

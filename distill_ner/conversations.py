@@ -431,8 +431,6 @@ def preview_segments(row: SFTRow, tokenizer: Any) -> list[tuple[str, bool]]:
     return segments
 
 
-_preview = preview_segments  # the name distill_ner/extraction/sft.py imports
-
 
 def _select_supervised(
     supervised: Sequence[tuple[str, Sequence[AnnotatedPassage]]], cap: int, seed: int

@@ -275,6 +275,22 @@ def log_ner_model(
         )
 
 
+FLAVOURS = ("ner", "extraction")
+
+
+def flavour_log_kwargs(flavour: str = "ner", settings: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """`log_ner_model` arguments for a served flavour: "ner" (this module: `batch_size`, `max_new_tokens`,
+    `base_dtype`) or "extraction" (distill_ner.extraction.serving.log_kwargs: prompt format, indent, ...)."""
+    settings = dict(settings or {})
+    if flavour == "ner":
+        return settings
+    if flavour == "extraction":
+        from distill_ner.extraction.serving import log_kwargs
+
+        return log_kwargs(**settings)
+    raise ValueError(f"unknown model flavour {flavour!r}; expected one of {', '.join(FLAVOURS)}")
+
+
 # ------------------------------------------------------------------------------------------ using it
 
 

@@ -1,5 +1,6 @@
 """ZenML materializers for distill-ner's own artifact types (JSON/JSONL/parquet, never pickle)."""
 
+from materializers.extraction import ExtractionSetMaterializer  # noqa: F401  (the extraction recipe's records)
 from materializers.records import (
     AnnotationSetMaterializer,
     EvalReportMaterializer,

@@ -1,9 +1,9 @@
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from zenml import get_step_context, step
 
-from distill_ner import registry
+from distill_ner import registry, serving
 from distill_ner.config import GateConfig
 from distill_ner.records import EvalReport, PromotionDecision
 from materializers import PromotionDecisionMaterializer
@@ -11,9 +11,17 @@ from steps._stack import experiment_tracker_name
 
 
 @step(output_materializers=PromotionDecisionMaterializer, experiment_tracker=experiment_tracker_name(), enable_cache=False)
-def register_and_promote(model: Path, report: EvalReport, gate: GateConfig, teacher: str) -> Annotated[PromotionDecision, "promotion_decision"]:
+def register_and_promote(
+    model: Path,
+    report: EvalReport,
+    gate: GateConfig,
+    teacher: str,
+    flavour: str = "ner",
+    serving_settings: dict[str, Any] | None = None,
+) -> Annotated[PromotionDecision, "promotion_decision"]:
     """Register the candidate in the MLflow registry, and move `production` to it only if it passes the gate.
 
+    `flavour` picks the pyfunc the model is served as (serving.FLAVOURS), `serving_settings` its settings.
     Never cached: it reads and writes registry state outside the pipeline.
     """
     context = get_step_context()
@@ -24,4 +32,5 @@ def register_and_promote(model: Path, report: EvalReport, gate: GateConfig, teac
         gate=gate,
         tags={"zenml_run": context.pipeline_run.name, "teacher": teacher},
         zenml_model_version=zenml_model,
+        log_kwargs=serving.flavour_log_kwargs(flavour, serving_settings),
     )

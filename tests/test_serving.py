@@ -248,3 +248,13 @@ def test_serve_production_over_http(production: str, tmp_path: Path) -> None:
             os.killpg(server.pid, signal.SIGKILL)
             server.wait()
         log_file.close()
+
+
+def test_flavours_pick_what_is_logged():
+    from distill_ner.serving import flavour_log_kwargs
+
+    assert flavour_log_kwargs("ner", {"max_new_tokens": 64}) == {"max_new_tokens": 64}
+    extraction = flavour_log_kwargs("extraction", {"prompt_format": "1.0", "indent": None})
+    assert extraction["model_config"]["prompt_format"] == "1.0" and extraction["python_model"].endswith("pyfunc_extraction.py")
+    with pytest.raises(ValueError, match="unknown model flavour 'spans'"):
+        flavour_log_kwargs("spans")
