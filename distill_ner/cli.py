@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -97,7 +98,11 @@ def cmd_compare(args: argparse.Namespace) -> None:
         runs = resolve_runs(MlflowClient(), args.runs, args.experiment, args.last)
     except RunNotFoundError as exc:
         raise SystemExit(str(exc)) from None
-    print(markdown_table(runs, all_params=args.all_params))
+    try:
+        table = markdown_table(runs, all_params=args.all_params, keys=args.keys)
+    except re.error as exc:
+        raise SystemExit(f"compare --keys {args.keys!r}: not a regular expression ({exc})") from None
+    print(table)
     print(f"\nIn the MLflow UI (distill-ner ui --port {args.port}): {ui_compare_url(runs, f'http://127.0.0.1:{args.port}')}")
 
 
@@ -204,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--experiment", default=None, help="MLflow experiment (the pipeline name, e.g. distill_ner)")
     p.add_argument("--last", type=int, default=2)
     p.add_argument("--all-params", action="store_true", help="every parameter, not only those that differ")
+    p.add_argument("--keys", default=None, help="regular expression: only the rows whose key it finds, e.g. 'learning_rate|f1'")
     p.add_argument("--port", type=int, default=5055, help="port of `distill-ner ui`, for the link")
     p.set_defaults(func=cmd_compare)
 

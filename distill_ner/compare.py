@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 from urllib.parse import quote
@@ -64,9 +65,11 @@ def _format(value: float | str | None) -> str:
     return str(value)
 
 
-def comparison_rows(runs: Sequence["Run"], *, all_params: bool = False) -> list[tuple[str, list[str]]]:
+def comparison_rows(
+    runs: Sequence["Run"], *, all_params: bool = False, keys: str | None = None
+) -> list[tuple[str, list[str]]]:
     """(key, one value per run): the parameters whose values differ (all with `all_params`), then every
-    metric's last value, sorted by key."""
+    metric's last value, sorted by key; with `keys` (a regular expression), only the rows it finds."""
     rows: list[tuple[str, list[str]]] = []
     param_keys = sorted({k for r in runs for k in r.data.params})
     for key in param_keys:
@@ -76,13 +79,16 @@ def comparison_rows(runs: Sequence["Run"], *, all_params: bool = False) -> list[
     metric_keys = sorted({k for r in runs for k in r.data.metrics})
     for key in metric_keys:
         rows.append((key, [_format(r.data.metrics.get(key)) for r in runs]))
+    if keys is not None:
+        pattern = re.compile(keys)
+        rows = [row for row in rows if pattern.search(row[0])]
     return rows
 
 
-def markdown_table(runs: Sequence["Run"], *, all_params: bool = False) -> str:
+def markdown_table(runs: Sequence["Run"], *, all_params: bool = False, keys: str | None = None) -> str:
     header = ["run", *[r.info.run_name or r.info.run_id[:8] for r in runs]]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for key, values in comparison_rows(runs, all_params=all_params):
+    for key, values in comparison_rows(runs, all_params=all_params, keys=keys):
         lines.append("| " + " | ".join([key, *values]) + " |")
     return "\n".join(lines)
 

@@ -48,6 +48,11 @@ def test_compare_last_two_and_unknown_names(two_runs, capsys):
     main(["compare", "--experiment", "distill_ner", "--all-params"])
     out = capsys.readouterr().out
     assert out.splitlines()[0] == "| run | run-a | run-b |" and "| param train.method | lora | lora |" in out
+    main(["compare", "run-a", "run-b", "--keys", "f1$|learning_rate"])
+    rows = capsys.readouterr().out.split("\n\n")[0].splitlines()[2:]
+    assert [r.split(" | ")[0] for r in rows] == ["| param train.learning_rate", "| eval/distill_ner_demo/f1"]
+    with pytest.raises(SystemExit, match="not a regular expression"):
+        main(["compare", "run-a", "run-b", "--keys", "("])
     with pytest.raises(SystemExit, match="no MLflow run with id or name 'nope'"):
         main(["compare", "run-a", "nope"])
     with pytest.raises(SystemExit, match="no MLflow experiment named 'other'"):
