@@ -68,14 +68,20 @@ def _format(value: float | str | None) -> str:
 def comparison_rows(
     runs: Sequence["Run"], *, all_params: bool = False, keys: str | None = None
 ) -> list[tuple[str, list[str]]]:
-    """(key, one value per run): the parameters whose values differ (all with `all_params`), then every
-    metric's last value, sorted by key; with `keys` (a regular expression), only the rows it finds."""
+    """(key, one value per run): the parameters and own tags whose values differ (all with `all_params`),
+    then every metric's last value, sorted by key; with `keys` (a regular expression), only the rows it finds."""
     rows: list[tuple[str, list[str]]] = []
     param_keys = sorted({k for r in runs for k in r.data.params})
     for key in param_keys:
         values = [r.data.params.get(key) for r in runs]
         if all_params or len(set(values)) > 1:
             rows.append((f"param {key}", [_format(v) for v in values]))
+    # our own tags (the gate's decision, the registered version); MLflow's system tags are noise here
+    tag_keys = sorted({k for r in runs for k in r.data.tags if not k.startswith("mlflow.")})
+    for key in tag_keys:
+        values = [r.data.tags.get(key) for r in runs]
+        if all_params or len(set(values)) > 1:
+            rows.append((f"tag {key}", [_format(v).replace("\n", "; ").replace("|", "/") for v in values]))
     metric_keys = sorted({k for r in runs for k in r.data.metrics})
     for key in metric_keys:
         rows.append((key, [_format(r.data.metrics.get(key)) for r in runs]))

@@ -26,6 +26,7 @@ def two_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[str, str]
             for step, loss in enumerate((1.3, 1.0 if name == "run-a" else 0.8)):
                 mlflow.log_metric("train/loss", loss, step=step)
             mlflow.log_metric("eval/distill_ner_demo/f1", f1)
+            mlflow.set_tags({"gate.passed": str(f1 > 0.2).lower(), "gate.reasons": "floor\nmargin", "team": "ner"})
             ids.append(run.info.run_id)
     return ids[0], ids[1]
 
@@ -36,7 +37,9 @@ def test_compare_by_name_prints_differences_metrics_and_ui_link(two_runs, capsys
     lines = out.splitlines()
     assert lines[0] == "| run | run-a | run-b |"
     assert "| param train.learning_rate | 5e-4 | 2e-3 |" in lines
-    assert not any("train.method" in line for line in lines)  # equal in both: not a difference
+    assert not any("train.method" in line or "team" in line for line in lines)  # equal in both: not a difference
+    assert "| tag gate.passed | false | true |" in lines and "| tag gate.reasons | floor; margin | floor; margin |" not in lines
+    assert not any(line.startswith("| tag mlflow.") for line in lines)
     assert "| eval/distill_ner_demo/f1 | 0.1 | 0.25 |" in lines
     assert "| train/loss | 1 | 0.8 |" in lines  # the last value of each curve
     link = unquote(out.split("compare-runs?runs=")[1].split("&")[0])
