@@ -543,7 +543,8 @@ def register_and_gate(
             production = _alias_version(client, name, PRODUCTION)
             recorded = version_metrics(production) if production is not None else None
             prod_f1, prod_cov = recorded if recorded else (({}, {}) if production is not None else (None, None))
-            if production is not None and production.version == version.version:
+            already_production = production is not None and production.version == version.version
+            if already_production:
                 passed, reasons = True, [f"pass: v{version.version} (same model content) is already production"]
                 _promote_locked(client, name, version, zenml_model_version)  # only syncs the ZenML stage
             else:
@@ -560,8 +561,10 @@ def register_and_gate(
             decision_tags = {TAG_PASSED: str(passed).lower(), TAG_REASONS: "\n".join(reasons)}
             if production is not None:
                 decision_tags["gate.production_before"] = str(production.version)
-            for key, value in decision_tags.items():
-                client.set_model_version_tag(name, version.version, key, value)
+            # the version keeps the decision that made it production; a re-run only records its own on the run
+            if not already_production:
+                for key, value in decision_tags.items():
+                    client.set_model_version_tag(name, version.version, key, value)
             mlflow.set_tags({**decision_tags, "registered_model": name, "registered_version": str(version.version)})
     finally:
         if active is None:

@@ -302,6 +302,8 @@ def test_same_model_content_reuses_its_version(zenml_store, mlflow_store, tiny_m
     d2 = register(again, {"a": 0.5}, name, z2)
     assert (d1.version, d2.version, d2.promoted) == ("1", "1", True)
     assert d2.reasons[0] == "pass: v1 (same model content) is already production"
+    # the version keeps the reasons it was promoted for
+    assert MlflowClient().get_model_version(name, "1").tags["gate.reasons"] == "\n".join(d1.reasons)
     assert len(MlflowClient().search_model_versions(f"name = '{name}'")) == 1
     # logged once: the second call found the version before copying the model again
     assert len(mlflow.search_logged_models(output_format="list")) == 1
