@@ -6,6 +6,7 @@ import colorsys
 import hashlib
 import re
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from html import escape
 
 from distill_ner.records import AnnotationSet, EvalReport, PassageSet, PromotionDecision, SFTDataset
@@ -34,6 +35,13 @@ def _colour(label: str) -> str:
 def _counts_table(counts: dict[str, float], headers: tuple[str, str] = ("", "count")) -> str:
     rows = "".join(f"<tr><td>{escape(str(k))}</td><td class=num>{v:g}</td></tr>" for k, v in counts.items())
     return f"<table><tr><th>{headers[0]}</th><th>{headers[1]}</th></tr>{rows}</table>"
+
+
+def html_table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    """A table of plain-text cells (escaped here)."""
+    head = "".join(f"<th>{escape(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
 
 
 def highlight(text: str, entities: list[tuple[str, str]]) -> str:
@@ -88,11 +96,8 @@ def annotations_html(data: AnnotationSet, limit: int = 40, top_types: int = 40) 
         neg = f"<br><span class=u>negatives: {escape(', '.join(p.negatives))}</span>" if p.negatives else ""
         body += f"<div class=p><span class=id>{escape(p.id)}</span><br>{highlight(p.text, [(e.text, e.type) for e in p.entities])}{neg}</div>"
     if data.failures:
-        rows = "".join(
-            f"<tr><td>{escape(f.passage_id)}</td><td>{escape(f.reason)}</td><td>{escape(f.detail[:200])}</td></tr>"
-            for f in data.failures[:100]
-        )
-        body += f"<h3>Failures</h3><table><tr><th>passage</th><th>reason</th><th>detail</th></tr>{rows}</table>"
+        rows = [(f.passage_id, f.reason, f.detail[:200]) for f in data.failures[:100]]
+        body += "<h3>Failures</h3>" + html_table(("passage", "reason", "detail"), rows)
     return _page("Teacher annotations", body)
 
 

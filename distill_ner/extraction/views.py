@@ -6,7 +6,7 @@ from html import escape
 
 from distill_ner.extraction.data import ExtractionSet
 from distill_ner.extraction.prompts import dump_json
-from distill_ner.views import _counts_table, _page
+from distill_ner.views import _counts_table, _page, html_table
 
 _GRID = (
     "<style>.ex{display:grid;grid-template-columns:1fr 1.4fr 1fr;gap:8px;margin:.8em 0;padding-top:.4em;"
@@ -38,9 +38,6 @@ def extraction_set_html(data: ExtractionSet, limit: int = 30) -> str:
             f"<pre>{escape(filled)}</pre></div>"
         )
     if data.failures:
-        rows = "".join(
-            f"<tr><td>{escape(f.id)}</td><td>{escape(f.stage)}</td><td>{escape(f.reason)}</td><td>{escape(f.detail[:200])}</td></tr>"
-            for f in data.failures[:100]
-        )
-        body += f"<h3>Failures</h3><table><tr><th>id</th><th>stage</th><th>reason</th><th>detail</th></tr>{rows}</table>"
+        rows = [(f.id, f.stage, f.reason, f.detail[:200]) for f in data.failures[:100]]
+        body += "<h3>Failures</h3>" + html_table(("id", "stage", "reason", "detail"), rows)
     return _page("Extraction examples", body)
