@@ -43,6 +43,18 @@ def quiet_defaults() -> None:
         os.environ.setdefault(key, value)
 
 
+def results_only_on_stdout() -> None:
+    """Keep stdout for a command's results (JSON lines, tables): ZenML's console handler, which also shows
+    Python warnings once ZenML is imported, writes to stdout and would break `| jq`."""
+    import logging
+
+    from zenml.logger import ZenMLConsoleHandler
+
+    for handler in logging.root.handlers:
+        if isinstance(handler, ZenMLConsoleHandler):
+            handler.setStream(sys.stderr)
+
+
 def cmd_fetch_student(args: argparse.Namespace) -> None:
     from distill_ner import models
 
@@ -93,6 +105,7 @@ def cmd_compare(args: argparse.Namespace) -> None:
 
     from distill_ner.compare import RunNotFoundError, markdown_table, resolve_runs, ui_compare_url
 
+    results_only_on_stdout()
     use_tracking_uri()
     try:
         runs = resolve_runs(MlflowClient(), args.runs, args.experiment, args.last)
@@ -140,6 +153,7 @@ def _prediction_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
 def cmd_predict(args: argparse.Namespace) -> None:
     import mlflow.pyfunc
 
+    results_only_on_stdout()
     use_tracking_uri()
     rows = _prediction_rows(args)
     if not rows:

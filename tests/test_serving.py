@@ -170,6 +170,16 @@ def test_cli_predict_prints_entities(production: str, monkeypatch: pytest.Monkey
     assert rows[1]["text"] == "Paris" and list(rows[1]["entities"]) == ["person"]
 
 
+def test_cli_stdout_holds_only_results(production: str) -> None:
+    """Warnings and library logs go to stderr, so `distill-ner predict ... | jq` works."""
+    env = {**os.environ, "PYTHONWARNINGS": "always"}
+    done = subprocess.run([sys.executable, "-m", "distill_ner.cli", "predict", "--model", production, "--types", "person", TEXT],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert [json.loads(line)["text"] for line in done.stdout.splitlines()] == [TEXT]
+    assert "Warning" in done.stderr  # there were warnings; they went where they belong
+
+
 def test_stage_model_layouts(tmp_path: Path) -> None:
     """What goes into the `model` artifact: a local base bundled (hard links while staging), a merged
     folder alone, a hub base left as a reference."""

@@ -28,12 +28,14 @@ def _read_json(path: str, what: str) -> Any:
 
 
 def cmd_extract(args: argparse.Namespace) -> None:
+    from distill_ner.cli import results_only_on_stdout, use_tracking_uri
     from distill_ner.corpus import normalize_whitespace
     from distill_ner.extraction.config import ExtractionPromptConfig
     from distill_ner.extraction.inference import Extractor
     from distill_ner.extraction.prompts import dump_json
     from distill_ner.extraction.templates import TemplateError, validate_template
 
+    results_only_on_stdout()
     template = _read_json(args.template, "--template")
     try:
         validate_template(template)
@@ -42,6 +44,8 @@ def cmd_extract(args: argparse.Namespace) -> None:
     examples = [_read_json(e, "--example") for e in args.example]
     raw_text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text(encoding="utf-8")
     prompt = ExtractionPromptConfig(format=args.prompt_format, indent=args.indent)
+    if args.model.startswith(("models:/", "runs:/")):
+        use_tracking_uri()  # the registry of the active stack, as `distill-ner predict` uses
     extractor = Extractor.load(args.model, prompt, batch_size=1, max_new_tokens=args.max_new_tokens)
     [filling] = extractor.fill([(template, normalize_whitespace(raw_text))], examples=examples)
     if filling.value is None:
