@@ -43,6 +43,16 @@ def quiet_defaults() -> None:
         os.environ.setdefault(key, value)
 
 
+class _CurrentStderr:
+    """Whatever sys.stderr is at the time of writing (it is swapped while tests capture output)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def results_only_on_stdout() -> None:
     """Keep stdout for a command's results (JSON lines, tables): ZenML's console handler, which also shows
     Python warnings once ZenML is imported, writes to stdout and would break `| jq`."""
@@ -51,8 +61,9 @@ def results_only_on_stdout() -> None:
     from zenml.logger import ZenMLConsoleHandler
 
     for handler in logging.root.handlers:
-        if isinstance(handler, ZenMLConsoleHandler):
-            handler.setStream(sys.stderr)
+        if isinstance(handler, ZenMLConsoleHandler) and not isinstance(handler.stream, _CurrentStderr):
+            with handler.lock:  # not setStream: it flushes the old stream, which may be closed by now
+                handler.stream = _CurrentStderr()
 
 
 def cmd_fetch_student(args: argparse.Namespace) -> None:
