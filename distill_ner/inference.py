@@ -43,7 +43,7 @@ import shutil
 import tempfile
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -197,6 +197,14 @@ def _merged_adapter_dir(adapter_dir: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------- plans
+
+
+def group_indices(keys: Iterable[Hashable]) -> list[list[int]]:
+    """Indices of equal keys together, groups in order of first appearance: `groups` for generate_ids."""
+    groups: dict[Hashable, list[int]] = {}
+    for i, key in enumerate(keys):
+        groups.setdefault(key, []).append(i)
+    return list(groups.values())
 
 
 @dataclass
@@ -614,10 +622,8 @@ class Engine:
     ) -> list[Generation]:
         """Token-level results (ids without the stop token, stopped flag, decoded text) in query order."""
         prompts = [self.prompt_ids(text, entity_type, dataset) for text, entity_type in queries]
-        groups: dict[str, list[int]] = {}
-        for i, (text, _) in enumerate(queries):
-            groups.setdefault(text, []).append(i)  # one sentence's questions share their prefix
-        return self.generate_ids(prompts, list(groups.values()), progress=progress, max_new_tokens=max_new_tokens)
+        groups = group_indices(text for text, _ in queries)  # one sentence's questions share their prefix
+        return self.generate_ids(prompts, groups, progress=progress, max_new_tokens=max_new_tokens)
 
     def generate_ids(
         self,

@@ -273,3 +273,10 @@ def test_vllm_matches_transformers(tiny_dir: Path):
     vllm_engine = Engine(str(tiny_dir), backend="vllm", max_new_tokens=8, vllm_kwargs={"dtype": "float32"})
     reference = Engine(str(tiny_dir), max_new_tokens=8, device="cpu")
     assert vllm_engine.answer(qs, progress=False) == reference.answer(qs, progress=False)
+
+
+def test_group_indices_keeps_first_appearance_order():
+    from distill_ner.inference import group_indices
+
+    assert group_indices(["b", "a", "b", "c", "a"]) == [[0, 2], [1, 4], [3]]
+    assert group_indices([]) == []

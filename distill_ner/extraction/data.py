@@ -8,16 +8,13 @@ line of the first problem.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from distill_ner.jsonl import iter_jsonl
 from distill_ner.extraction.templates import MAX_DEPTH, TemplateError, conformance_errors, string_leaves, validate_template
-
-T = TypeVar("T")
+from distill_ner.jsonl import iter_jsonl
 
 
 class ExtractionExample(BaseModel):
@@ -62,12 +59,6 @@ class _WrittenDocument(BaseModel):
     gold: dict[str, Any] | None = None
 
 
-def read_jsonl(path: str | Path, parse: Callable[[dict[str, Any], str], T]) -> Iterator[T]:
-    """Parse each non-empty line with `parse(obj, where)`; any error names `file:line`."""
-    for where, obj in iter_jsonl(path):
-        yield parse(obj, where)
-
-
 def checked_example(obj: dict[str, Any], where: str, *, max_depth: int = MAX_DEPTH) -> ExtractionExample:
     """A hand-written document as an example: the filling (or gold) must conform and be copied verbatim.
 
@@ -97,7 +88,7 @@ def checked_example(obj: dict[str, Any], where: str, *, max_depth: int = MAX_DEP
 
 def load_examples(path: str | Path) -> list[ExtractionExample]:
     """A JSONL of {"id","kind","text","template","filled"|"gold"}; ids must be unique."""
-    examples = list(read_jsonl(path, checked_example))
+    examples = [checked_example(obj, where) for where, obj in iter_jsonl(path)]
     seen: set[str] = set()
     for ex in examples:
         if ex.id in seen:

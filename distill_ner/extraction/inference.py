@@ -16,7 +16,7 @@ from distill_ner.conversations import encode_text, render_text
 from distill_ner.extraction.config import ExtractionPromptConfig
 from distill_ner.extraction.prompts import dump_json, student_messages
 from distill_ner.extraction.templates import parse_json_object
-from distill_ner.inference import Engine
+from distill_ner.inference import Engine, group_indices
 
 
 @dataclass
@@ -61,8 +61,6 @@ class Extractor:
     ) -> list[Filling]:
         """Greedy fillings of (template, text) pairs, in order."""
         prompts = [self.prompt_ids(template, text, examples) for template, text in items]
-        groups: dict[str, list[int]] = {}
-        for i, (template, _) in enumerate(items):
-            groups.setdefault(dump_json(template, None), []).append(i)
-        generations = self.engine.generate_ids(prompts, list(groups.values()), progress=progress, max_new_tokens=max_new_tokens)
+        groups = group_indices(dump_json(template, None) for template, _ in items)  # same template, same prefix
+        generations = self.engine.generate_ids(prompts, groups, progress=progress, max_new_tokens=max_new_tokens)
         return [parse_filling(g.text.strip()) for g in generations]
