@@ -126,7 +126,7 @@ def eval_html(report: EvalReport, errors_per_type: int = 5) -> str:
         f"<tr><th>average</th><td></td><td></td><td></td><td></td><th class=num>{100 * report.average_f1:.2f}</th><td></td></tr></table>"
     )
     # errors grouped by (benchmark, type): what the model added and what it missed
-    from distill_ner.metrics import normalize
+    from distill_ner.ner.metrics import normalize
 
     by_type: dict[tuple[str, str], list[tuple[str, list[str], list[str]]]] = {}
     for p in report.predictions:

@@ -21,8 +21,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DATA_DIR = PROJECT_ROOT / "data"
+from distill_ner.paths import DATA_DIR, PROJECT_ROOT  # noqa: F401  (PROJECT_ROOT: resolving local paths)
+
 LABEL_MAP_DIR = DATA_DIR / "label_maps"
 
 LabelMap = dict[str, str | None]

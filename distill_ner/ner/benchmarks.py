@@ -23,7 +23,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from distill_ner.ner_data import (
+from distill_ner.ner.data import (
     DATA_DIR,
     PROJECT_ROOT,
     NERCorpus,
