@@ -7,6 +7,8 @@
     distill-ner compare --experiment distill_ner --last 2
     distill-ner serve --model models:/distill-ner@production --port 5001
     distill-ner extract --model models:/distill-extract@production --template t.json file.txt
+    distill-ner benchmarks list
+    distill-ner benchmarks fetch --suite uniner_zero_shot
 
 The MLflow tracking URI is MLFLOW_TRACKING_URI when set, else the active ZenML stack's tracker.
 """
@@ -23,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from distill_ner.extraction.cli import add_extract_parser
+from distill_ner.ner.benchmark_fetch import add_benchmarks_parser
 
 DEFAULT_STUDENT_DIR = ".cache/models/SmolLM2-135M-Instruct"
 TINY_STUDENT_DIR = ".cache/models/tiny-random-llama"
@@ -261,6 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_serve)
 
     add_extract_parser(sub)
+    add_benchmarks_parser(sub)
     return parser
 
 

@@ -147,6 +147,18 @@ class EvalReportMaterializer(_RecordMaterializer):
     def html(self, data: EvalReport) -> str:
         return views.eval_html(data)
 
+    def save_visualizations(self, data: EvalReport) -> dict[str, VisualizationType]:
+        from distill_ner.ner import zero_shot
+
+        out = super().save_visualizations(data)
+        if data.per_dataset:  # the results next to the published zero-shot numbers: table and chart
+            out[self._write_text("zero_shot.md", zero_shot.comparison_markdown(data))] = VisualizationType.MARKDOWN
+            png = self._path("zero_shot.png")
+            with fileio.open(png, "wb") as f:
+                f.write(zero_shot.figure_png(zero_shot.comparison_figure(data)))
+            out[png] = VisualizationType.IMAGE
+        return out
+
     def extract_metadata(self, data: EvalReport) -> dict[str, Any]:
         meta: dict[str, Any] = {"average_f1": data.average_f1, "predictions": len(data.predictions)}
         for name, s in data.per_dataset.items():

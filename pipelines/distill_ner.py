@@ -5,7 +5,7 @@ Run: zenml pipeline run pipelines.distill_ner.distill_ner -c configs/demo.yaml
 
 from zenml import pipeline
 
-from distill_ner.ner.benchmarks import benchmark_paths
+from distill_ner.ner.benchmarks import available_benchmarks, benchmark_paths, warn_absent
 from distill_ner.config import DistillConfig
 from distill_ner.fingerprint import fingerprint_paths
 from steps import add_negatives, annotate, build_sft, evaluate, register_and_promote, sample_corpus, train
@@ -13,6 +13,8 @@ from steps import add_negatives, annotate, build_sft, evaluate, register_and_pro
 
 @pipeline
 def distill_ner(config: DistillConfig) -> None:
+    # A missing benchmark fails here, before any step runs; absent suite members are named and skipped.
+    warn_absent(available_benchmarks(config.eval.benchmarks)[1])
     # Fingerprints of the files behind the config: they invalidate the cache when a file's content changes.
     corpus_fp = fingerprint_paths(s.path for s in config.corpus.sources)
     recorded_fp = fingerprint_paths(config.teacher.recorded_responses)

@@ -5,7 +5,7 @@ Run: zenml pipeline run pipelines.evaluate_ner.evaluate_ner -c configs/evaluate_
 
 from zenml import pipeline
 
-from distill_ner.ner.benchmarks import benchmark_paths
+from distill_ner.ner.benchmarks import available_benchmarks, benchmark_paths, warn_absent
 from distill_ner.config import EvaluateNERConfig
 from distill_ner.ner.evaluation import is_registry_reference, model_fingerprint
 from distill_ner.fingerprint import fingerprint_paths
@@ -14,6 +14,8 @@ from steps.evaluate import evaluate_reference
 
 @pipeline
 def evaluate_ner(config: EvaluateNERConfig) -> None:
+    # A missing benchmark fails here, before any step runs; absent suite members are named and skipped.
+    warn_absent(available_benchmarks(config.eval.benchmarks)[1])
     # Fingerprints of the files behind the config: the cache sees changed benchmarks or model weights.
     benchmarks_fp = fingerprint_paths(benchmark_paths(config.eval.benchmarks))
     step = evaluate_reference

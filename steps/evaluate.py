@@ -6,29 +6,33 @@ local folder or `models:/name@alias`). ZenML type-checks artifact inputs, so a `
 feed a `str` input; both steps therefore stay, and share everything through `_evaluate_and_log`.
 """
 
+import logging
 from pathlib import Path
 from typing import Annotated
 
 from zenml import step
 from zenml.config.cache_policy import CachePolicy
 
-from distill_ner.ner import evaluation, inference, metrics
+from distill_ner.ner import benchmarks, evaluation, inference, metrics, zero_shot
 from distill_ner.config import EvalConfig
 from distill_ner.records import EvalReport
 from materializers import EvalReportMaterializer
 from steps._stack import experiment_tracker_name
 
+logger = logging.getLogger(__name__)
+
 
 def _evaluate_and_log(model_ref: str, config: EvalConfig) -> EvalReport:
     report = evaluation.evaluate_model(model_ref, config)
     evaluation.log_to_mlflow(report, config, model_ref)  # params, metrics, predictions.json (if a run is active)
+    logger.info("\n%s", zero_shot.comparison_markdown(report))  # the results next to published numbers
     return report
 
 
 @step(
     output_materializers=EvalReportMaterializer,
     experiment_tracker=experiment_tracker_name(),
-    cache_policy=CachePolicy(source_dependencies=[evaluation, inference, metrics]),
+    cache_policy=CachePolicy(source_dependencies=[benchmarks, evaluation, inference, metrics]),
 )
 def evaluate(model: Path, config: EvalConfig, benchmarks_fingerprint: str) -> Annotated[EvalReport, "eval_report"]:
     """Score the trained student on every benchmark with the UniNER metric (and seqeval where gold is token-level)."""
@@ -38,7 +42,7 @@ def evaluate(model: Path, config: EvalConfig, benchmarks_fingerprint: str) -> An
 @step(
     output_materializers=EvalReportMaterializer,
     experiment_tracker=experiment_tracker_name(),
-    cache_policy=CachePolicy(source_dependencies=[evaluation, inference, metrics]),
+    cache_policy=CachePolicy(source_dependencies=[benchmarks, evaluation, inference, metrics]),
 )
 def evaluate_reference(
     model: str, config: EvalConfig, benchmarks_fingerprint: str, model_fingerprint: str

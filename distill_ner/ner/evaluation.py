@@ -1,8 +1,9 @@
 """Score a model on the configured benchmarks: the UniNER string metric, and seqeval where gold is token-level.
 
-Each sentence is asked every type of its benchmark (as in the UniNER test files: a type absent from a
-sentence has the gold answer `[]`), one greedy answer per (sentence, type) query, zero-shot (no
-`Dataset:` line). Scores are computed from the raw answers by `metrics.uniner_scores`, so a report can
+Which (sentence, type) queries are asked is the benchmark spec's `queries` rule: a UniNER file is scored
+on exactly the queries it contains (`as_in_file`, the reference evaluation's unit), a BIO/CoNLL set asks
+every sentence every type (`every_type`: a type absent from a sentence has the gold answer `[]`). One
+greedy answer per query, zero-shot (no `Dataset:` line). Scores are computed from the raw answers by `metrics.uniner_scores`, so a report can
 be re-scored from its own predictions table.
 """
 
@@ -14,7 +15,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from distill_ner.ner.benchmarks import Benchmark, load_benchmark
+from distill_ner.ner.benchmarks import Benchmark, available_benchmarks, load_benchmark, warn_absent
 from distill_ner.config import EvalConfig
 from distill_ner.ner.metrics import average, normalize_items, parse_answer, span_scores, uniner_scores
 from distill_ner.records import EvalReport, Prediction, Scores
@@ -29,11 +30,14 @@ _METRIC_NAME_BAD = re.compile(r"[^A-Za-z0-9_.\-/ ]")
 
 
 def benchmark_queries(benchmark: Benchmark) -> list[tuple[int, str, list[str]]]:
-    """(sentence index, type, gold strings) for every sentence × every type of the benchmark."""
+    """(sentence index, type, gold strings) of every query the benchmark's rule asks, in sentence order
+    then the benchmark's type order (so a file asking every sentence every type is asked as before)."""
+    every_type = benchmark.spec is not None and benchmark.spec.query_rule == "every_type"
     return [
         (i, entity_type, list(sentence.gold.get(entity_type, [])))
         for i, sentence in enumerate(benchmark.sentences)
         for entity_type in benchmark.types
+        if every_type or entity_type in sentence.gold
     ]
 
 
@@ -67,7 +71,11 @@ def evaluate_model(model_ref: str, config: EvalConfig, engine: NEREngine | None 
     """Greedy answers of the model to every benchmark query, scored per benchmark.
 
     `engine` reuses an already loaded model (its batch size is kept; max_new_tokens comes from the config).
+    Every benchmark is loaded (and a missing one reported) before the model is.
     """
+    names, absent = available_benchmarks(config.benchmarks)
+    warn_absent(absent)
+    benchmarks = [load_benchmark(name, config.max_sentences, config.seed) for name in names]
     t_load = time.perf_counter()
     if engine is None:
         from distill_ner.ner.inference import NEREngine
@@ -83,8 +91,7 @@ def evaluate_model(model_ref: str, config: EvalConfig, engine: NEREngine | None 
     stats: dict[str, float] = {"load_seconds": load_seconds}
     total_queries = total_tokens = 0
     total_seconds = 0.0
-    for name in config.benchmarks:
-        benchmark = load_benchmark(name, config.max_sentences, config.seed)
+    for benchmark in benchmarks:
         if benchmark.name in per_dataset:
             raise ValueError(f"benchmark {benchmark.name!r} is listed twice in eval.benchmarks")
         queries = benchmark_queries(benchmark)
@@ -160,7 +167,8 @@ def predictions_table(report: EvalReport) -> dict[str, list[Any]]:
 
 
 def log_to_mlflow(report: EvalReport, config: EvalConfig, model_ref: str | None = None) -> bool:
-    """Params, metrics and the predictions table into the active MLflow run; False when there is none."""
+    """Params, metrics, the predictions table and the comparison with published numbers into the active
+    MLflow run; False when there is none."""
     import mlflow
 
     if mlflow.active_run() is None:
@@ -180,6 +188,10 @@ def log_to_mlflow(report: EvalReport, config: EvalConfig, model_ref: str | None 
     mlflow.log_metrics(report_metrics(report))
     if report.predictions:
         mlflow.log_table(data=predictions_table(report), artifact_file=PREDICTIONS_TABLE)
+    if report.per_dataset:
+        from distill_ner.ner.zero_shot import log_comparison
+
+        log_comparison(report)  # zero_shot/comparison.md and .png: next to the published numbers
     return True
 
 
