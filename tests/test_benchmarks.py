@@ -100,8 +100,8 @@ def test_seeded_subset_is_deterministic_sorted_and_nested() -> None:
 
 
 def test_unknown_name_lists_known_ones() -> None:
-    with pytest.raises(ValueError, match=r"unknown benchmark 'crossner_music'; known: .*crossner_ai.*mit_restaurant"):
-        load_benchmark("crossner_music")
+    with pytest.raises(ValueError, match=r"unknown benchmark 'crossner_medicine'; known: .*crossner_ai.*mit_restaurant"):
+        load_benchmark("crossner_medicine")
 
 
 def test_missing_files_are_named(tmp_path: Path) -> None:

@@ -104,9 +104,9 @@ class BenchmarkSpec(BaseModel):
     def _one_source(self) -> "BenchmarkSpec":
         local = self.path is not None or self.url is not None
         if local == (self.hf_id is not None):
-            raise ValueError(f"benchmark {self.name}: give `path` and/or `url`, or `hf_id` (exactly one source)")
+            raise ValueError(f"benchmark {self.name}: give exactly one of `path` or `hf_id` (a `url` may stand in for `path`)")
         if self.format in ("uniner", "conll") and not local:
-            raise ValueError(f"benchmark {self.name}: format {self.format!r} needs a local `path` or a `url`")
+            raise ValueError(f"benchmark {self.name}: format {self.format!r} needs a local `path` (or a `url` to fetch it from)")
         if self.url is not None and not self.file_name:
             raise ValueError(f"benchmark {self.name}: `url` {self.url!r} does not end in a file name")
         if self.format != "uniner" and self.queries == "as_in_file":
@@ -371,9 +371,10 @@ def select_subset(sentences: list[NERSentence], max_sentences: int | None, seed:
 
 
 def missing_error(spec: BenchmarkSpec) -> FileNotFoundError:
-    looked = [str(p) for p in (spec.declared_path(), spec.cache_path()) if p is not None]
+    declared, cached = spec.declared_path(), spec.cache_path()
+    where = str(declared or cached) + (f" (nor in the benchmark cache: {cached})" if declared and cached else "")
     how = f"; fetch it: {fetch_hint([spec.name])} (add --from DIR for a folder that holds {spec.file_name})" if spec.url else ""
-    return FileNotFoundError(f"benchmark {spec.name}: file not found (looked at {', '.join(dict.fromkeys(looked))}){how}")
+    return FileNotFoundError(f"benchmark {spec.name}: file not found: {where}{how}")
 
 
 def verify_file(spec: BenchmarkSpec, path: Path) -> str:
