@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from distill_ner.cli import main as cli_main
-from distill_ner.config import EvalConfig, GateConfig
+from distill_ner.config import GateConfig
+from distill_ner.ner.config import EvalConfig
 from distill_ner.ner import benchmark_fetch
 from distill_ner.ner.benchmark_fetch import FetchError, fetch_one
 from distill_ner.ner.benchmarks import (

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from distill_ner.config import EvalConfig
+from distill_ner.ner.config import EvalConfig
 from distill_ner.ner.benchmarks import BenchmarkSpec, load_benchmark, register_benchmark, unregister_benchmark
 from distill_ner.ner.evaluation import benchmark_queries, evaluate_model
 from distill_ner.ner.zero_shot import comparison_figure, comparison_markdown, figure_png, load_published
