@@ -132,7 +132,7 @@ def test_corrupted_file_is_refused_and_nothing_is_written(server: str, cache: Pa
     with pytest.raises(FetchError, match=r"checksum mismatch .*expected " + hashlib.sha256(body).hexdigest()):
         fetch_one(s)
     assert leftovers(cache) == []
-    with pytest.raises(FileNotFoundError, match=r"benchmark bad_set: file not found .*distill-ner benchmarks fetch bad_set"):
+    with pytest.raises(FileNotFoundError, match=r"benchmark bad_set: file not found: .*distill-ner benchmarks fetch bad_set"):
         load_benchmark("bad_set")
 
 
@@ -222,7 +222,7 @@ def test_missing_benchmark_fails_before_the_model_loads(cache: Path, registered:
         raise AssertionError("the model was loaded before the benchmarks were checked")
 
     monkeypatch.setattr("distill_ner.ner.inference.NEREngine", no_model)
-    with pytest.raises(FileNotFoundError, match=r"benchmark absent_set: file not found .*distill-ner benchmarks fetch absent_set"):
+    with pytest.raises(FileNotFoundError, match=r"benchmark absent_set: file not found: .*distill-ner benchmarks fetch absent_set"):
         evaluate_model("any-model", EvalConfig(benchmarks=["absent_set"]))
 
 

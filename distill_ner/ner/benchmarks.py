@@ -345,7 +345,7 @@ def benchmark_paths(names_or_paths: Iterable[str | Path] | None = None) -> list[
             path = specs[str(ref)].resolved_path()
             if path is not None:
                 out.append(str(path))
-        elif _looks_like_path(ref):
+        elif looks_local(ref, suffixes=(".json", ".jsonl", ".yaml", ".yml")):
             out.append(str(Path(ref).expanduser().resolve()))
         else:
             raise ValueError(f"unknown benchmark {str(ref)!r}; known: {', '.join(sorted(specs))}")
