@@ -42,7 +42,8 @@ SENTENCES = {
 
 
 class Files(BaseHTTPRequestHandler):
-    """GET /<name>: the bytes in `files`; /hang/*: no answer until released; /cut/*: half, then close."""
+    """GET /<name>: the bytes in `files`; /hang/*: no answer until released; /cut/*: half, then close;
+    /trickle/*: one byte at a time."""
 
     files: dict[str, bytes] = {}
     release = threading.Event()
@@ -59,6 +60,13 @@ class Files(BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
+        if self.path.startswith("/trickle/"):  # a byte every 0.1 s: never idle long enough for a read timeout
+            for i in range(len(body)):
+                if Files.release.wait(0.1):
+                    return
+                self.wfile.write(body[i : i + 1])
+                self.wfile.flush()
+            return
         self.wfile.write(body[: len(body) // 2] if self.path.startswith("/cut/") else body)
 
     def log_message(self, *args: object) -> None:
@@ -180,6 +188,16 @@ def test_hanging_server_times_out(server: str, cache: Path, registered: list[str
     start = time.monotonic()
     with pytest.raises(FetchError, match="timed out"):
         fetch_one(s, connect_timeout=1.0, read_timeout=0.5)
+    assert time.monotonic() - start < 5.0
+    assert leftovers(cache) == []
+
+
+def test_trickling_server_hits_the_overall_deadline(server: str, cache: Path, tmp_path: Path, registered: list[str]) -> None:
+    Files.files["drip.json"] = uniner_bytes(tmp_path)
+    s = spec(registered, "drip_set", f"{server}/trickle/drip.json")
+    start = time.monotonic()
+    with pytest.raises(FetchError, match="took longer than 1 s"):
+        fetch_one(s, read_timeout=2.0, deadline=1.0)
     assert time.monotonic() - start < 5.0
     assert leftovers(cache) == []
 

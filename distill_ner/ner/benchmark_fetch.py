@@ -63,6 +63,7 @@ def _source_url(spec: BenchmarkSpec, base_url: str | None) -> str:
 def _download(url: str, dest: Any, *, connect_timeout: float, read_timeout: float, deadline: float, desc: str) -> None:
     """Stream `url` into the open binary file `dest`, with a progress bar; FetchError on any failure."""
     import requests
+    import urllib3
     from tqdm.auto import tqdm
 
     start = time.monotonic()
@@ -72,14 +73,19 @@ def _download(url: str, dest: Any, *, connect_timeout: float, read_timeout: floa
                 raise FetchError(f"{desc}: GET {url} answered HTTP {response.status_code} {response.reason}")
             total = int(response.headers.get("Content-Length") or 0) or None
             with tqdm(total=total, unit="B", unit_scale=True, desc=desc, disable=None, file=sys.stderr) as bar:
-                for chunk in response.iter_content(CHUNK):
+                while True:
                     if time.monotonic() - start > deadline:
-                        raise FetchError(f"{desc}: GET {url} took longer than {deadline:.0f} s; stopped")
+                        raise FetchError(f"{desc}: GET {url} took longer than {deadline:g} s; stopped")
+                    # read1 returns what has arrived (iter_content would wait for a full chunk), so a
+                    # server that trickles bytes still meets the deadline check
+                    chunk = response.raw.read1(CHUNK, decode_content=True)
+                    if not chunk:
+                        break
                     dest.write(chunk)
                     bar.update(len(chunk))
-    except requests.Timeout as e:
+    except (requests.Timeout, urllib3.exceptions.TimeoutError) as e:
         raise FetchError(f"{desc}: GET {url} timed out (connect {connect_timeout} s, read {read_timeout} s): {e}") from None
-    except requests.RequestException as e:
+    except (requests.RequestException, urllib3.exceptions.HTTPError) as e:
         raise FetchError(f"{desc}: GET {url} failed: {e}") from None
 
 
