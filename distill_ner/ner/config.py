@@ -56,7 +56,9 @@ class SFTConfig(StrictModel):
 
 
 class EvalConfig(StrictModel):
-    benchmarks: list[str] = Field(..., description="benchmark names from the registry, or UniNER JSON paths")
+    benchmarks: list[str] = Field(
+        ..., description="benchmark names from the registry, suite names (uniner_zero_shot), or UniNER JSON paths"
+    )
     max_sentences: int | None = Field(None, gt=0, description="seeded subset of sentences per benchmark")
     max_new_tokens: int = Field(256, gt=0)
     batch_size: int = Field(16, gt=0)
