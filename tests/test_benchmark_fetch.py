@@ -14,10 +14,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from test_evaluation import ScriptedEngine, write_uniner
 
 from distill_ner.cli import main as cli_main
 from distill_ner.config import GateConfig
-from distill_ner.ner.config import EvalConfig
 from distill_ner.ner import benchmark_fetch
 from distill_ner.ner.benchmark_fetch import FetchError, fetch_one
 from distill_ner.ner.benchmarks import (
@@ -31,9 +31,9 @@ from distill_ner.ner.benchmarks import (
     unregister_benchmark,
     unregister_suite,
 )
+from distill_ner.ner.config import EvalConfig
 from distill_ner.ner.evaluation import evaluate_model
-from distill_ner.registry.promote import decide, metrics_from_report
-from test_evaluation import ScriptedEngine, write_uniner
+from distill_ner.registry.gate import decide, metrics_from_report
 
 SENTENCES = {
     "Marie Curie was born in Warsaw .": {"person": ["Marie Curie"], "location": ["Warsaw"]},

@@ -9,13 +9,13 @@ import string
 from pathlib import Path
 
 import pytest
+from test_evaluation import ScriptedEngine
 
-from distill_ner.ner.config import EvalConfig
 from distill_ner.ner.benchmarks import BenchmarkSpec, load_benchmark, register_benchmark, unregister_benchmark
+from distill_ner.ner.config import EvalConfig
 from distill_ner.ner.evaluation import benchmark_queries, evaluate_model
 from distill_ner.ner.zero_shot import comparison_figure, comparison_markdown, figure_png, load_published
 from distill_ner.records import EvalReport, Scores
-from test_evaluation import ScriptedEngine
 
 # four domains, two sentences each; every sentence is asked its own domain's three types only
 DOMAINS = {

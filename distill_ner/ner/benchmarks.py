@@ -29,8 +29,8 @@ import logging
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from urllib.parse import urlparse
 from typing import Literal
+from urllib.parse import urlparse
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
