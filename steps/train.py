@@ -8,32 +8,38 @@ from zenml.client import Client
 from zenml.config.cache_policy import CachePolicy
 from zenml.enums import ArtifactType
 
-from distill_ner import launch, training
+from distill_ner import checkpoint_store, launch, training
 from distill_ner.config import StudentConfig, TrainConfig
 from distill_ner.records import SFTDataset
 from steps._stack import experiment_tracker_name
 
 
-@step(experiment_tracker=experiment_tracker_name(), cache_policy=CachePolicy(source_dependencies=[training, launch]))
+@step(experiment_tracker=experiment_tracker_name(), cache_policy=CachePolicy(source_dependencies=[training, launch, checkpoint_store]))
 def train(
     sft: SFTDataset, student: StudentConfig, config: TrainConfig
 ) -> Annotated[Path, ArtifactConfig(name="student_model", artifact_type=ArtifactType.MODEL)]:
     """Fine-tune the student (LoRA, QLoRA or full); returns the adapter (or model) folder with its tokenizer.
 
-    Checkpoints go under the artifact store, keyed by the config and data, so a rerun after a crash
-    resumes where the last one stopped.
+    Checkpoints go under the artifact store (mirrored there when it is remote), keyed by the config and
+    data, so a rerun after a crash resumes where the last one stopped, on this machine or another.
     """
     output_dir = Path(tempfile.mkdtemp(prefix="student_"))
-    key = training.run_key(sft, student.model, config)
-    store = Client().active_stack.artifact_store.path
-    # a remote store (s3://, gs://) is not a folder Trainer can write; checkpoints then stay on this machine
-    root = Path(store) if "://" not in store else Path.home() / ".cache" / "distill-ner"
-    checkpoint_dir = root / "checkpoints" / key
-    if config.distributed != "none" and config.num_processes > 1:
-        metrics = launch.train_distributed(sft, student.model, config, output_dir, checkpoint_dir=checkpoint_dir)["metrics"]
+    store = Client().active_stack.artifact_store
+    remote = "://" in store.path
+    distributed = config.distributed != "none" and config.num_processes > 1
+    if remote and not distributed:
+        # a remote store (s3://, gs://) is no folder Trainer can write: checkpoints are mirrored into it,
+        # so that a run killed on one machine resumes on another
+        metrics = checkpoint_store.train_resumable(sft, student.model, config, output_dir, store, store.path).metrics
     else:
-        metrics = training.train_student(sft, student.model, config, output_dir, checkpoint_dir=checkpoint_dir).metrics
-    # the checkpoints only serve to resume this run; once it is done they are dead weight (GBs for a 7B)
-    shutil.rmtree(checkpoint_dir, ignore_errors=True)
+        # accelerate's ranks are other processes: their checkpoints stay on this machine's disk
+        root = Path(store.path) if not remote else Path.home() / ".cache" / "distill-ner"
+        checkpoint_dir = root / "checkpoints" / training.run_key(sft, student.model, config)
+        if distributed:
+            metrics = launch.train_distributed(sft, student.model, config, output_dir, checkpoint_dir=checkpoint_dir)["metrics"]
+        else:
+            metrics = training.train_student(sft, student.model, config, output_dir, checkpoint_dir=checkpoint_dir).metrics
+        # the checkpoints only serve to resume this run; once it is done they are dead weight (GBs for a 7B)
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)
     log_metadata(metadata=dict(metrics), infer_artifact=True)
     return output_dir

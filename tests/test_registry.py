@@ -85,13 +85,6 @@ def test_secrets_are_redacted() -> None:
     }
 
 
-def test_lock_lies_next_to_a_local_store(tmp_path: Path) -> None:
-    assert registry.lock_path("a/b", f"sqlite:///{tmp_path}/mlflow.db") == tmp_path / "mlflow.db.a_b.promotion.lock"
-    assert registry.lock_path("m", f"file://{tmp_path}/mlruns") == tmp_path / "mlruns.m.promotion.lock"
-    remote = registry.lock_path("m", "http://127.0.0.1:5000")
-    assert remote.parent == Path("~/.cache/distill-ner/locks").expanduser() and remote.name.endswith(".m.promotion.lock")
-
-
 # ------------------------------------------------------------------------------------------- stores
 
 
@@ -215,6 +208,32 @@ def register(path: Path, f1: dict[str, float], name: str, zmv=None, coverage: di
         path, report(f1, coverage), GateConfig(model_name=name, **{**GATE, **gate_kw}),
         tags={"zenml_run": f"run-{path.name}", "teacher": "demo-teacher"}, zenml_model_version=zmv, log_kwargs={"max_new_tokens": 4},
     )
+
+
+# ------------------------------------------------------------------------------------ the lease
+
+
+def test_promotion_lease_is_exclusive_and_broken_only_once_expired(mlflow_store) -> None:
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    first = registry.PromotionLease(client, "leased")
+    first.acquire(timeout=5)
+    second = registry.PromotionLease(client, "leased")
+    with pytest.raises(TimeoutError, match="holds the lease 'leased.promotion-lease'"):
+        second.acquire(timeout=0.5)
+    # the holder died: its lease expires (written as its holder would have, long ago) and is broken
+    client.set_registered_model_tag(first.name, registry.TAG_LEASE_EXPIRES, f"{time.time() - registry.CLOCK_SKEW_S - 1:.3f}")
+    second.acquire(timeout=5)
+    assert client.get_registered_model(second.name).tags[registry.TAG_LEASE_HOLDER] == second.holder
+    first.release()  # a late release by the old holder leaves the new lease alone
+    assert client.get_registered_model(second.name).tags[registry.TAG_LEASE_HOLDER] == second.holder
+    second.expires = time.time() + registry.CLOCK_SKEW_S / 2  # too little left to start a move
+    with pytest.raises(registry.LeaseExpired):
+        second.check()
+    second.expires = time.time() + registry.LEASE_TTL_S
+    second.release()
+    assert [m.name for m in client.search_registered_models()] == []  # no lease, no breaker marker left
 
 
 # ------------------------------------------------------------------------------------------ lifecycle
