@@ -53,12 +53,36 @@ def stack(tmp_path_factory: pytest.TempPathFactory):
         team_stack.down(state_dir)
 
 
+def checkout(dest: Path) -> Path:
+    """A client's own copy of the project (as a pod's image holds it): the source, the tiny student, a
+    `.zen` of its own (ZenML writes its active stack there), nothing else of this checkout."""
+    import shutil
+
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                            capture_output=True, text=True)
+    if listed.returncode == 0:
+        for name in filter(None, listed.stdout.split("\0")):
+            if (ROOT / name).is_file():
+                (dest / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(ROOT / name, dest / name)
+    else:  # not a git checkout
+        shutil.copytree(ROOT, dest, ignore=shutil.ignore_patterns(".git", ".venv", ".cache", ".zen", "__pycache__"), dirs_exist_ok=True)
+    (dest / ".zen").mkdir(exist_ok=True)
+    from distill_ner.cli import TINY_STUDENT_DIR
+
+    if (ROOT / TINY_STUDENT_DIR).is_dir():
+        shutil.copytree(ROOT / TINY_STUDENT_DIR, dest / TINY_STUDENT_DIR)
+    return dest
+
+
 def client(stack: dict, root: Path, name: str) -> dict[str, str]:
-    """The environment of one client machine: own HOME and ZenML config, the servers, no credential."""
+    """The environment of one client machine: own HOME, ZenML config and checkout, the servers' addresses,
+    no credential. Commands run in its checkout (run() takes it from PYTHONPATH)."""
     from distill_ner import team_stack
 
     home = root / name
     (home / "zenml").mkdir(parents=True, exist_ok=True)
+    repo = checkout(home / "repo")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "ZENML_", "AWS_"))}
     env.update(
         team_stack.client_env(stack),
@@ -67,7 +91,7 @@ def client(stack: dict, root: Path, name: str) -> dict[str, str]:
         ZENML_ANALYTICS_OPT_IN="false",
         ZENML_LOGGING_COLORS_DISABLED="true",
         MLFLOW_DISABLE_TELEMETRY="true",
-        PYTHONPATH=str(ROOT),
+        PYTHONPATH=str(repo),
         PYTHONUNBUFFERED="1",
         OMP_NUM_THREADS="1",
         OPENAI_API_KEY=TEACHER_KEY,
@@ -78,7 +102,7 @@ def client(stack: dict, root: Path, name: str) -> dict[str, str]:
 def run(args: list[str], env: dict[str, str], timeout: int = 900, **kw) -> subprocess.CompletedProcess:
     bindir = Path(sys.executable).parent
     exe = str(bindir / args[0]) if (bindir / args[0]).exists() else args[0]
-    return subprocess.run([exe, *args[1:]], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, **kw)
+    return subprocess.run([exe, *args[1:]], cwd=env["PYTHONPATH"], env=env, capture_output=True, text=True, timeout=timeout, **kw)
 
 
 @pytest.fixture(scope="module")
@@ -146,18 +170,26 @@ RUNS: dict[str, subprocess.CompletedProcess] = {}
 
 
 def test_two_clients_run_the_smoke_pipeline_on_the_team_stack(stack, admin, tiny_student, tmp_path_factory):
+    import yaml
+
     root = tmp_path_factory.mktemp("clients")
-    # B reruns without ZenML's cache (a shared cache would skip its steps): every step runs on B too
-    uncached = root / "smoke_uncached.yaml"
-    uncached.write_text("enable_cache: false\n" + (ROOT / "configs/smoke.yaml").read_text())
-    for name, config in (("A", "configs/smoke.yaml"), ("B", str(uncached))):
+    # B trains with another seed: the data steps come from A's run through the server's cache and the
+    # bucket, then B trains, evaluates and registers a second model itself
+    raw = yaml.safe_load((ROOT / "configs/smoke.yaml").read_text())
+    raw["parameters"]["config"]["train"]["seed"] = 1
+    reseeded = root / "smoke_seed1.yaml"
+    reseeded.write_text(yaml.safe_dump(raw))
+    for name, config in (("A", "configs/smoke.yaml"), ("B", str(reseeded))):
         env = client(stack, root, name)
         done = run(PIPELINE + [config], env, timeout=900)
         RUNS[name] = done
         assert done.returncode == 0, (done.stdout + done.stderr)[-6000:]
         # nothing of the run stayed on the client machine: no model file, no artifact under its folders
-        local = [p for p in Path(env["HOME"]).rglob("*") if p.is_file() and p.suffix in (".safetensors", ".bin", ".gz", ".json")]
-        assert not [p for p in local if p.suffix in (".safetensors", ".bin", ".gz")], local
+        repo = Path(env["PYTHONPATH"])
+        kept = [p for p in Path(env["HOME"]).rglob("*") if p.is_file() and p.suffix in (".safetensors", ".bin", ".gz", ".tar")
+                and repo not in p.parents]
+        kept += [p for p in repo.rglob("*") if p.is_file() and p.suffix in (".safetensors", ".gz", ".tar") and ".cache/models" not in str(p)]
+        assert not kept, kept
 
     # both runs are in the ZenML server
     code = textwrap.dedent(
@@ -216,7 +248,7 @@ def test_third_client_predicts_and_serves_the_production_model(stack, admin, tmp
     port = free_port()
     log = open(Path(env["HOME"]) / "serve.log", "w")
     server = subprocess.Popen([str(Path(sys.executable).parent / "distill-ner"), "serve", "--model", "models:/distill-ner-smoke@production",
-                               "--port", str(port)], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                               "--port", str(port)], cwd=env["PYTHONPATH"], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + 300
         body = json.dumps({"inputs": [{"text": "Marie Curie was born in Warsaw.", "types": "person"}]}).encode()
@@ -295,7 +327,7 @@ def test_train_killed_on_one_client_resumes_on_another(stack, admin, tiny_studen
 
     env_a, env_b = client(stack, root, "A"), client(stack, root, "B")
     out_a = Path(env_a["HOME"]) / "out"
-    proc = subprocess.Popen([sys.executable, "-c", TRAINER, *args, str(out_a), "5"], cwd=ROOT, env=env_a,
+    proc = subprocess.Popen([sys.executable, "-c", TRAINER, *args, str(out_a), "5"], cwd=env_a["PYTHONPATH"], env=env_a,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         deadline = time.monotonic() + 600
@@ -362,33 +394,38 @@ PROMOTER = textwrap.dedent(
 
 
 def test_concurrent_promotions_from_two_clients_leave_the_better_model(stack, admin, tiny_student, tmp_path_factory):
-    """Rounds of two clients registering at once (A=0.6, B=0.7, no production before): whatever the
-    order, B ends in production, alone, and every version's gate tags say what happened to it."""
+    """20 rounds of two clients registering at once (A=0.6, B=0.7, no production before the round):
+    whatever the order, B ends in production, alone, and both versions' gate tags say what happened.
+    The candidates are registered in the first round and found again by content after that (as a
+    cached re-run does), so each later round is the gate and the move alone; between rounds the
+    aliases and gate tags are cleared."""
     import shutil
 
     import mlflow
 
+    from distill_ner import registry
+
     root = tmp_path_factory.mktemp("promote")
+    name = f"race-{uuid.uuid4().hex[:8]}"
     racers = {}
     for label, f1 in (("A", 0.6), ("B", 0.7)):
         env = client(stack, root, label)
         model = Path(env["HOME"]) / "model"
         shutil.copytree(tiny_student, model)
         (model / "training_config.json").write_text(json.dumps({"data_hash": f"data-{label}", "method": "full"}))
-        proc = subprocess.Popen([sys.executable, "-c", PROMOTER, label, str(model), str(f1)], cwd=ROOT, env=env,
+        proc = subprocess.Popen([sys.executable, "-c", PROMOTER, label, str(model), str(f1)], cwd=env["PYTHONPATH"], env=env,
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=open(Path(env["HOME"]) / "err.log", "w"),
                                 text=True, start_new_session=True)
         racers[label] = proc
+    for key, value in mlflow_env(stack, admin).items():
+        os.environ[key] = value
     try:
         for label, proc in racers.items():
             assert proc.stdout.readline().startswith("READY"), (root / label / "err.log").read_text()[-3000:]
         rng = random.Random(0)
-        for key, value in mlflow_env(stack, admin).items():
-            os.environ[key] = value
         mc = mlflow.MlflowClient(stack["mlflow"]["url"])
         orders = []
         for round_ in range(20):
-            name = f"race-{round_}-{uuid.uuid4().hex[:6]}"
             for proc in racers.values():  # the barrier: both get the go together
                 proc.stdin.write(f"{name} {rng.uniform(0, 0.3):.3f} {rng.uniform(0.2, 1.0):.3f}\n")
             for proc in racers.values():
@@ -399,24 +436,29 @@ def test_concurrent_promotions_from_two_clients_leave_the_better_model(stack, ad
                 assert line.startswith("DECISION "), (line, (root / label / "err.log").read_text()[-3000:])
                 decisions[label] = json.loads(line[9:])
             a, b = decisions["A"], decisions["B"]
-            model = mc.get_registered_model(name)
-            assert model.aliases.get("production") is not None
-            assert str(model.aliases["production"]) == b["version"], (round_, model.aliases, a, b)
-            assert b["promoted"]
+            aliases = {k: str(v) for k, v in mc.get_registered_model(name).aliases.items()}
             tags = {d["version"]: mc.get_model_version(name, d["version"]).tags for d in (a, b)}
-            if a["promoted"]:  # A first (no production), then B against A
-                orders.append("AB")
-                assert a["production_version_before"] is None and b["production_version_before"] == a["version"]
-                assert str(model.aliases.get("previous")) == a["version"]
-                assert tags[b["version"]]["gate.production_before"] == a["version"]
-            else:  # B first, then A against B: refused
-                orders.append("BA")
-                assert b["production_version_before"] is None and a["production_version_before"] == b["version"]
-                assert tags[a["version"]]["gate.passed"] == "false" and tags[a["version"]]["gate.production_before"] == b["version"]
-                assert "previous" not in model.aliases
+            assert aliases.get("production") == b["version"] and b["promoted"], (round_, aliases, a, b)
             assert tags[b["version"]]["gate.passed"] == "true"
-            assert not [m for m in mc.search_registered_models(f"name LIKE '{name}.%'")], "a lease was left behind"
-        print("orders:", "".join(o[0] for o in orders))
+            if a["promoted"]:  # A first (no production), then B against A
+                orders.append("A")
+                assert a["production_version_before"] is None and b["production_version_before"] == a["version"], (round_, a, b)
+                assert aliases.get("previous") == a["version"] and tags[b["version"]]["gate.production_before"] == a["version"]
+            else:  # B first, then A against B: refused
+                orders.append("B")
+                assert b["production_version_before"] is None and a["production_version_before"] == b["version"], (round_, a, b)
+                assert tags[a["version"]]["gate.passed"] == "false" and tags[a["version"]]["gate.production_before"] == b["version"]
+                assert "previous" not in aliases
+            assert not mc.search_registered_models(f"name LIKE '{name}.%'"), "a lease was left behind"
+            # the next round starts with no production
+            for alias in aliases:
+                mc.delete_registered_model_alias(name, alias)
+            for version, version_tags in tags.items():
+                for key in version_tags:
+                    if key.startswith("gate.") and key != registry.TAG_METRICS:
+                        mc.delete_model_version_tag(name, version, key)
+        print("first to promote per round:", "".join(orders))
+        assert len(mc.search_model_versions(f"name = '{name}'")) == 2
     finally:
         for key in mlflow_env(stack, admin):
             os.environ.pop(key, None)
