@@ -352,6 +352,26 @@ def test_failed_zenml_write_restores_the_aliases_and_unlinked_versions_archive(z
     assert str(Client().get_model_version(name, z1.name).stage) == "archived"
 
 
+def test_a_move_that_does_not_read_back_is_raised_and_left_alone(zenml_store, mlflow_store, tiny_model: Path, tmp_path: Path, monkeypatch) -> None:
+    """A writer without the lease (a person in the MLflow UI) moves `production` between our write and
+    the read-back: the promotion fails loudly and does not undo their move."""
+    name = f"ner-{uuid.uuid4().hex[:6]}"
+    register(candidate(tiny_model, tmp_path / "m1", "1"), {"a": 0.5}, name, zenml_version(name, "r1"))
+    register(candidate(tiny_model, tmp_path / "m2", "2"), {"a": 0.4}, name, zenml_version(name, "r2"))  # registered only
+    real = registry._set_alias
+
+    def then_someone_else(client, model, alias, version):
+        real(client, model, alias, version)
+        if alias == registry.PRODUCTION:
+            real(client, model, registry.PRODUCTION, "1")  # the unguarded writer puts v1 back
+
+    monkeypatch.setattr(registry, "_set_alias", then_someone_else)
+    with pytest.raises(registry.AliasesMovedMeanwhile, match="read back"):
+        registry.promote(name, 2)
+    monkeypatch.undo()
+    assert state(name)["production"] == "1"
+
+
 RACER = """
 import json, sys, time, uuid
 from pathlib import Path
