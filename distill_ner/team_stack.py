@@ -49,7 +49,7 @@ AUTH_DB_NAME = "mlflow_auth"
 ARTIFACT_STORE = "team_s3_store"
 TRACKER = "team_mlflow_tracker"
 REGISTRY = "team_mlflow_registry"
-START_TIMEOUT_S = 180.0
+START_TIMEOUT_S = 300.0
 # ZenML looks for a repository (.zen) upward from the working directory: the admin commands run where
 # none is, so that they never touch a project's active stack
 NEUTRAL_CWD = "/"
@@ -286,17 +286,33 @@ def _start_zenml_server(state_dir: Path, state: dict[str, Any], env: dict[str, s
     admin_env = {**env, "ZENML_CONFIG_PATH": str(config)}
     state["zenml"] = {"port": port, "url": f"http://127.0.0.1:{port}", "config": str(config), "log": str(state_dir / "zenml.log")}
     _save_state(state_dir, state)
+    # `zenml login --local`, with a start timeout of ours (its own 30 s default is too short for a busy
+    # machine); the server is ZenML's local daemon, its store the admin client's SQLite
     with open(state_dir / "zenml.log", "ab") as out:
-        done = subprocess.run([_bin("zenml"), "login", "--local", "--ip-address", "127.0.0.1", "--port", str(port)],
-                              env=admin_env, stdout=out, stderr=subprocess.STDOUT, timeout=300, cwd=NEUTRAL_CWD)
+        done = subprocess.run([sys.executable, "-m", "distill_ner.team_stack"],
+                              input=json.dumps({"action": "zenml_server", "port": port, "timeout": int(START_TIMEOUT_S)}).encode(),
+                              env=admin_env, stdout=out, stderr=subprocess.STDOUT, timeout=START_TIMEOUT_S + 120, cwd=NEUTRAL_CWD)
     if done.returncode != 0:
-        raise RuntimeError(f"zenml login --local failed: {(state_dir / 'zenml.log').read_text(errors='replace')[-3000:]}")
-    service = json.loads((config / "zen_server" / "daemon" / "service.json").read_text())
-    pid_file = (service.get("config") or {}).get("pid_file") or service.get("status", {}).get("pid_file")
-    if pid_file and Path(pid_file).exists():
-        state["zenml"]["pid"] = int(Path(pid_file).read_text().strip())
+        raise RuntimeError(f"starting the ZenML server failed: {(state_dir / 'zenml.log').read_text(errors='replace')[-3000:]}")
+    pid_file = config / "zen_server" / "daemon" / "service.pid"
+    if pid_file.exists():
+        state["zenml"]["pid"] = int(pid_file.read_text().strip())
     _save_state(state_dir, state)
     return admin_env
+
+
+def start_zenml_server_here(port: int, timeout: int) -> None:
+    """What `zenml login --local --ip-address 127.0.0.1 --port <port>` does, waiting up to `timeout` s."""
+    import ipaddress
+
+    from zenml.enums import ServerProviderType
+    from zenml.zen_server.deploy.deployer import LocalServerDeployer
+    from zenml.zen_server.deploy.deployment import LocalServerDeploymentConfig
+
+    deployer = LocalServerDeployer()
+    config = LocalServerDeploymentConfig(provider=ServerProviderType.DAEMON, ip_address=ipaddress.ip_address("127.0.0.1"), port=port)
+    deployer.deploy_server(config, timeout=timeout)
+    deployer.connect_to_server()
 
 
 def register_stack_on_server(args: dict[str, str]) -> str:
@@ -400,6 +416,15 @@ def _stop_group(pid: int, timeout: float = 20.0) -> None:
         pass
 
 
+def _stop_pid(pid: int, timeout: float = 20.0) -> None:
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while _pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if _pid_alive(pid):
+        os.kill(pid, signal.SIGKILL)
+
+
 def down(state_dir: Path = DEFAULT_STATE_DIR) -> list[str]:
     """Stop what `up` recorded in `state_dir` and remove its data; returns what was stopped."""
     state_dir = Path(state_dir).expanduser().resolve()
@@ -410,8 +435,10 @@ def down(state_dir: Path = DEFAULT_STATE_DIR) -> list[str]:
     if zenml:
         done = subprocess.run([_bin("zenml"), "logout", "--local"], env={**env, "ZENML_CONFIG_PATH": zenml["config"]},
                               capture_output=True, text=True, timeout=120, cwd=NEUTRAL_CWD)
-        if zenml.get("pid") and _pid_alive(zenml["pid"]):
-            os.kill(zenml["pid"], signal.SIGTERM)
+        pid_file = Path(zenml["config"]) / "zen_server" / "daemon" / "service.pid"
+        pid = zenml.get("pid") or (int(pid_file.read_text().strip()) if pid_file.exists() else None)
+        if pid and _pid_alive(pid):  # a daemon that logout could not stop (e.g. one that never became healthy)
+            _stop_pid(pid)
         stopped.append(f"zenml server :{zenml['port']}" + ("" if done.returncode == 0 else " (logout failed: " + done.stderr[-300:] + ")"))
     for name in ("mlflow", "s3"):
         if state.get(name, {}).get("pid"):
@@ -449,5 +476,9 @@ def status(state_dir: Path = DEFAULT_STATE_DIR) -> dict[str, Any]:
     return state
 
 
-if __name__ == "__main__":  # the stack registration, run as the server's admin client (arguments on stdin)
-    print(json.dumps({"stack_id": register_stack_on_server(json.loads(sys.stdin.read()))}))
+if __name__ == "__main__":  # run as the server's admin client, arguments on stdin (credentials included)
+    request = json.loads(sys.stdin.read())
+    if request.get("action") == "zenml_server":
+        start_zenml_server_here(request["port"], request["timeout"])
+    else:
+        print(json.dumps({"stack_id": register_stack_on_server(request)}))

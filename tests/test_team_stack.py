@@ -36,18 +36,27 @@ def _missing() -> list[str]:
     return team_stack.missing_requirements()
 
 
+STARTED: dict[str, BaseException] = {}
+
+
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory):
     missing = _missing()
     if missing:
         pytest.skip("team stack unavailable: needs " + "; ".join(missing))
+    if "error" in STARTED:  # pytest would set a failed module fixture up again for every test
+        pytest.fail(f"the team stack did not start: {STARTED['error']}")
     from distill_ner import team_stack
 
     state_dir = tmp_path_factory.mktemp("team-stack")
     started = time.monotonic()
     try:
-        state = team_stack.up(state_dir)
-        state["up_s"] = time.monotonic() - started
+        try:
+            state = team_stack.up(state_dir)
+        except Exception as exc:
+            STARTED["error"] = exc
+            raise
+        print(f"team stack up in {time.monotonic() - started:.0f} s: {state['start_s']}")
         yield state
     finally:
         team_stack.down(state_dir)
