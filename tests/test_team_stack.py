@@ -402,6 +402,14 @@ PROMOTER = textwrap.dedent(
 )
 
 
+def tagged_line(proc: subprocess.Popen, tag: str) -> str:
+    """The next line the racer prints that starts with `tag` (ZenML logs to stdout too), "" at its end."""
+    for line in proc.stdout:
+        if line.startswith(tag):
+            return line[len(tag):]
+    return ""
+
+
 def test_concurrent_promotions_from_two_clients_leave_the_better_model(stack, admin, tiny_student, tmp_path_factory):
     """20 rounds of two clients registering at once (A=0.6, B=0.7, no production before the round):
     whatever the order, B ends in production, alone, and both versions' gate tags say what happened.
@@ -430,7 +438,7 @@ def test_concurrent_promotions_from_two_clients_leave_the_better_model(stack, ad
         os.environ[key] = value
     try:
         for label, proc in racers.items():
-            assert proc.stdout.readline().startswith("READY"), (root / label / "err.log").read_text()[-3000:]
+            assert tagged_line(proc, "READY"), (root / label / "err.log").read_text()[-3000:]
         rng = random.Random(0)
         mc = mlflow.MlflowClient(stack["mlflow"]["url"])
         orders = []
@@ -441,9 +449,9 @@ def test_concurrent_promotions_from_two_clients_leave_the_better_model(stack, ad
                 proc.stdin.flush()
             decisions = {}
             for label, proc in racers.items():
-                line = proc.stdout.readline()
-                assert line.startswith("DECISION "), (line, (root / label / "err.log").read_text()[-3000:])
-                decisions[label] = json.loads(line[9:])
+                line = tagged_line(proc, "DECISION ")
+                assert line, (root / label / "err.log").read_text()[-3000:]
+                decisions[label] = json.loads(line)
             a, b = decisions["A"], decisions["B"]
             aliases = {k: str(v) for k, v in mc.get_registered_model(name).aliases.items()}
             tags = {d["version"]: mc.get_model_version(name, d["version"]).tags for d in (a, b)}
