@@ -8,8 +8,8 @@ from pathlib import Path
 
 from zenml.io import fileio
 
-from distill_ner.checkpoint_store import CheckpointMirror
-from distill_ner.training import FINGERPRINT_FILE
+from distill_ner.training.checkpoint_store import CheckpointMirror
+from distill_ner.training.train import FINGERPRINT_FILE
 
 
 def fake_checkpoint(root: Path, step: int, complete: bool = True) -> Path:

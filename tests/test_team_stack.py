@@ -288,7 +288,7 @@ TRAINER = textwrap.dedent(
     import torch
     from transformers import TrainerCallback
     from zenml.client import Client
-    from distill_ner.checkpoint_store import train_resumable
+    from distill_ner.training.checkpoint_store import train_resumable
     from distill_ner.config import TrainConfig
     from distill_ner.records import SFTDataset
 
@@ -318,7 +318,7 @@ def test_train_killed_on_one_client_resumes_on_another(stack, admin, tiny_studen
 
     import torch
 
-    from distill_ner import training
+    from distill_ner.training import train as training
     from tests.test_training import lora_config, synthetic_sft
 
     root = tmp_path_factory.mktemp("resume")
@@ -379,7 +379,9 @@ PROMOTER = textwrap.dedent(
     """
     import json, random, sys, time
     from pathlib import Path
-    from distill_ner import registry
+    import importlib
+
+    registry = importlib.import_module("distill_ner.registry.promote")
     from distill_ner.config import GateConfig
     from distill_ner.records import EvalReport, Scores
     from distill_ner.stack import configure_mlflow_from_active_stack
@@ -420,7 +422,9 @@ def test_concurrent_promotions_from_two_clients_leave_the_better_model(stack, ad
 
     import mlflow
 
-    from distill_ner import registry
+    import importlib
+
+    registry = importlib.import_module("distill_ner.registry.promote")
 
     root = tmp_path_factory.mktemp("promote")
     name = f"race-{uuid.uuid4().hex[:8]}"

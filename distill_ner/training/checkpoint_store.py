@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from distill_ner import training
+from distill_ner.training import train as training
 from distill_ner.config import TrainConfig
 from distill_ner.records import SFTDataset
 
