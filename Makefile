@@ -15,7 +15,8 @@ export HF_DATASETS_OFFLINE := 1
 export HF_EVALUATE_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install setup demo test smoke ui bench clean
+.PHONY: install install-team team-stack team-stack-down setup demo test smoke ui bench clean
+TEAM_STACK_DIR ?= .cache/team-stack
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +29,19 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/activate
 	touch $@
 
 install: $(VENV)/.installed
+
+# the team stack's Python side; its PostgreSQL server comes from Debian (apt-get install postgresql)
+$(VENV)/.installed-team: $(VENV)/.installed
+	$(BIN)/python -m pip install -q -e ".[dev,team]"
+	touch $@
+
+install-team: $(VENV)/.installed-team
+
+team-stack: install-team
+	$(BIN)/distill-ner team-stack up --state-dir $(TEAM_STACK_DIR)
+
+team-stack-down:
+	$(BIN)/distill-ner team-stack down --state-dir $(TEAM_STACK_DIR)
 
 setup: install
 	[ -d .zen ] || $(BIN)/zenml init

@@ -16,10 +16,12 @@ The MLflow tracking URI is MLFLOW_TRACKING_URI when set, else the active ZenML s
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 from distill_ner.console import quiet_defaults, results_only_on_stdout, use_tracking_uri
 from distill_ner.extraction.cli import add_commands as add_extraction_commands
@@ -118,6 +120,23 @@ def cmd_serve(args: argparse.Namespace) -> None:
     sys.exit(subprocess.call(command, env={**os.environ, "MLFLOW_TRACKING_URI": uri}))
 
 
+def cmd_team_stack(args: argparse.Namespace) -> None:
+    from distill_ner import team_stack
+
+    state_dir = Path(args.state_dir)
+    if args.action == "up":
+        state = team_stack.up(state_dir)
+        for name in ("postgres", "s3", "mlflow", "zenml"):
+            print(f"{name}: 127.0.0.1:{state[name]['port']}")
+        print(f"stack {state['stack']} ({state['stack_id']}); a client uses:")
+        for key, value in team_stack.client_env(state).items():
+            print(f"  export {key}={value}")
+    elif args.action == "down":
+        print("\n".join(f"stopped {what}" for what in team_stack.down(state_dir)) or f"nothing recorded in {state_dir}")
+    else:
+        print(json.dumps(team_stack.status(state_dir), indent=1, sort_keys=True))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="distill-ner", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -167,6 +186,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=5001)
     p.add_argument("--workers", type=int, default=1, help="each worker loads its own copy of the model")
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("team-stack", help="PostgreSQL, S3, MLflow and ZenML servers on 127.0.0.1 and their ZenML stack")
+    p.add_argument("action", choices=["up", "down", "status"])
+    p.add_argument("--state-dir", default=os.environ.get("DISTILL_NER_TEAM_STACK_DIR", ".cache/team-stack"),
+                   help="pids, ports and data of the servers (default .cache/team-stack)")
+    p.set_defaults(func=cmd_team_stack)
 
     for add_commands in RECIPE_COMMANDS:
         add_commands(sub)

@@ -55,8 +55,8 @@ def use_tracking_uri() -> str:
 
     uri = os.environ.get("MLFLOW_TRACKING_URI")
     if not uri:
-        from distill_ner.stack import tracking_uri_of_active_stack
+        from distill_ner.stack import configure_mlflow_from_active_stack
 
-        uri = tracking_uri_of_active_stack()
+        uri = configure_mlflow_from_active_stack()
     mlflow.set_tracking_uri(uri)
     return uri

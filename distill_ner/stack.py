@@ -49,3 +49,17 @@ def tracking_uri_of_active_stack() -> str:
     if tracker is None:
         raise RuntimeError("the active ZenML stack has no experiment tracker; run `distill-ner setup` first")
     return tracker.get_tracking_uri()
+
+
+def configure_mlflow_from_active_stack() -> str:
+    """Point MLflow at the active stack's tracker, with its credentials (resolved from ZenML secrets into
+    this process's environment, where MLflow and its subprocesses read them); returns the tracking URI."""
+    from zenml.client import Client
+
+    tracker = Client().active_stack.experiment_tracker
+    if tracker is None:
+        raise RuntimeError("the active ZenML stack has no experiment tracker; run `distill-ner setup` first")
+    configure = getattr(tracker, "configure_mlflow", None)
+    if configure is not None:
+        configure()
+    return tracker.get_tracking_uri()

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from distill_ner import registry
+import importlib
+registry = importlib.import_module("distill_ner.registry.promote")  # the module (the package's `promote` is a function): tests patch its internals
 from distill_ner.config import GateConfig
 from distill_ner.ner.config import NERServing
 from distill_ner.records import EvalReport, Scores
@@ -84,13 +85,6 @@ def test_secrets_are_redacted() -> None:
         "teacher": {"api_key": "<redacted>", "api_key_env": "<redacted>", "max_tokens": 1024, "hf_token": "<redacted>"},
         "note": "<redacted>", "url": "<redacted>", "tokenizer": "gpt2",
     }
-
-
-def test_lock_lies_next_to_a_local_store(tmp_path: Path) -> None:
-    assert registry.lock_path("a/b", f"sqlite:///{tmp_path}/mlflow.db") == tmp_path / "mlflow.db.a_b.promotion.lock"
-    assert registry.lock_path("m", f"file://{tmp_path}/mlruns") == tmp_path / "mlruns.m.promotion.lock"
-    remote = registry.lock_path("m", "http://127.0.0.1:5000")
-    assert remote.parent == Path("~/.cache/distill-ner/locks").expanduser() and remote.name.endswith(".m.promotion.lock")
 
 
 # ------------------------------------------------------------------------------------------- stores
@@ -218,6 +212,32 @@ def register(path: Path, f1: dict[str, float], name: str, zmv=None, coverage: di
     )
 
 
+# ------------------------------------------------------------------------------------ the lease
+
+
+def test_promotion_lease_is_exclusive_and_broken_only_once_expired(mlflow_store) -> None:
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    first = registry.PromotionLease(client, "leased")
+    first.acquire(timeout=5)
+    second = registry.PromotionLease(client, "leased")
+    with pytest.raises(TimeoutError, match="holds the lease 'leased.promotion-lease'"):
+        second.acquire(timeout=0.5)
+    # the holder died: its lease expires (written as its holder would have, long ago) and is broken
+    client.set_registered_model_tag(first.name, registry.TAG_LEASE_EXPIRES, f"{time.time() - registry.CLOCK_SKEW_S - 1:.3f}")
+    second.acquire(timeout=5)
+    assert client.get_registered_model(second.name).tags[registry.TAG_LEASE_HOLDER] == second.holder
+    first.release()  # a late release by the old holder leaves the new lease alone
+    assert client.get_registered_model(second.name).tags[registry.TAG_LEASE_HOLDER] == second.holder
+    second.expires = time.time() + registry.CLOCK_SKEW_S / 2  # too little left to start a move
+    with pytest.raises(registry.LeaseExpired):
+        second.check()
+    second.expires = time.time() + registry.LEASE_TTL_S
+    second.release()
+    assert [m.name for m in client.search_registered_models()] == []  # no lease, no breaker marker left
+
+
 # ------------------------------------------------------------------------------------------ lifecycle
 
 
@@ -334,11 +354,32 @@ def test_failed_zenml_write_restores_the_aliases_and_unlinked_versions_archive(z
     assert str(Client().get_model_version(name, z1.name).stage) == "archived"
 
 
+def test_a_move_that_does_not_read_back_is_raised_and_left_alone(zenml_store, mlflow_store, tiny_model: Path, tmp_path: Path, monkeypatch) -> None:
+    """A writer without the lease (a person in the MLflow UI) moves `production` between our write and
+    the read-back: the promotion fails loudly and does not undo their move."""
+    name = f"ner-{uuid.uuid4().hex[:6]}"
+    register(candidate(tiny_model, tmp_path / "m1", "1"), {"a": 0.5}, name, zenml_version(name, "r1"))
+    register(candidate(tiny_model, tmp_path / "m2", "2"), {"a": 0.4}, name, zenml_version(name, "r2"))  # registered only
+    real = registry._set_alias
+
+    def then_someone_else(client, model, alias, version):
+        real(client, model, alias, version)
+        if alias == registry.PRODUCTION:
+            real(client, model, registry.PRODUCTION, "1")  # the unguarded writer puts v1 back
+
+    monkeypatch.setattr(registry, "_set_alias", then_someone_else)
+    with pytest.raises(registry.AliasesMovedMeanwhile, match="read back"):
+        registry.promote(name, 2)
+    monkeypatch.undo()
+    assert state(name)["production"] == "1"
+
+
 RACER = """
 import json, sys, time, uuid
 from pathlib import Path
 from zenml.client import Client
-from distill_ner import registry
+import importlib
+registry = importlib.import_module("distill_ner.registry.promote")  # the module (the package's `promote` is a function): tests patch its internals
 from distill_ner.config import GateConfig
 from distill_ner.ner.config import NERServing
 from distill_ner.records import EvalReport

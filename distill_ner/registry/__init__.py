@@ -1,5 +1,5 @@
 """The MLflow model registry: the promotion gate (gate), registration of a candidate (register), moving
-`production` under a lock (promote) and its ZenML mirror (zenml_sync)."""
+`production` under a lease kept in the registry (promote) and its ZenML mirror (zenml_sync)."""
 
 from distill_ner.registry.gate import decide, metrics_from_report
 from distill_ner.registry.promote import (
@@ -11,7 +11,10 @@ from distill_ner.registry.promote import (
     TAG_REASONS,
     TAG_REPLACED,
     TAG_ROLLED_BACK,
-    lock_path,
+    AliasesMovedMeanwhile,
+    LeaseExpired,
+    PromotionLease,
+    lease_name,
     production_version,
     promote,
     promotion_lock,
@@ -22,6 +25,6 @@ from distill_ner.registry.zenml_sync import TAG_ZENML_VERSION_ID
 
 __all__ = [
     "PREVIOUS", "PRODUCTION", "TAG_CONTENT_HASH", "TAG_METRICS", "TAG_PASSED", "TAG_REASONS", "TAG_REPLACED",
-    "TAG_ROLLED_BACK", "TAG_ZENML_VERSION_ID", "decide", "lock_path", "metrics_from_report", "model_content_hash",
+    "TAG_ROLLED_BACK", "TAG_ZENML_VERSION_ID", "decide", "AliasesMovedMeanwhile", "LeaseExpired", "PromotionLease", "lease_name", "metrics_from_report", "model_content_hash",
     "production_version", "promote", "promotion_lock", "redact", "register_and_gate", "rollback", "version_metrics",
 ]

@@ -30,7 +30,9 @@ from distill_ner.registry.promote import (
     _alias_version,
     _client,
     _ensure_registered_model,
+    PromotionLease,
     _promote_locked,
+    call_before_move,
     promotion_lock,
 )
 from distill_ner.registry.zenml_sync import log_zenml_metadata, zenml_link_tags
@@ -86,9 +88,9 @@ def register_and_gate(
             "mlflow.run_id": run_id,
             TAG_CONTENT_HASH: content_hash,
         }
-        with promotion_lock(name):
+        with promotion_lock(name) as lease:
             version = _register_locked(client, name, content_hash, version_tags, run_id, log_model, logged)
-            gated = _gate_locked(client, name, version, report, gate, primary, coverage, zenml_model_version)
+            gated = _gate_locked(client, name, version, report, gate, primary, coverage, zenml_model_version, lease)
             _record_decision(client, name, version, gated)
     finally:
         if active is None:
@@ -144,18 +146,20 @@ def _gate_locked(
     primary: Mapping[str, float],
     coverage: Mapping[str, int],
     zenml_model_version: Any,
+    lease: PromotionLease,
 ) -> _Gated:
-    """The gate decided against the production of this moment, and production moved if it passed. Call under the lock."""
+    """The gate decided against the production of this moment, and production moved if it passed. Call under the lease."""
     production = _alias_version(client, name, PRODUCTION)
+    call_before_move(name, production)
     recorded = version_metrics(production) if production is not None else None
     prod_primary, prod_cov = recorded if recorded else (({}, {}) if production is not None else (None, None))
     if production is not None and production.version == version.version:
         reasons = [f"pass: v{version.version} (same model content) is already production"]
-        _promote_locked(client, name, version, zenml_model_version)  # only syncs the ZenML stage
+        _promote_locked(client, name, version, zenml_model_version, lease)  # only syncs the ZenML stage
         return _Gated(True, reasons, production, prod_primary, already_production=True)
     passed, reasons = decide(primary, prod_primary, gate, coverage, prod_cov, metric=report.metric, unit=report.unit)
     if passed:
-        _promote_locked(client, name, version, zenml_model_version)
+        _promote_locked(client, name, version, zenml_model_version, lease)
         reasons.append(
             f"promoted v{version.version} to production"
             + (f"; v{production.version} is now `previous`" if production is not None else "")

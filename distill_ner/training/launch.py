@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from typing import Any
 from pathlib import Path
 
 from distill_ner.config import TrainConfig
@@ -78,18 +79,28 @@ def train_distributed(
         return TrainResult.model_validate_json((work / "result.json").read_text())
 
 
-def run_training(sft: SFTDataset, student: str, config: TrainConfig, output_dir: Path, *, artifact_store: str) -> TrainResult:
+def run_training(
+    sft: SFTDataset, student: str, config: TrainConfig, output_dir: Path, *, artifact_store: str, store: Any = None
+) -> TrainResult:
     """Train in this process, or on `config.num_processes` processes when `config.distributed` asks for it.
 
     Checkpoints go under the artifact store, keyed by the config and data (checkpoints.checkpoint_dir_for),
     so a rerun after a crash resumes where the last one stopped; once the run is done they only cost disk
-    (GBs for a 7B) and are removed.
+    (GBs for a 7B) and are removed. A remote store (s3://, gs://; `store` is the ZenML artifact store that
+    reads and writes it) is no folder Trainer can write: single-process checkpoints are then mirrored into
+    it, so a run killed on one machine resumes on another (checkpoint_store.train_resumable).
     """
     from distill_ner.training.checkpoints import checkpoint_dir_for
     from distill_ner.training.train import train_student
 
+    distributed = config.distributed != "none" and config.num_processes > 1
+    if "://" in artifact_store and store is not None and not distributed:
+        from distill_ner.training.checkpoint_store import train_resumable
+
+        return train_resumable(sft, student, config, output_dir, store, artifact_store)
+    # accelerate's ranks are other processes: their checkpoints stay on this machine's disk
     checkpoint_dir = checkpoint_dir_for(sft, student, config, artifact_store)
-    if config.distributed != "none" and config.num_processes > 1:
+    if distributed:
         result = train_distributed(sft, student, config, output_dir, checkpoint_dir=checkpoint_dir)
     else:
         result = train_student(sft, student, config, output_dir, checkpoint_dir=checkpoint_dir)
