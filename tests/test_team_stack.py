@@ -382,6 +382,7 @@ PROMOTER = textwrap.dedent(
     import importlib
 
     registry = importlib.import_module("distill_ner.registry.promote")
+    from distill_ner.registry import register_and_gate
     from distill_ner.config import GateConfig
     from distill_ner.records import EvalReport, Scores
     from distill_ner.stack import configure_mlflow_from_active_stack
@@ -397,7 +398,7 @@ PROMOTER = textwrap.dedent(
         name, pre, window = line.split()
         delay["value"] = float(window)
         time.sleep(float(pre))
-        d = registry.register_and_gate(model_dir, report, GateConfig(model_name=name, min_f1=0.2, margin=0.0, max_drop=0.05),
+        d = register_and_gate(model_dir, report, GateConfig(model_name=name, min_f1=0.2, margin=0.0, max_drop=0.05),
                                        tags={"racer": label}, log_kwargs={"max_new_tokens": 4})
         print("DECISION " + d.model_dump_json(), flush=True)
     """
