@@ -153,9 +153,12 @@ def _prediction_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
     for n, line in enumerate(sys.stdin, 1):
         if not line.strip():
             continue
-        record = json.loads(line)
-        types = record.get("types") or args.types
-        if not isinstance(record.get("text"), str) or not types:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise SystemExit(f"predict: stdin line {n}: invalid JSON ({exc.msg} at column {exc.colno})") from None
+        types = (record.get("types") if isinstance(record, dict) else None) or args.types
+        if not isinstance(record, dict) or not isinstance(record.get("text"), str) or not types:
             raise SystemExit(f"predict: stdin line {n}: needs a string `text` and `types` (or --types)")
         rows.append({"text": record["text"], "types": types})
     return rows
@@ -200,7 +203,14 @@ def cmd_serve(args: argparse.Namespace) -> None:
     command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", args.model, "--env-manager", "local"]
     command += ["--host", "127.0.0.1", "-p", str(args.port), "--workers", str(args.workers)]
     # the server resolves models:/ URIs itself: it needs the same tracking URI
-    sys.exit(subprocess.call(command, env={**os.environ, "MLFLOW_TRACKING_URI": uri}))
+    sys.exit(subprocess.call(command, env={**interpreter_path_env(), "MLFLOW_TRACKING_URI": uri}))
+
+
+def interpreter_path_env() -> dict[str, str]:
+    """This environment with the running interpreter's bin folder first on PATH: mlflow starts
+    `uvicorn`/`gunicorn` by name, and `.venv/bin/distill-ner` runs without an activated venv."""
+    bindir = os.path.dirname(sys.executable)  # not resolved: a venv's python is a link out of the venv
+    return {**os.environ, "PATH": bindir + os.pathsep + os.environ.get("PATH", "")}
 
 
 def build_parser() -> argparse.ArgumentParser:
