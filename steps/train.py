@@ -1,5 +1,4 @@
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Annotated
 
@@ -11,10 +10,16 @@ from zenml.enums import ArtifactType
 from distill_ner import launch, training
 from distill_ner.config import StudentConfig, TrainConfig
 from distill_ner.records import SFTDataset
+from materializers import StudentFolderMaterializer
+from materializers.model_folder import work_folder
 from steps._stack import experiment_tracker_name
 
 
-@step(experiment_tracker=experiment_tracker_name(), cache_policy=CachePolicy(source_dependencies=[training, launch]))
+@step(
+    experiment_tracker=experiment_tracker_name(),
+    cache_policy=CachePolicy(source_dependencies=[training, launch]),
+    output_materializers=StudentFolderMaterializer,  # removes the working folder once it is stored
+)
 def train(
     sft: SFTDataset, student: StudentConfig, config: TrainConfig
 ) -> Annotated[Path, ArtifactConfig(name="student_model", artifact_type=ArtifactType.MODEL)]:
@@ -23,16 +28,20 @@ def train(
     Checkpoints go under the artifact store, keyed by the config and data, so a rerun after a crash
     resumes where the last one stopped.
     """
-    output_dir = Path(tempfile.mkdtemp(prefix="student_"))
+    output_dir = work_folder()
     key = training.run_key(sft, student.model, config)
     store = Client().active_stack.artifact_store.path
     # a remote store (s3://, gs://) is not a folder Trainer can write; checkpoints then stay on this machine
     root = Path(store) if "://" not in store else Path.home() / ".cache" / "distill-ner"
     checkpoint_dir = root / "checkpoints" / key
-    if config.distributed != "none" and config.num_processes > 1:
-        metrics = launch.train_distributed(sft, student.model, config, output_dir, checkpoint_dir=checkpoint_dir)["metrics"]
-    else:
-        metrics = training.train_student(sft, student.model, config, output_dir, checkpoint_dir=checkpoint_dir).metrics
+    try:
+        if config.distributed != "none" and config.num_processes > 1:
+            metrics = launch.train_distributed(sft, student.model, config, output_dir, checkpoint_dir=checkpoint_dir)["metrics"]
+        else:
+            metrics = training.train_student(sft, student.model, config, output_dir, checkpoint_dir=checkpoint_dir).metrics
+    except BaseException:
+        shutil.rmtree(output_dir, ignore_errors=True)  # the checkpoints keep what a rerun resumes from
+        raise
     # the checkpoints only serve to resume this run; once it is done they are dead weight (GBs for a 7B)
     shutil.rmtree(checkpoint_dir, ignore_errors=True)
     log_metadata(metadata=dict(metrics), infer_artifact=True)
