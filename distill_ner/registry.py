@@ -493,6 +493,11 @@ def _register_locked(
     return client.get_model_version(name, existing.version)
 
 
+def after_reading_production(model_name: str) -> None:
+    """Called between reading `production` and deciding/moving it. Does nothing; a test replaces it to
+    hold one promotion there while another runs, which only the promotion guard keeps apart."""
+
+
 def register_and_gate(
     model_dir: Path,
     report: EvalReport,
@@ -541,6 +546,7 @@ def register_and_gate(
             version = _register_locked(client, name, content_hash, version_tags, run_id, log_model, logged)
             # the gate is decided against the production of this moment, inside the lock
             production = _alias_version(client, name, PRODUCTION)
+            after_reading_production(name)
             recorded = version_metrics(production) if production is not None else None
             prod_f1, prod_cov = recorded if recorded else (({}, {}) if production is not None else (None, None))
             already_production = production is not None and production.version == version.version

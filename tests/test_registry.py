@@ -343,6 +343,19 @@ from distill_ner.records import EvalReport
 
 args = json.loads(sys.argv[1])
 zmv = Client().get_model_version(None, uuid.UUID(args["zenml_version_id"]))
+
+
+def hold(model_name):
+    # between reading production and moving it, wait (up to 20 s) until the other racer has read it too:
+    # without the promotion guard both then decide against the same production; with it, the other
+    # racer cannot read until this one is done, so this one waits out the 20 s and goes on alone
+    Path(args["read"]).touch()
+    deadline = time.monotonic() + 20
+    while not Path(args["other_read"]).exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+registry.after_reading_production = hold
 Path(args["ready"]).touch()
 go = Path(args["go"])
 while not go.exists():  # both start the registration together
@@ -359,7 +372,9 @@ print("DECISION " + decision.model_dump_json())
 def test_racing_promotions_leave_one_consistent_production(zenml_store, mlflow_store, tiny_model: Path, tmp_path: Path) -> None:
     """Two processes register and gate at once (P=0.5 in production; A=0.6 and B=0.7 both beat P).
     Under the lock each gate is decided against the production of its moment, so B ends in production
-    whatever the order, and the loser's decision names the winner as the production it was compared with."""
+    whatever the order, and the loser's decision names the winner as the production it was compared with.
+    Each racer holds between reading production and moving it until the other has read it too (or 20 s):
+    the interleaving that breaks an unguarded promotion always happens."""
     name = f"ner-{uuid.uuid4().hex[:6]}"
     register(candidate(tiny_model, tmp_path / "p", "p"), {"a": 0.5}, name, zenml_version(name, "p"))
     go = tmp_path / "go"
@@ -369,15 +384,17 @@ def test_racing_promotions_leave_one_consistent_production(zenml_store, mlflow_s
         zmv = zenml_version(name, label)
         args = {
             "zenml_version_id": str(zmv.id), "go": str(go), "ready": str(tmp_path / f"ready-{label}"), "label": label,
+            "read": str(tmp_path / f"read-{label}"), "other_read": str(tmp_path / f"read-{'B' if label == 'A' else 'A'}"),
             "model_dir": str(candidate(tiny_model, tmp_path / label, label)),
             "report": report({"a": f1}).model_dump(mode="json"), "gate": {"model_name": name, **GATE},
         }
         proc = subprocess.Popen([sys.executable, "-c", RACER, json.dumps(args)], cwd=zenml_store["cwd"], env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         racers[label] = (proc, zmv)
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 600  # importing takes minutes on a loaded 2-core machine
     while not all((tmp_path / f"ready-{label}").exists() for label in racers):  # both imported and waiting
-        assert time.monotonic() < deadline and all(p.poll() is None for p, _ in racers.values()), "a racer died early"
+        assert all(p.poll() is None for p, _ in racers.values()), "a racer died early"
+        assert time.monotonic() < deadline, "the racers were not ready in 600 s"
         time.sleep(0.05)
     go.touch()
     decisions = {}
