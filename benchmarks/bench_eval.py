@@ -67,8 +67,8 @@ def main(argv: list[str] | None = None) -> None:
 
     import torch
 
-    from distill_ner.benchmarks import load_benchmark
-    from distill_ner.inference import Engine
+    from distill_ner.ner.benchmarks import load_benchmark
+    from distill_ner.ner.inference import NEREngine
     from distill_ner.models import load_model, load_tokenizer, make_tiny_model
 
     if args.threads:
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> None:
 
     model = load_model(ref)
     tokenizer = load_tokenizer(ref)
-    engine = Engine.from_model(model, tokenizer, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, name=ref)
+    engine = NEREngine.from_model(model, tokenizer, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, name=ref)
     bench = load_benchmark(args.benchmark, args.sentences, args.seed)
     queries = [(s.text, t) for s in bench.sentences for t in bench.types]
     k = len(bench.sentences) if args.full else min(args.plain_sentences, len(bench.sentences))

@@ -17,7 +17,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from distill_ner.teacher.parse import parse_answer  # noqa: E402
+from distill_ner.ner.parse import parse_answer  # noqa: E402
 
 TARGET_S = 0.050
 PASSAGE = "Barack Obama met Angela Merkel in Berlin in 2009."

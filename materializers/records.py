@@ -16,6 +16,7 @@ from zenml.io import fileio
 from zenml.materializers.base_materializer import BaseMaterializer
 
 from distill_ner import views
+from distill_ner.ner import views as ner_views
 from distill_ner.records import (
     AnnotationSet,
     EvalReport,
@@ -96,7 +97,7 @@ class AnnotationSetMaterializer(_RecordMaterializer):
     HASH_EXCLUDE = frozenset({"usage"})
 
     def html(self, data: AnnotationSet) -> str:
-        return views.annotations_html(data)
+        return ner_views.annotations_html(data)
 
     def extract_metadata(self, data: AnnotationSet) -> dict[str, Any]:
         return {
@@ -155,7 +156,7 @@ class EvalReportMaterializer(_RecordMaterializer):
     ROWS_FIELD = "predictions"
 
     def html(self, data: EvalReport) -> str:
-        return views.eval_html(data)
+        return ner_views.eval_html(data)
 
     def extract_metadata(self, data: EvalReport) -> dict[str, Any]:
         meta: dict[str, Any] = {"average_f1": data.average_f1, "predictions": len(data.predictions)}

@@ -10,8 +10,9 @@ from zenml.utils.time_utils import utc_now
 from distill_ner import run_checks
 from distill_ner.config import TeacherConfig
 from distill_ner.records import AnnotationSet, PassageSet
-from distill_ner.teacher import annotate as teacher_annotate
-from distill_ner.teacher import parse, prompt
+from distill_ner.ner import annotate as ner_annotate
+from distill_ner.ner import parse, prompt
+from distill_ner.teacher import client as teacher_client
 from materializers import AnnotationSetMaterializer
 from steps._stack import experiment_tracker_name
 
@@ -21,7 +22,7 @@ log = logging.getLogger(__name__)
 @step(
     output_materializers=AnnotationSetMaterializer,
     experiment_tracker=experiment_tracker_name(),
-    cache_policy=CachePolicy(source_dependencies=[teacher_annotate, parse, prompt]),
+    cache_policy=CachePolicy(source_dependencies=[ner_annotate, parse, prompt, teacher_client]),
 )
 def annotate(passages: PassageSet, config: TeacherConfig, recorded_fingerprint: str) -> Annotated[AnnotationSet, "annotations"]:
     """Ask the teacher for every entity of every passage (through the persistent response cache),
@@ -31,7 +32,7 @@ def annotate(passages: PassageSet, config: TeacherConfig, recorded_fingerprint: 
     again for those passages (the others come from the response cache), and steps downstream are
     still reused when the annotations come out the same. More than `teacher.max_failed_fraction`
     failed passages stop the run here, before training."""
-    annotations = teacher_annotate.annotate_passages(passages.passages, config)
+    annotations = ner_annotate.annotate_passages(passages.passages, config)
     if annotations.failures:
         Client().update_step_run(get_step_context().step_run.id, cache_expires_at=utc_now())
         log.warning("teacher %s: %d of %d passages failed (%s); the next run retries them",

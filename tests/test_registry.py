@@ -340,6 +340,7 @@ from zenml.client import Client
 from distill_ner import registry
 from distill_ner.config import GateConfig
 from distill_ner.records import EvalReport
+from distill_ner.registry import promote
 
 args = json.loads(sys.argv[1])
 zmv = Client().get_model_version(None, uuid.UUID(args["zenml_version_id"]))
@@ -355,7 +356,7 @@ def hold(model_name):
         time.sleep(0.01)
 
 
-registry.after_reading_production = hold
+promote.after_reading_production = hold
 Path(args["ready"]).touch()
 go = Path(args["go"])
 while not go.exists():  # both start the registration together
