@@ -49,7 +49,8 @@ def test_the_answers_that_hung_the_old_parser_parse_quickly() -> None:
 
 
 def test_hostile_answers_parse_in_linear_time() -> None:
-    # a quadratic parser takes minutes on these; a linear one well under a second on an idle machine
+    # a linear parser reads each in about a second on an idle machine (benchmarks/bench_parse.py), ten on
+    # one shared by a dozen jobs; a quadratic one takes hours at this length (72 s at 48,000 characters)
     hostile = {
         "[a ] * 50000": "[a ]" * 50_000,
         "[1, * 66000": "[1," * 66_000,
@@ -63,7 +64,7 @@ def test_hostile_answers_parse_in_linear_time() -> None:
     for name, answer in hostile.items():
         result, seconds = timed_parse(answer)
         assert isinstance(result, ParseResult), name
-        assert seconds < 10 * BOUND_S, f"{name}: {seconds:.2f} s"
+        assert seconds < 60, f"{name}: {seconds:.2f} s"
 
 
 def test_ten_thousand_random_soups_each_parse_quickly() -> None:
