@@ -73,7 +73,7 @@ def test_failed_passages_are_retried_and_too_many_stop_the_run(tiny_student, zen
         assert first.returncode == 0, (first.stdout + first.stderr)[-6000:]
         annotations = inspect(zenml_env)["steps"]["annotate"]["outputs"]["annotations"]
         assert (annotations["passages"], annotations["failures"]) == (10, 2)
-        assert server.stats()["requests"] == 12
+        assert server.stats()["counts"]["requests"] == 12
 
         # the same outage again: annotate is not served from ZenML's cache (it asks for the 2 again);
         # its annotations come out the same, so the steps after it are reused
@@ -81,7 +81,7 @@ def test_failed_passages_are_retried_and_too_many_stop_the_run(tiny_student, zen
         again = run_cli(PIPELINE + [str(two_of_twelve)], zenml_env, timeout=900)
         assert again.returncode == 0, (again.stdout + again.stderr)[-6000:]
         steps = statuses(inspect(zenml_env))
-        assert steps["annotate"] == "completed" and server.stats()["requests"] == 2
+        assert steps["annotate"] == "completed" and server.stats()["counts"]["requests"] == 2
         assert all(steps[s] == "cached" for s in ("add_negatives", "build_sft", "train", "evaluate")), steps
 
         # the teacher is back: only the 2 failed passages are asked, and training sees all 12
@@ -89,7 +89,7 @@ def test_failed_passages_are_retried_and_too_many_stop_the_run(tiny_student, zen
         back = run_cli(PIPELINE + [str(two_of_twelve)], zenml_env, timeout=900)
         assert back.returncode == 0, (back.stdout + back.stderr)[-6000:]
         state = inspect(zenml_env)
-        assert server.stats()["requests"] == 2
+        assert server.stats()["counts"]["requests"] == 2
         annotations = state["steps"]["annotate"]["outputs"]["annotations"]
         assert (annotations["passages"], annotations["failures"]) == (12, 0)
         assert statuses(state)["train"] == "completed"
