@@ -117,7 +117,14 @@ def cmd_serve(args: argparse.Namespace) -> None:
     command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", args.model, "--env-manager", "local"]
     command += ["--host", "127.0.0.1", "-p", str(args.port), "--workers", str(args.workers)]
     # the server resolves models:/ URIs itself: it needs the same tracking URI
-    sys.exit(subprocess.call(command, env={**os.environ, "MLFLOW_TRACKING_URI": uri}))
+    sys.exit(subprocess.call(command, env={**interpreter_path_env(), "MLFLOW_TRACKING_URI": uri}))
+
+
+def interpreter_path_env() -> dict[str, str]:
+    """This environment with the running interpreter's bin folder first on PATH: mlflow starts
+    `uvicorn`/`gunicorn` by name, and `.venv/bin/distill-ner` runs without an activated venv."""
+    bindir = os.path.dirname(sys.executable)  # not resolved: a venv's python is a link out of the venv
+    return {**os.environ, "PATH": bindir + os.pathsep + os.environ.get("PATH", "")}
 
 
 def cmd_team_stack(args: argparse.Namespace) -> None:

@@ -89,6 +89,9 @@ class TeacherConfig(StrictModel):
         default_factory=list, description="JSONL files in the cache's export format, loaded into the cache"
     )
     offline: bool = Field(False, description="a cache miss is an error instead of a request")
+    max_failed_fraction: float = Field(
+        0.05, ge=0, le=1, description="share of passages allowed to fail (no usable answer) before the run stops"
+    )
     price_per_1k_prompt_tokens: float = Field(0.0, description="teacher price per 1000 prompt tokens, for the cost estimate")
     price_per_1k_completion_tokens: float = Field(0.0, description="teacher price per 1000 completion tokens, for the cost estimate")
 

@@ -9,16 +9,24 @@ from typing import Any
 
 
 def iter_jsonl(path: str | Path, *, objects: bool = True) -> Iterator[tuple[str, Any]]:
-    """(`file:line`, value) for each non-empty line. Invalid JSON, or (with `objects`) a value that is not
-    a JSON object, raises ValueError naming the file and line; a missing file raises FileNotFoundError."""
+    """(`file:line`, value) for each non-empty line. Bytes that are not UTF-8, invalid JSON, or (with
+    `objects`) a value that is not a JSON object raise ValueError naming the file and line; a missing
+    file raises FileNotFoundError."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"no such file: {path}")
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
+    with path.open("rb") as f:  # decoded line by line, so a bad byte is reported with its line
+        for lineno, raw in enumerate(f, 1):
+            where = f"{path}:{lineno}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise ValueError(
+                    f"{where}: not UTF-8 (byte {raw[exc.start:exc.start + 1]!r} at column {exc.start + 1}); "
+                    "re-encode the file as UTF-8"
+                ) from None
             if not line.strip():
                 continue
-            where = f"{path}:{lineno}"
             try:
                 value = json.loads(line)
             except json.JSONDecodeError as exc:

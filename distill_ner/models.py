@@ -35,14 +35,33 @@ def resolve_reference(ref: str) -> str:
     """Turn an MLflow model URI into a local folder; other references are returned unchanged."""
     if ref.startswith(("models:/", "runs:/")):
         import mlflow
+        from mlflow.exceptions import MlflowException
 
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=ref))
+        try:
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=ref))
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise
+            raise LookupError(
+                f"{ref}: not in the MLflow registry at {mlflow.get_tracking_uri()} ({_active_stack()}). "
+                "Models registered by the pipelines live in the store of the stack `distill-ner setup` makes: "
+                "run `distill-ner setup` (or `zenml stack set` to the stack you trained with) and try again."
+            ) from None
         # our pyfunc flavour keeps the model folder under artifacts/model
         for candidate in (local / "artifacts" / "model", local / "model", local):
             if (candidate / "config.json").exists() or (candidate / "adapter_config.json").exists():
                 return str(candidate)
         raise FileNotFoundError(f"{ref}: no model folder found in the downloaded artifacts at {local}")
     return ref
+
+
+def _active_stack() -> str:
+    try:
+        from zenml.client import Client
+
+        return f"active ZenML stack: {Client().active_stack_model.name}"
+    except Exception as exc:  # noqa: BLE001 - only words for an error message
+        return f"active ZenML stack unknown: {exc}"
 
 
 def is_adapter(ref: str) -> bool:

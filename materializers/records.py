@@ -5,6 +5,7 @@ Each also writes a view a person wants to open in the dashboard and extracts cou
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from typing import Any, ClassVar
@@ -32,6 +33,14 @@ class _RecordMaterializer(BaseMaterializer):
     SKIP_REGISTRATION: ClassVar[bool] = True
     ASSOCIATED_ARTIFACT_TYPE: ClassVar[ArtifactType] = ArtifactType.DATA
     ROWS_FIELD: ClassVar[str | None] = None
+
+    # fields that describe how the data was made (requests sent, cache hits), not the data itself
+    HASH_EXCLUDE: ClassVar[frozenset[str]] = frozenset()
+
+    def compute_content_hash(self, data: BaseModel) -> str:
+        """What ZenML's cache keys of downstream steps use instead of this artifact's id: a rerun that
+        gives the same data reuses the steps after it."""
+        return hashlib.sha256(data.model_dump_json(exclude=set(self.HASH_EXCLUDE)).encode()).hexdigest()
 
     def _path(self, name: str) -> str:
         return os.path.join(self.uri, name)
@@ -85,6 +94,7 @@ class PassageSetMaterializer(_RecordMaterializer):
 class AnnotationSetMaterializer(_RecordMaterializer):
     ASSOCIATED_TYPES = (AnnotationSet,)
     ROWS_FIELD = "passages"
+    HASH_EXCLUDE = frozenset({"usage"})
 
     def html(self, data: AnnotationSet) -> str:
         return ner_views.annotations_html(data)

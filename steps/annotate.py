@@ -1,9 +1,13 @@
+import logging
 from typing import Annotated
 
 import mlflow
-from zenml import step
+from zenml import get_step_context, step
+from zenml.client import Client
 from zenml.config.cache_policy import CachePolicy
+from zenml.utils.time_utils import utc_now
 
+from distill_ner import run_checks
 from distill_ner.config import TeacherConfig
 from distill_ner.records import AnnotationSet, PassageSet
 from distill_ner.ner import annotate as ner_annotate
@@ -11,6 +15,8 @@ from distill_ner.ner import parse, prompt
 from distill_ner.teacher import client as teacher_client
 from materializers import AnnotationSetMaterializer
 from steps._stack import experiment_tracker_name
+
+log = logging.getLogger(__name__)
 
 
 @step(
@@ -20,8 +26,18 @@ from steps._stack import experiment_tracker_name
 )
 def annotate(passages: PassageSet, config: TeacherConfig, recorded_fingerprint: str) -> Annotated[AnnotationSet, "annotations"]:
     """Ask the teacher for every entity of every passage (through the persistent response cache),
-    then parse and filter the answers. The API key comes from the environment or a ZenML secret only."""
+    then parse and filter the answers. The API key comes from the environment or a ZenML secret only.
+
+    A result with failed passages is never reused from ZenML's cache: the next run asks the teacher
+    again for those passages (the others come from the response cache), and steps downstream are
+    still reused when the annotations come out the same. More than `teacher.max_failed_fraction`
+    failed passages stop the run here, before training."""
     annotations = ner_annotate.annotate_passages(passages.passages, config)
+    if annotations.failures:
+        Client().update_step_run(get_step_context().step_run.id, cache_expires_at=utc_now())
+        log.warning("teacher %s: %d of %d passages failed (%s); the next run retries them",
+                    annotations.teacher, len(annotations.failures), len(passages.passages),
+                    run_checks.failure_summary(annotations, examples=1))
     if mlflow.active_run():
         mlflow.log_params({f"teacher.{k}": v for k, v in config.model_dump(exclude={"recorded_responses"}).items()})
         mlflow.log_metrics({f"teacher.{k}": float(v) for k, v in annotations.usage.items()})
@@ -34,4 +50,5 @@ def annotate(passages: PassageSet, config: TeacherConfig, recorded_fingerprint: 
                 "teacher.types": len(annotations.type_counts),
             }
         )
+    run_checks.require_annotations(annotations, config.max_failed_fraction)
     return annotations

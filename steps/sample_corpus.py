@@ -3,7 +3,7 @@ from typing import Annotated
 from zenml import log_metadata, step
 from zenml.config.cache_policy import CachePolicy
 
-from distill_ner import corpus
+from distill_ner import corpus, run_checks
 from distill_ner.config import CorpusConfig, StudentConfig
 from distill_ner.models import count_tokens_fn
 from distill_ner.records import PassageSet
@@ -21,4 +21,5 @@ def sample_corpus(config: CorpusConfig, student: StudentConfig, data_fingerprint
     """
     passages = corpus.sample_passages(config, count_tokens_fn(student.model))
     log_metadata(metadata={"passages": len(passages.passages), **passages.stats}, infer_artifact=True)
+    run_checks.require_passages(passages, config)
     return passages

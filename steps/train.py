@@ -1,4 +1,4 @@
-import tempfile
+import shutil
 from pathlib import Path
 from typing import Annotated
 
@@ -11,12 +11,15 @@ from distill_ner.config import StudentConfig, TrainConfig
 from distill_ner.records import SFTDataset
 from distill_ner.training import checkpoint_store, checkpoints, launch, trainer
 from distill_ner.training import train as training
+from materializers import StudentFolderMaterializer
+from materializers.model_folder import work_folder
 from steps._stack import experiment_tracker_name
 
 
 @step(
     experiment_tracker=experiment_tracker_name(),
     cache_policy=CachePolicy(source_dependencies=[training, trainer, checkpoints, checkpoint_store, launch]),
+    output_materializers=StudentFolderMaterializer,  # removes the working folder once it is stored
 )
 def train(
     sft: SFTDataset, student: StudentConfig, config: TrainConfig
@@ -27,8 +30,12 @@ def train(
     data, so a rerun after a crash resumes where the last one stopped, on this machine or another
     (distill_ner.training.launch.run_training).
     """
-    output_dir = Path(tempfile.mkdtemp(prefix="student_"))
+    output_dir = work_folder()
     store = Client().active_stack.artifact_store
-    result = launch.run_training(sft, student.model, config, output_dir, artifact_store=store.path, store=store)
+    try:
+        result = launch.run_training(sft, student.model, config, output_dir, artifact_store=store.path, store=store)
+    except BaseException:
+        shutil.rmtree(output_dir, ignore_errors=True)  # the checkpoints keep what a rerun resumes from
+        raise
     log_metadata(metadata=dict(result.metrics), infer_artifact=True)
     return output_dir

@@ -60,12 +60,41 @@ def smollm2_student() -> Path:
     return fetch_smollm2(ROOT / DEFAULT_STUDENT_DIR)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def repository_zenml_state_untouched():
+    """The repository's .zen (the user's active stack and project) is the same after the tests as before."""
+
+    def snapshot() -> dict[str, bytes]:
+        return {str(p.relative_to(ROOT)): p.read_bytes() for p in sorted((ROOT / ".zen").rglob("*")) if p.is_file()}
+
+    before = snapshot()
+    yield
+    assert snapshot() == before, "the tests changed the repository's .zen/ (the user's ZenML repository state)"
+
+
+def zenml_repository(folder: Path) -> Path:
+    """A ZenML repository of its own for a test's subprocesses: the project's files as links, its own .zen.
+
+    Run from there, `zenml` and `distill-ner` read and write the active stack of this folder, never the
+    repository's .zen/config.yaml; relative paths (configs/, data/, .cache/) still reach the project's files.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    (ROOT / ".cache").mkdir(exist_ok=True)
+    for entry in ROOT.iterdir():
+        if entry.name not in (".zen", ".git") and not (folder / entry.name).exists():
+            (folder / entry.name).symlink_to(entry)
+    (folder / ".zen").mkdir(exist_ok=True)
+    return folder
+
+
 @pytest.fixture()
 def zenml_env(tmp_path: Path) -> dict[str, str]:
-    """Environment for a subprocess that uses its own ZenML store (and so its own MLflow store)."""
+    """Environment for a subprocess that uses its own ZenML store (and so its own MLflow store) and its own
+    ZenML repository folder (run_cli runs there)."""
     env = dict(os.environ)
     env.update(
         OFFLINE_ENV,
+        ZENML_REPOSITORY_PATH=str(zenml_repository(tmp_path / "repo")),
         ZENML_CONFIG_PATH=str(tmp_path / "zenml"),
         ZENML_LOGGING_COLORS_DISABLED="true",
         PYTHONUNBUFFERED="1",
@@ -75,7 +104,9 @@ def zenml_env(tmp_path: Path) -> dict[str, str]:
 
 
 def run_cli(args: list[str], env: dict[str, str], timeout: int = 600) -> subprocess.CompletedProcess:
-    """Run a command of this project's venv from the repo root, as a user would."""
+    """Run a command of this project's venv from the repo root (the test's own repository folder when
+    `env` names one), as a user would."""
     bindir = Path(sys.executable).parent
     exe = str(bindir / args[0]) if (bindir / args[0]).exists() else args[0]
-    return subprocess.run([exe, *args[1:]], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    cwd = env.get("ZENML_REPOSITORY_PATH", ROOT)
+    return subprocess.run([exe, *args[1:]], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)

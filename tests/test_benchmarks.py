@@ -172,3 +172,11 @@ def test_benchmark_sentences_round_trip_as_json() -> None:
     bench = load_benchmark("crossner_ai", max_sentences=3)
     again = type(bench).model_validate(json.loads(bench.model_dump_json()))
     assert again == bench
+
+
+@pytest.mark.parametrize(("name", "content"), [("empty.json", "[]"), ("empty.jsonl", ""), ("empty.jsonl", "\n\n")])
+def test_an_empty_benchmark_file_is_an_error(tmp_path: Path, name: str, content: str) -> None:
+    path = tmp_path / name
+    path.write_text(content)
+    with pytest.raises(ValueError, match=rf"benchmark empty: {path} holds no sentence to evaluate"):
+        load_benchmark(path)

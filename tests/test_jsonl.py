@@ -31,3 +31,10 @@ def test_non_objects_allowed_when_asked(tmp_path):
 def test_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="no such file"):
         list(iter_jsonl(tmp_path / "nope.jsonl"))
+
+
+def test_bytes_that_are_not_utf8_name_file_and_line(tmp_path):
+    path = tmp_path / "a.jsonl"
+    path.write_bytes('{"text": "ok"}\n{"text": "caf'.encode() + b"\xe9" + b'"}\n')  # latin-1 é
+    with pytest.raises(ValueError, match=r"a\.jsonl:2: not UTF-8 \(byte b'\\xe9' at column 14\)"):
+        list(iter_jsonl(path))

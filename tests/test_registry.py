@@ -8,17 +8,20 @@ import os
 import shutil
 import subprocess
 import sys
+import importlib
 import time
 import uuid
 from pathlib import Path
 
 import pytest
 
-import importlib
-registry = importlib.import_module("distill_ner.registry.promote")  # the module (the package's `promote` is a function): tests patch its internals
+from distill_ner import registry
 from distill_ner.config import GateConfig
 from distill_ner.ner.config import NERServing
 from distill_ner.records import EvalReport, Scores
+
+# the module itself (the package's `promote` is the function): tests patch its internals
+promote_module = importlib.import_module("distill_ner.registry.promote")
 
 ROOT = Path(__file__).resolve().parents[1]
 GATE = dict(min_f1=0.2, margin=0.0, max_drop=0.05)
@@ -225,15 +228,15 @@ def test_promotion_lease_is_exclusive_and_broken_only_once_expired(mlflow_store)
     with pytest.raises(TimeoutError, match="holds the lease 'leased.promotion-lease'"):
         second.acquire(timeout=0.5)
     # the holder died: its lease expires (written as its holder would have, long ago) and is broken
-    client.set_registered_model_tag(first.name, registry.TAG_LEASE_EXPIRES, f"{time.time() - registry.CLOCK_SKEW_S - 1:.3f}")
+    client.set_registered_model_tag(first.name, promote_module.TAG_LEASE_EXPIRES, f"{time.time() - promote_module.CLOCK_SKEW_S - 1:.3f}")
     second.acquire(timeout=5)
-    assert client.get_registered_model(second.name).tags[registry.TAG_LEASE_HOLDER] == second.holder
+    assert client.get_registered_model(second.name).tags[promote_module.TAG_LEASE_HOLDER] == second.holder
     first.release()  # a late release by the old holder leaves the new lease alone
-    assert client.get_registered_model(second.name).tags[registry.TAG_LEASE_HOLDER] == second.holder
-    second.expires = time.time() + registry.CLOCK_SKEW_S / 2  # too little left to start a move
+    assert client.get_registered_model(second.name).tags[promote_module.TAG_LEASE_HOLDER] == second.holder
+    second.expires = time.time() + promote_module.CLOCK_SKEW_S / 2  # too little left to start a move
     with pytest.raises(registry.LeaseExpired):
         second.check()
-    second.expires = time.time() + registry.LEASE_TTL_S
+    second.expires = time.time() + promote_module.LEASE_TTL_S
     second.release()
     assert [m.name for m in client.search_registered_models()] == []  # no lease, no breaker marker left
 
@@ -360,14 +363,14 @@ def test_a_move_that_does_not_read_back_is_raised_and_left_alone(zenml_store, ml
     name = f"ner-{uuid.uuid4().hex[:6]}"
     register(candidate(tiny_model, tmp_path / "m1", "1"), {"a": 0.5}, name, zenml_version(name, "r1"))
     register(candidate(tiny_model, tmp_path / "m2", "2"), {"a": 0.4}, name, zenml_version(name, "r2"))  # registered only
-    real = registry._set_alias
+    real = promote_module._set_alias
 
     def then_someone_else(client, model, alias, version):
         real(client, model, alias, version)
         if alias == registry.PRODUCTION:
             real(client, model, registry.PRODUCTION, "1")  # the unguarded writer puts v1 back
 
-    monkeypatch.setattr(registry, "_set_alias", then_someone_else)
+    monkeypatch.setattr(promote_module, "_set_alias", then_someone_else)
     with pytest.raises(registry.AliasesMovedMeanwhile, match="read back"):
         registry.promote(name, 2)
     monkeypatch.undo()
@@ -375,17 +378,30 @@ def test_a_move_that_does_not_read_back_is_raised_and_left_alone(zenml_store, ml
 
 
 RACER = """
-import json, sys, time, uuid
+import importlib, json, sys, time, uuid
 from pathlib import Path
 from zenml.client import Client
-import importlib
-registry = importlib.import_module("distill_ner.registry.promote")  # the module (the package's `promote` is a function): tests patch its internals
+from distill_ner import registry
 from distill_ner.config import GateConfig
 from distill_ner.ner.config import NERServing
 from distill_ner.records import EvalReport
 
+promote_module = importlib.import_module("distill_ner.registry.promote")  # `registry.promote` is the function
 args = json.loads(sys.argv[1])
 zmv = Client().get_model_version(None, uuid.UUID(args["zenml_version_id"]))
+
+
+def hold(model_name, production):
+    # between reading production and moving it, wait (up to 20 s) until the other racer has read it too:
+    # without the promotion guard both then decide against the same production; with it, the other
+    # racer cannot read until this one is done, so this one waits out the 20 s and goes on alone
+    Path(args["read"]).touch()
+    deadline = time.monotonic() + 20
+    while not Path(args["other_read"]).exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+promote_module.before_move = hold
 Path(args["ready"]).touch()
 go = Path(args["go"])
 while not go.exists():  # both start the registration together
@@ -401,8 +417,10 @@ print("DECISION " + decision.model_dump_json())
 @pytest.mark.slow
 def test_racing_promotions_leave_one_consistent_production(zenml_store, mlflow_store, tiny_model: Path, tmp_path: Path) -> None:
     """Two processes register and gate at once (P=0.5 in production; A=0.6 and B=0.7 both beat P).
-    Under the lock each gate is decided against the production of its moment, so B ends in production
-    whatever the order, and the loser's decision names the winner as the production it was compared with."""
+    Under the promotion lease each gate is decided against the production of its moment, so B ends in production
+    whatever the order, and the loser's decision names the winner as the production it was compared with.
+    Each racer holds between reading production and moving it until the other has read it too (or 20 s):
+    the interleaving that breaks an unguarded promotion always happens."""
     name = f"ner-{uuid.uuid4().hex[:6]}"
     register(candidate(tiny_model, tmp_path / "p", "p"), {"a": 0.5}, name, zenml_version(name, "p"))
     go = tmp_path / "go"
@@ -412,20 +430,22 @@ def test_racing_promotions_leave_one_consistent_production(zenml_store, mlflow_s
         zmv = zenml_version(name, label)
         args = {
             "zenml_version_id": str(zmv.id), "go": str(go), "ready": str(tmp_path / f"ready-{label}"), "label": label,
+            "read": str(tmp_path / f"read-{label}"), "other_read": str(tmp_path / f"read-{'B' if label == 'A' else 'A'}"),
             "model_dir": str(candidate(tiny_model, tmp_path / label, label)),
             "report": report({"a": f1}).model_dump(mode="json"), "gate": {"model_name": name, **GATE},
         }
         proc = subprocess.Popen([sys.executable, "-c", RACER, json.dumps(args)], cwd=zenml_store["cwd"], env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         racers[label] = (proc, zmv)
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 600  # importing takes minutes on a loaded 2-core machine
     while not all((tmp_path / f"ready-{label}").exists() for label in racers):  # both imported and waiting
-        assert time.monotonic() < deadline and all(p.poll() is None for p, _ in racers.values()), "a racer died early"
+        assert all(p.poll() is None for p, _ in racers.values()), "a racer died early"
+        assert time.monotonic() < deadline, "the racers were not ready in 600 s"
         time.sleep(0.05)
     go.touch()
     decisions = {}
     for label, (proc, _) in racers.items():
-        out, err = proc.communicate(timeout=240)
+        out, err = proc.communicate(timeout=900)  # minutes on a loaded 2-core machine
         assert proc.returncode == 0, err[-3000:]
         decisions[label] = json.loads(next(line for line in out.splitlines() if line.startswith("DECISION "))[9:])
     a, b = decisions["A"], decisions["B"]

@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
@@ -169,6 +170,11 @@ def test_cli_predict_prints_entities(production: str, monkeypatch: pytest.Monkey
     assert rows[0] == {"text": TEXT, "entities": {"location": ["Warsaw"]}}
     assert rows[1]["text"] == "Paris" and list(rows[1]["entities"]) == ["person"]
 
+    # a bad line is named, before the model is loaded
+    monkeypatch.setattr(sys, "stdin", io.StringIO(json.dumps({"text": TEXT}) + "\n" + '{"text": "Paris",\n'))
+    with pytest.raises(SystemExit, match=r"predict: stdin line 2: invalid JSON \(Expecting property name"):
+        cli.main(["predict", "--model", uri, "--types", "person"])
+
 
 def test_cli_stdout_holds_only_results(production: str) -> None:
     """Warnings and library logs go to stderr, so `distill-ner predict ... | jq` works."""
@@ -219,9 +225,12 @@ def free_port() -> int:
 
 @pytest.mark.slow
 def test_serve_production_over_http(production: str, tmp_path: Path) -> None:
-    """`distill-ner serve` (mlflow models serve --env-manager local) for the production alias, queried over HTTP."""
+    """`distill-ner serve` (mlflow models serve --env-manager local) for the production alias, queried over HTTP,
+    without the environment's bin folder on PATH (as `.venv/bin/distill-ner serve` runs from a plain shell)."""
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    bindir = Path(sys.executable).parent
+    path = os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep) if p and Path(p) != bindir)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "PATH": path}
     log_file = open(tmp_path / "serve.log", "w")
     server = subprocess.Popen(
         [sys.executable, "-m", "distill_ner.cli", "serve", "--model", production, "--port", str(port)],
@@ -247,6 +256,17 @@ def test_serve_production_over_http(production: str, tmp_path: Path) -> None:
         first, second = answer["predictions"]
         assert list(first["entities"]) == ["person", "location"] and first["entities"]["location"] == ["Warsaw"]
         assert second == {"text": TEXT, "entities": {"location": ["Warsaw"]}}
+
+        # a bad request is refused at once with what is wrong, and no stack trace of the server
+        many = {"dataframe_records": [{"text": TEXT, "types": [f"type {i}" for i in range(10_000)]}]}
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/invocations", data=json.dumps(many).encode(), headers={"Content-Type": "application/json"}
+        )
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=60)
+        error = json.loads(refused.value.read())
+        assert refused.value.code == 400 and "10000 entity types in one row; at most 100" in error["message"]
+        assert "stack_trace" not in error and "Traceback" not in json.dumps(error)
     finally:
         # the server's whole process group (our CLI, mlflow's launcher and its uvicorn worker), started by us
         try:

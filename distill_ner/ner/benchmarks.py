@@ -447,6 +447,10 @@ def load_benchmark(name_or_path: str | Path, max_sentences: int | None = None, s
     """
     spec = _spec_for(name_or_path)
     corpus = _load_corpus(spec)
+    if not corpus.sentences:
+        source = spec.resolved_path() or spec.hf_id
+        mapped_away = f"; every label was mapped away: {sorted(corpus.dropped)}" if corpus.dropped else ""
+        raise ValueError(f"benchmark {spec.name}: {source} holds no sentence to evaluate{mapped_away}")
     limit = max_sentences if max_sentences is not None else spec.max_sentences
     sentences = select_subset(corpus.sentences, limit, seed)
     # the type list follows the chosen sentences (a subset may lack a rare type); order kept

@@ -24,9 +24,12 @@ def _prediction_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
     for n, line in enumerate(sys.stdin, 1):
         if not line.strip():
             continue
-        record = json.loads(line)
-        types = record.get("types") or args.types
-        if not isinstance(record.get("text"), str) or not types:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise SystemExit(f"predict: stdin line {n}: invalid JSON ({exc.msg} at column {exc.colno})") from None
+        types = (record.get("types") if isinstance(record, dict) else None) or args.types
+        if not isinstance(record, dict) or not isinstance(record.get("text"), str) or not types:
             raise SystemExit(f"predict: stdin line {n}: needs a string `text` and `types` (or --types)")
         rows.append({"text": record["text"], "types": types})
     return rows

@@ -8,6 +8,7 @@ to it. Staging, logging and the bundled adapter base are the core's (distill_ner
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,9 @@ from distill_ner.ner.config import INPUT_EXAMPLE, NERServing, ner_signature  # n
 from distill_ner.serving import StagedModel, log_model
 
 # ------------------------------------------------------------------------------------------ the model
+
+
+MAX_TYPES_PER_ROW = 100  # each type is one generation: 10,000 types held a server worker ~20 minutes
 
 
 def parse_types(value: Any) -> list[str]:
@@ -33,7 +37,11 @@ def parse_types(value: Any) -> list[str]:
     types = [str(t).strip() for t in items if str(t).strip()]
     if not types:
         raise ValueError("every row needs at least one entity type in `types`")
-    return list(dict.fromkeys(types))
+    types = list(dict.fromkeys(types))
+    if len(types) > MAX_TYPES_PER_ROW:
+        raise ValueError(f"{len(types)} entity types in one row; at most {MAX_TYPES_PER_ROW} (each type is one "
+                         "generation: split the request)")
+    return types
 
 
 def to_rows(model_input: Any) -> list[tuple[str, list[str]]]:
@@ -75,7 +83,21 @@ class NERModel(StagedModel):
     # `model_input` carries no type hint on purpose: MLflow 3 reads that hint as the input schema and
     # would then bypass the signature's DataFrame handling (see `to_rows` for what is accepted)
     def predict(self, context: Any, model_input, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:  # noqa: ANN001
-        rows = to_rows(model_input)
+        from mlflow.exceptions import MlflowException
+        from mlflow.protos.databricks_pb2 import INTERNAL_ERROR
+
+        try:
+            rows = to_rows(model_input)
+        except (TypeError, ValueError, KeyError) as exc:
+            # an MlflowException goes back to a REST client as its message alone, without our stack trace
+            raise MlflowException.invalid_parameter_value(f"bad input: {exc}") from None
+        try:
+            return self._predict_rows(rows)
+        except Exception:
+            logging.getLogger(__name__).exception("prediction failed")
+            raise MlflowException("prediction failed; the server log has the details", error_code=INTERNAL_ERROR) from None
+
+    def _predict_rows(self, rows: list[tuple[str, list[str]]]) -> list[dict[str, Any]]:
         # the engine takes one type list per call: group rows that ask for the same types
         groups: dict[tuple[str, ...], list[int]] = {}
         for i, (_, types) in enumerate(rows):

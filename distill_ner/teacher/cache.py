@@ -14,6 +14,7 @@ Cache export format (also the format of recorded teacher files), one JSON object
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import sqlite3
@@ -75,7 +76,31 @@ class CachedResponse:
     usage: dict[str, int] = field(default_factory=dict)
 
 
+class CacheDamagedError(RuntimeError):
+    """The cache file is not a readable SQLite database (truncated, overwritten, a disk error)."""
+
+
+def _names_the_file(method: Any) -> Any:
+    """SQLite says only "database disk image is malformed"; the error should say which file."""
+
+    @functools.wraps(method)
+    def wrapper(self: "ResponseCache", *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.OperationalError):  # locked, busy, read-only: not damage
+                raise
+            raise CacheDamagedError(
+                f"teacher response cache {self.path}: {exc}. The file is damaged or not a SQLite database: "
+                "move it (and its -wal file) aside and rerun; its answers are asked again, or come back from "
+                "an export of it listed in teacher.recorded_responses."
+            ) from exc
+
+    return wrapper
+
+
 class ResponseCache:
+    @_names_the_file
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path).expanduser()
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -98,10 +123,12 @@ class ResponseCache:
                 self._all.append(conn)
         return conn
 
+    @_names_the_file
     def get(self, key: str) -> CachedResponse | None:
         row = self._conn().execute("SELECT response, usage FROM responses WHERE key = ?", (key,)).fetchone()
         return None if row is None else CachedResponse(row[0], json.loads(row[1]))
 
+    @_names_the_file
     def get_many(self, keys: Iterable[str]) -> dict[str, CachedResponse]:
         keys = list(dict.fromkeys(keys))
         found: dict[str, CachedResponse] = {}
@@ -115,6 +142,7 @@ class ResponseCache:
                 found[key] = CachedResponse(response, json.loads(usage))
         return found
 
+    @_names_the_file
     def put(
         self,
         key: str,
@@ -135,18 +163,17 @@ class ResponseCache:
         )
         return cur.rowcount == 1
 
+    @_names_the_file
     def __contains__(self, key: object) -> bool:
         return self._conn().execute("SELECT 1 FROM responses WHERE key = ?", (key,)).fetchone() is not None
 
+    @_names_the_file
     def __len__(self) -> int:
         return int(self._conn().execute("SELECT COUNT(*) FROM responses").fetchone()[0])
 
     def records(self) -> Iterator[CacheRecord]:
         """All entries, sorted by key so an export is byte-identical for identical contents."""
-        rows = self._conn().execute(
-            "SELECT key, backend, model, messages, params, response, usage FROM responses ORDER BY key"
-        )
-        for key, backend, model, messages, params, response, usage in rows:
+        for key, backend, model, messages, params, response, usage in self._rows():
             yield CacheRecord(key=key, backend=backend, model=model, messages=json.loads(messages),
                               params=json.loads(params), response=response, usage=json.loads(usage))
 
@@ -176,6 +203,21 @@ class ResponseCache:
             raise
         return added
 
+    @_names_the_file
+    def _rows(self) -> list[tuple[str, ...]]:
+        return self._conn().execute(
+            "SELECT key, backend, model, messages, params, response, usage FROM responses ORDER BY key"
+        ).fetchall()
+
+    def checkpoint(self) -> None:
+        """Copy the write-ahead log into the .sqlite file, so that file alone holds every answer (a copy
+        of it without its -wal file, after a crash, loses none). Skipped while another process writes."""
+        try:
+            self._conn().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.OperationalError:
+            pass  # busy: the next checkpoint (or the last connection to close) does it
+
+    @_names_the_file
     def export_jsonl(self, path: str | Path) -> int:
         path = Path(path).expanduser()
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -186,9 +228,12 @@ class ResponseCache:
                 f.write(canonical_json(rec.model_dump()) + "\n")
                 n += 1
         tmp.replace(path)  # a reader never sees a half-written export
+        self.checkpoint()
         return n
 
     def close(self) -> None:
+        if self._all:
+            self.checkpoint()
         with self._all_lock:
             for conn in self._all:
                 try:
