@@ -6,6 +6,8 @@
     distill-ner rollback --model-name distill-ner
     distill-ner compare --experiment distill_ner --last 2
     distill-ner serve --model models:/distill-ner@production --port 5001
+    distill-ner export --model models:/distill-ner@production --format gguf --quant q4_k_m --ollama
+    distill-ner predict --model exports/distill-ner-production-q4_k_m.gguf --types person "Marie Curie ..."
     distill-ner extract --model models:/distill-extract@production --template t.json file.txt
 
 The MLflow tracking URI is MLFLOW_TRACKING_URI when set, else the active ZenML stack's tracker.
@@ -22,10 +24,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from distill_ner.export import QUANTS
 from distill_ner.extraction.cli import add_extract_parser
 
 DEFAULT_STUDENT_DIR = ".cache/models/SmolLM2-135M-Instruct"
 TINY_STUDENT_DIR = ".cache/models/tiny-random-llama"
+# inference.BACKENDS, spelled out: importing distill_ner.inference here would cost every command seconds
+BACKENDS = ("transformers", "vllm", "llamacpp")
 
 
 def quiet_defaults() -> None:
@@ -161,17 +166,45 @@ def _prediction_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
     return rows
 
 
+def _is_plain_model(ref: str) -> bool:
+    """A .gguf file or an HF model/adapter folder (predicted with directly), not a logged MLflow model."""
+    path = Path(ref)
+    return (path.suffix == ".gguf" and path.is_file()) or (path / "config.json").is_file() or (path / "adapter_config.json").is_file()
+
+
 def cmd_predict(args: argparse.Namespace) -> None:
     import mlflow.pyfunc
 
     results_only_on_stdout()
-    use_tracking_uri()
     rows = _prediction_rows(args)
     if not rows:
         return
-    model = mlflow.pyfunc.load_model(args.model)
-    for result in model.predict(rows):
+    if _is_plain_model(args.model):
+        from distill_ner.inference import Predictor
+        from distill_ner.serving import parse_types, predict_rows
+
+        backend = args.backend or ("llamacpp" if args.model.endswith(".gguf") else "transformers")
+        predictor = Predictor(args.model, surface_forms=True, backend=backend, batch_size=16)
+        results = predict_rows(predictor, [(row["text"], parse_types(row["types"])) for row in rows])
+    else:
+        use_tracking_uri()
+        model = mlflow.pyfunc.load_model(args.model, model_config={"backend": args.backend} if args.backend else None)
+        results = model.predict(rows)
+    for result in results:
         print(json.dumps(result, ensure_ascii=False), flush=True)
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from distill_ner.export import ExportError, as_jsonable, export_gguf
+
+    results_only_on_stdout()
+    if args.model.startswith(("models:/", "runs:/")):
+        use_tracking_uri()
+    try:
+        result = export_gguf(args.model, args.out, args.quant, ollama=args.ollama)
+    except (ExportError, ValueError, ImportError, FileNotFoundError) as exc:
+        raise SystemExit(f"export: {exc}") from None
+    print(json.dumps(as_jsonable(result)), flush=True)
 
 
 def cmd_promote(args: argparse.Namespace) -> None:
@@ -200,7 +233,12 @@ def cmd_serve(args: argparse.Namespace) -> None:
     command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", args.model, "--env-manager", "local"]
     command += ["--host", "127.0.0.1", "-p", str(args.port), "--workers", str(args.workers)]
     # the server resolves models:/ URIs itself: it needs the same tracking URI
-    sys.exit(subprocess.call(command, env={**os.environ, "MLFLOW_TRACKING_URI": uri}))
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    if args.backend:
+        from distill_ner.serving import BACKEND_ENV
+
+        env[BACKEND_ENV] = args.backend
+    sys.exit(subprocess.call(command, env=env))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -243,6 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--types", type=lambda v: [t.strip() for t in v.split(",") if t.strip()], default=None,
                    help="comma-separated entity types, e.g. person,location")
     p.add_argument("texts", nargs="*", help="texts; without any, JSONL {\"text\", \"types\"} is read from stdin")
+    p.add_argument("--backend", choices=BACKENDS, default=None,
+                   help="inference backend (default: the logged model's; llamacpp for a .gguf file)")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("promote", help="move the `production` alias (and ZenML stage) to a version, no gate")
@@ -258,7 +298,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="models:/distill-ner@production")
     p.add_argument("--port", type=int, default=5001)
     p.add_argument("--workers", type=int, default=1, help="each worker loads its own copy of the model")
+    p.add_argument("--backend", choices=BACKENDS, default=None,
+                   help="inference backend (default: the logged model's); llamacpp converts the model to GGUF f16 on load")
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("export", help="write a model as a GGUF file for llama.cpp / Ollama (llama.cpp's own converter)")
+    p.add_argument("--model", default="models:/distill-ner@production", help="hub id, folder, adapter folder or MLflow model URI")
+    p.add_argument("--format", choices=["gguf"], default="gguf")
+    p.add_argument("--quant", choices=QUANTS, default="f16", help="f32/f16/q8_0 by the converter; q4_k_m by llama.cpp's quantizer (needs llama-cpp-python)")
+    p.add_argument("--out", default=None, help="the .gguf file to write (default: exports/<model>-<quant>.gguf)")
+    p.add_argument("--ollama", action="store_true", help="also write an Ollama Modelfile beside it")
+    p.set_defaults(func=cmd_export)
 
     add_extract_parser(sub)
     return parser

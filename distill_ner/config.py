@@ -182,7 +182,10 @@ class EvalConfig(StrictModel):
     max_sentences: int | None = Field(None, gt=0, description="seeded subset of sentences per benchmark")
     max_new_tokens: int = Field(256, gt=0)
     batch_size: int = Field(16, gt=0)
-    backend: Literal["transformers", "vllm"] = "transformers"
+    backend: Literal["transformers", "vllm", "llamacpp"] = "transformers"
+    gguf_quant: Literal["f32", "f16", "q8_0", "q4_k_m"] = Field(
+        "f16", description="llamacpp backend: the GGUF type an HF model is converted to (a .gguf model is run as it is)"
+    )
     seed: int = 0
 
 

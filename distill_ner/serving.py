@@ -54,6 +54,8 @@ REQUIREMENTS = (
     "tqdm",
 )
 INPUT_EXAMPLE = [{"text": "Marie Curie was born in Warsaw.", "types": ["person", "location"]}]
+# overrides the logged model_config's backend where the model is loaded (`distill-ner serve --backend`)
+BACKEND_ENV = "DISTILL_NER_BACKEND"
 
 
 def pip_requirements() -> list[str]:
@@ -119,6 +121,25 @@ def to_rows(model_input: Any) -> list[tuple[str, list[str]]]:
     return rows
 
 
+def has_bundled_base(folder: Path) -> bool:
+    return (folder / "adapter_config.json").exists() and (folder / BASE_SUBDIR / "config.json").exists()
+
+
+def bundled_adapter_view(folder: Path, view: Path) -> Path | None:
+    """For a logged adapter with its base bundled under `base/`: a folder `view` of symlinks to the adapter
+    whose adapter_config.json names that bundled base. None for any other folder."""
+    if not has_bundled_base(folder):
+        return None
+    view.mkdir(parents=True, exist_ok=True)
+    for item in folder.iterdir():
+        if item.name not in (BASE_SUBDIR, "adapter_config.json"):
+            (view / item.name).symlink_to(item.resolve())
+    adapter_config = json.loads((folder / "adapter_config.json").read_text())
+    adapter_config["base_model_name_or_path"] = str((folder / BASE_SUBDIR).resolve())
+    (view / "adapter_config.json").write_text(json.dumps(adapter_config, indent=2, sort_keys=True))
+    return view
+
+
 class NERModel(mlflow.pyfunc.PythonModel):
     """Open NER with the distilled student: one generation per (text, type), as in UniversalNER."""
 
@@ -132,40 +153,36 @@ class NERModel(mlflow.pyfunc.PythonModel):
             ref,
             # entities as the model wrote them, not the lowercased form the UniNER metric compares
             surface_forms=bool(config.get("surface_forms", True)),
-            backend=config.get("backend", "transformers"),
+            backend=os.environ.get(BACKEND_ENV) or config.get("backend", "transformers"),
             batch_size=int(config.get("batch_size", 16)),
             max_new_tokens=int(config.get("max_new_tokens", 256)),
         )
 
     def _model_ref(self, folder: Path) -> str:
         """The folder itself, or, for an adapter with a bundled base, a view of it that names that base."""
-        base = folder / BASE_SUBDIR
-        if not (folder / "adapter_config.json").exists() or not (base / "config.json").exists():
+        if not has_bundled_base(folder):
             return str(folder)
         self._tmp = tempfile.TemporaryDirectory(prefix="ner_adapter_")
-        view = Path(self._tmp.name)
-        for item in folder.iterdir():
-            if item.name not in (BASE_SUBDIR, "adapter_config.json"):
-                (view / item.name).symlink_to(item.resolve())
-        adapter_config = json.loads((folder / "adapter_config.json").read_text())
-        adapter_config["base_model_name_or_path"] = str(base.resolve())
-        (view / "adapter_config.json").write_text(json.dumps(adapter_config, indent=2, sort_keys=True))
-        return str(view)
+        return str(bundled_adapter_view(folder, Path(self._tmp.name)))
 
     # `model_input` carries no type hint on purpose: MLflow 3 reads that hint as the input schema and
     # would then bypass the signature's DataFrame handling (see `to_rows` for what is accepted)
     def predict(self, context: Any, model_input, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:  # noqa: ANN001
-        rows = to_rows(model_input)
-        # the engine takes one type list per call: group rows that ask for the same types
-        groups: dict[tuple[str, ...], list[int]] = {}
-        for i, (_, types) in enumerate(rows):
-            groups.setdefault(tuple(types), []).append(i)
-        out: list[dict[str, Any] | None] = [None] * len(rows)
-        for types, indices in groups.items():
-            found = self.predictor.predict([rows[i][0] for i in indices], list(types))
-            for i, entities in zip(indices, found, strict=True):
-                out[i] = {"text": rows[i][0], "entities": {t: list(entities.get(t, [])) for t in types}}
-        return out  # type: ignore[return-value]
+        return predict_rows(self.predictor, to_rows(model_input))
+
+
+def predict_rows(predictor: Any, rows: Sequence[tuple[str, list[str]]]) -> list[dict[str, Any]]:
+    """{"text", "entities"} per (text, types) row, in row order, from an inference.Predictor."""
+    # the engine takes one type list per call: group rows that ask for the same types
+    groups: dict[tuple[str, ...], list[int]] = {}
+    for i, (_, types) in enumerate(rows):
+        groups.setdefault(tuple(types), []).append(i)
+    out: list[dict[str, Any] | None] = [None] * len(rows)
+    for types, indices in groups.items():
+        found = predictor.predict([rows[i][0] for i in indices], list(types))
+        for i, entities in zip(indices, found, strict=True):
+            out[i] = {"text": rows[i][0], "entities": {t: list(entities.get(t, [])) for t in types}}
+    return out  # type: ignore[return-value]
 
 
 # ------------------------------------------------------------------------------------------- logging
