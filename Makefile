@@ -15,7 +15,7 @@ export HF_DATASETS_OFFLINE := 1
 export HF_EVALUATE_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install setup demo test smoke ui bench clean
+.PHONY: install install-llamacpp setup demo test smoke ui bench clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,11 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/activate
 	touch $@
 
 install: $(VENV)/.installed
+
+# The llamacpp backend and q4_k_m export: llama-cpp-python from its PyPI source distribution, built here
+# for this CPU (a C/C++ compiler and CMake; minutes on 2 cores).
+install-llamacpp: install
+	$(BIN)/python -m pip install -q -e ".[dev,llamacpp]"
 
 setup: install
 	[ -d .zen ] || $(BIN)/zenml init

@@ -202,12 +202,13 @@ def _registry_run_id(ref: str) -> str | None:
 def full_model_folder(local: str, workdir: Path) -> str:
     """A folder with the full (merged) model and its tokenizer: `local` itself, or an adapter merged into
     its base under `workdir` (a registered adapter's bundled base is used where it has one)."""
-    from distill_ner.inference import save_merged_adapter
     from distill_ner.models import is_adapter
-    from distill_ner.serving import bundled_adapter_view
 
     if not is_adapter(local):
         return local
+    from distill_ner.inference import save_merged_adapter
+    from distill_ner.serving import bundled_adapter_view
+
     adapter = bundled_adapter_view(Path(local), workdir / "adapter") or Path(local)
     return str(save_merged_adapter(str(adapter), workdir / "merged"))
 

@@ -150,16 +150,14 @@ def transformers_answers(tiny_dir: Path):
 @pytest.mark.parametrize("batch_size", [1, 4, 16])
 def test_llamacpp_f16_gives_the_engines_greedy_answers(tiny_f16: Path, tiny_dir: Path, transformers_answers, batch_size: int):
     """Same prompt ids, same stop tokens, greedy: the f16 GGUF answers as the fp32 engine does. Batch 4 and 16
-    run several sentences' questions at once and reuse the sequences of rows that stopped."""
-    engine = Engine(str(tiny_f16), backend="llamacpp", batch_size=batch_size, max_new_tokens=MAX_NEW)
+    run several sentences' questions at once, batch 1 one question at a time."""
+    engine = Engine(str(tiny_f16), backend="llamacpp", batch_size=batch_size, max_new_tokens=MAX_NEW, threads=1)
     hf_tokenizer = load_tokenizer(str(tiny_dir))
     # the .gguf path tokenises with the tokenizer transformers reads from the GGUF: the very same ids
     assert [engine.prompt_ids(t, e) for t, e in queries()] == [query_prompt_ids(hf_tokenizer, t, e) for t, e in queries()]
     got = [g.token_ids for g in engine.generate(queries(), progress=False)]
     same = sum(a == b for a, b in zip(got, transformers_answers))
     assert same == len(got), f"{same}/{len(got)} identical"
-    if batch_size == 4:
-        assert engine.last_stats.merges > 0, "questions were admitted while others were decoding"
 
 
 @needs_llama_cpp
@@ -169,7 +167,7 @@ def test_llamacpp_runs_an_hf_folder_and_stops(tiny_dir: Path, transformers_answe
     # a frequent early token as an extra stop id, so that rows end at different steps
     first = [ids[1] for ids in transformers_answers if len(ids) > 1]
     stop = max(set(first), key=first.count)
-    engine = Engine(str(tiny_dir), backend="llamacpp", batch_size=8, max_new_tokens=MAX_NEW)
+    engine = Engine(str(tiny_dir), backend="llamacpp", batch_size=8, max_new_tokens=MAX_NEW, threads=1)
     for e in (engine, reference):
         e.stop_ids.append(stop)
     engine._llama.stop_ids.add(stop)
@@ -178,13 +176,14 @@ def test_llamacpp_runs_an_hf_folder_and_stops(tiny_dir: Path, transformers_answe
     want = reference.generate(queries(), progress=False)
     assert [(g.token_ids, g.stopped) for g in got] == [(w.token_ids, w.stopped) for w in want]
     assert any(g.stopped for g in got) and not all(g.stopped for g in got)
+    assert engine.last_stats.merges > 0, "rows that stopped early were given to waiting questions"
 
 
 @needs_llama_cpp
 def test_q4_k_m_quantises_and_answers(tiny_f16: Path, tiny_dir: Path, tmp_path: Path):
     out = export_gguf(str(tiny_dir), tmp_path / "tiny-q4_k_m.gguf", "q4_k_m", cache_dir=CACHE).gguf
     assert gguf_fields(out)["fields"]["general.file_type"] == 15  # LLAMA_FTYPE_MOSTLY_Q4_K_M
-    engine = Engine(str(out), backend="llamacpp", batch_size=4, max_new_tokens=MAX_NEW)
+    engine = Engine(str(out), backend="llamacpp", batch_size=4, max_new_tokens=MAX_NEW, threads=1)
     answers = engine.generate(queries()[:8], progress=False)
     assert all(len(g.token_ids) == MAX_NEW or g.stopped for g in answers)
 
@@ -196,3 +195,19 @@ def test_predict_cli_on_the_exported_file(tiny_f16: Path):
     assert done.returncode == 0, done.stderr[-2000:]
     row = json.loads(done.stdout.strip())
     assert row["text"] == SENTENCES[0] and list(row["entities"]) == ["person", "location"]
+
+
+@pytest.mark.slow
+def test_demo_student_exports_and_answers_like_the_engine(smollm2_student: Path, tmp_path: Path):
+    """The real demo student (SmolLM2-135M-Instruct, its known "smollm" pre-tokenizer and ChatML template)
+    converts at f16; where llama-cpp-python is installed its greedy answers equal the engine's."""
+    out = export_gguf(str(smollm2_student), tmp_path / "smollm2-f16.gguf", "f16", cache_dir=CACHE).gguf
+    meta = gguf_fields(out)["fields"]
+    assert meta["tokenizer.ggml.pre"] == "smollm"
+    assert meta["tokenizer.chat_template"] == load_tokenizer(str(smollm2_student)).chat_template
+    if not HAS_LLAMA_CPP:
+        pytest.skip("llama-cpp-python is not installed: conversion checked, answers not compared")
+    qs = [(SENTENCES[0], t) for t in ("person", "location", "organization")]
+    engine = Engine(str(smollm2_student), max_new_tokens=24, device="cpu", batch_size=4)
+    llama = Engine(str(out), backend="llamacpp", max_new_tokens=24, batch_size=4, threads=1)
+    assert [g.token_ids for g in llama.generate(qs, progress=False)] == [g.token_ids for g in engine.generate(qs, progress=False)]
