@@ -3,7 +3,7 @@
 In one run, on the same queries (every sentence of a seeded benchmark subset asked all its types), the
 same prompt token ids (conversations.query_prompt_ids), greedy, the same stop tokens and max_new_tokens:
 
-  engine          distill_ner.inference.Engine, transformers backend (shared prefixes, continuous batching)
+  engine          distill_ner.engine.Engine, transformers backend (shared prefixes, continuous batching)
   generate        a batched, left-padded `model.generate` loop over the same loaded weights (what a
                   transformers user writes), --batch-size queries per call
   llamacpp-f16    the Engine's llamacpp backend on the model exported to GGUF f16 (distill-ner export)
@@ -117,10 +117,10 @@ def main(argv: list[str] | None = None) -> None:
 
     import torch
 
-    from distill_ner.benchmarks import load_benchmark
-    from distill_ner.evaluation import score_benchmark
     from distill_ner.export import export_gguf
-    from distill_ner.inference import Engine
+    from distill_ner.ner.benchmarks import load_benchmark
+    from distill_ner.ner.evaluation import score_benchmark
+    from distill_ner.ner.inference import NEREngine as Engine
     from distill_ner.models import load_model, load_tokenizer, make_tiny_model
 
     threads = args.threads or os.cpu_count() or 1

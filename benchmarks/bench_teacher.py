@@ -24,7 +24,7 @@ from fake_openai_server import FakeOpenAIServer  # noqa: E402
 
 from distill_ner.config import TeacherConfig  # noqa: E402
 from distill_ner.records import Passage  # noqa: E402
-from distill_ner.teacher import annotate_passages  # noqa: E402
+from distill_ner.ner.annotate import annotate_passages  # noqa: E402
 
 MIN_SPEEDUP = 10.0
 

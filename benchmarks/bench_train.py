@@ -31,7 +31,7 @@ warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
 
 from distill_ner.config import TrainConfig  # noqa: E402
 from distill_ner.records import SFTDataset, SFTRow  # noqa: E402
-from distill_ner.training import IGNORE_INDEX, SeededBatchOrderSampler, train_student  # noqa: E402
+from distill_ner.training.train import IGNORE_INDEX, SeededBatchOrderSampler, train_student  # noqa: E402
 
 MIN_RATIO = 1.5
 DEFAULT_MODEL = REPO / ".cache/models/SmolLM2-135M-Instruct"

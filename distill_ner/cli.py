@@ -29,7 +29,7 @@ from distill_ner.extraction.cli import add_extract_parser
 
 DEFAULT_STUDENT_DIR = ".cache/models/SmolLM2-135M-Instruct"
 TINY_STUDENT_DIR = ".cache/models/tiny-random-llama"
-# inference.BACKENDS, spelled out: importing distill_ner.inference here would cost every command seconds
+# engine.BACKENDS, spelled out: importing distill_ner.engine here would cost every command seconds
 BACKENDS = ("transformers", "vllm", "llamacpp")
 
 
@@ -180,7 +180,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
     if not rows:
         return
     if _is_plain_model(args.model):
-        from distill_ner.inference import Predictor
+        from distill_ner.ner.inference import Predictor
         from distill_ner.serving import parse_types, predict_rows
 
         backend = args.backend or ("llamacpp" if args.model.endswith(".gguf") else "transformers")

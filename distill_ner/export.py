@@ -156,7 +156,7 @@ def convert_hf_folder(model_dir: str | Path, out: str | Path, outtype: str, cach
 
 def quantize(src: str | Path, out: str | Path, quant: str, threads: int | None = None) -> Path:
     """llama.cpp's quantizer (through llama-cpp-python) from an f32/f16 GGUF to `quant` (e.g. q4_k_m)."""
-    from distill_ner.llamacpp import import_llama_cpp
+    from distill_ner.engine.llamacpp import import_llama_cpp
 
     llama_cpp = import_llama_cpp()
     ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{quant.upper()}", None)
@@ -206,7 +206,7 @@ def full_model_folder(local: str, workdir: Path) -> str:
 
     if not is_adapter(local):
         return local
-    from distill_ner.inference import save_merged_adapter
+    from distill_ner.engine.engine import save_merged_adapter
     from distill_ner.serving import bundled_adapter_view
 
     adapter = bundled_adapter_view(Path(local), workdir / "adapter") or Path(local)
@@ -237,7 +237,7 @@ def export_gguf(
     if out.suffix != ".gguf":
         raise ValueError(f"--out {out}: the file name must end in .gguf")
     if quant not in CONVERTER_OUTTYPES:
-        from distill_ner.llamacpp import import_llama_cpp
+        from distill_ner.engine.llamacpp import import_llama_cpp
 
         import_llama_cpp()  # fail before merging and converting when the quantizer is missing
     run_id = _registry_run_id(ref) if log_to_registry else None
@@ -273,13 +273,19 @@ _OLLAMA_CHATML = (
 
 def write_modelfile(gguf: Path, model_dir: str, max_new_tokens: int = 256) -> Path:
     """An Ollama Modelfile beside `gguf`: greedy, the project's stop tokens, the prompt template."""
-    from distill_ner.conversations import query_messages, render_text
-    from distill_ner.inference import _generation_config, stop_token_ids
+    from distill_ner.chat import render_text
+    from distill_ner.engine.engine import _generation_config, stop_token_ids
     from distill_ner.models import CHATML_TEMPLATE, load_tokenizer
 
     tokenizer = load_tokenizer(model_dir)
     stops = [tokenizer.decode([i]) for i in stop_token_ids(tokenizer, generation_config=_generation_config(model_dir))]
-    messages = query_messages("Marie Curie was born in Warsaw.", "person")
+    # every role and a finished assistant turn, as the recipes' multi-turn prompts have them
+    messages = [
+        {"role": "system", "content": "s"},
+        {"role": "user", "content": "u"},
+        {"role": "assistant", "content": "a"},
+        {"role": "user", "content": "q"},
+    ]
     own = render_text(tokenizer, messages, add_generation_prompt=True)
     import jinja2
 

@@ -2,7 +2,7 @@
 
 Input: a pandas DataFrame (or a list of dicts) with `text` (str) and `types` (a list of str, or one
 comma-separated str). Output: one `{"text", "entities": {type: [strings]}}` per row, in input order.
-Generation is distill_ner.inference's Predictor/Engine; this module only adapts rows to it.
+Generation is distill_ner.ner.inference's Predictor (over the shared engine); this module only adapts rows to it.
 
 A PEFT adapter names its base model. When that base is a local folder (the demo's SmolLM2 or the tiny
 test model) the folder is bundled under `model/base/` as it is (same bytes, so the served model is the
@@ -144,7 +144,7 @@ class NERModel(mlflow.pyfunc.PythonModel):
     """Open NER with the distilled student: one generation per (text, type), as in UniversalNER."""
 
     def load_context(self, context: Any) -> None:
-        from distill_ner.inference import Predictor
+        from distill_ner.ner.inference import Predictor
 
         config = dict(context.model_config or {})
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
@@ -276,7 +276,7 @@ def log_ner_model(
         shutil.copytree(PACKAGE_DIR, code, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         return mlflow.pyfunc.log_model(
             name=artifact_path,
-            python_model=str(python_model or PACKAGE_DIR / "pyfunc_ner.py"),
+            python_model=str(python_model or PACKAGE_DIR / "ner" / "pyfunc.py"),
             artifacts={"model": str(staged)},
             code_paths=[str(code)],  # the package folder (MLflow puts its parent on sys.path)
             pip_requirements=pip_requirements(),

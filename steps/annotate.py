@@ -6,8 +6,9 @@ from zenml.config.cache_policy import CachePolicy
 
 from distill_ner.config import TeacherConfig
 from distill_ner.records import AnnotationSet, PassageSet
-from distill_ner.teacher import annotate as teacher_annotate
-from distill_ner.teacher import parse, prompt
+from distill_ner.ner import annotate as ner_annotate
+from distill_ner.ner import parse, prompt
+from distill_ner.teacher import client as teacher_client
 from materializers import AnnotationSetMaterializer
 from steps._stack import experiment_tracker_name
 
@@ -15,12 +16,12 @@ from steps._stack import experiment_tracker_name
 @step(
     output_materializers=AnnotationSetMaterializer,
     experiment_tracker=experiment_tracker_name(),
-    cache_policy=CachePolicy(source_dependencies=[teacher_annotate, parse, prompt]),
+    cache_policy=CachePolicy(source_dependencies=[ner_annotate, parse, prompt, teacher_client]),
 )
 def annotate(passages: PassageSet, config: TeacherConfig, recorded_fingerprint: str) -> Annotated[AnnotationSet, "annotations"]:
     """Ask the teacher for every entity of every passage (through the persistent response cache),
     then parse and filter the answers. The API key comes from the environment or a ZenML secret only."""
-    annotations = teacher_annotate.annotate_passages(passages.passages, config)
+    annotations = ner_annotate.annotate_passages(passages.passages, config)
     if mlflow.active_run():
         mlflow.log_params({f"teacher.{k}": v for k, v in config.model_dump(exclude={"recorded_responses"}).items()})
         mlflow.log_metrics({f"teacher.{k}": float(v) for k, v in annotations.usage.items()})

@@ -8,8 +8,8 @@ import mlflow
 from zenml import log_metadata, step
 from zenml.config.cache_policy import CachePolicy
 
-from distill_ner import conversations, corpus
-from distill_ner import inference as shared_inference
+from distill_ner import chat, corpus
+from distill_ner.engine import engine as shared_inference
 from distill_ner.config import StudentConfig, TeacherConfig
 from distill_ner.extraction import annotate as extraction_annotate
 from distill_ner.extraction import evaluation, filters, inference, metric, negatives, prompts, sft, templates
@@ -23,12 +23,12 @@ from distill_ner.extraction.config import (
 from distill_ner.extraction.data import ExtractionSet
 from distill_ner.models import load_tokenizer
 from distill_ner.records import EvalReport, PassageSet, SFTDataset
-from distill_ner.teacher import annotate as teacher_annotate
+from distill_ner.teacher import client as teacher_client
 from materializers import EvalReportMaterializer, SFTDatasetMaterializer
 from materializers.extraction import ExtractionSetMaterializer
 from steps._stack import experiment_tracker_name
 
-_TEACHER_CODE = [extraction_annotate, prompts, filters, templates, teacher_annotate]
+_TEACHER_CODE = [extraction_annotate, prompts, filters, templates, teacher_client]
 
 
 def _log_teacher(data: ExtractionSet) -> None:
@@ -80,7 +80,7 @@ def add_extraction_negatives(
 @step(
     output_materializers=SFTDatasetMaterializer,
     experiment_tracker=experiment_tracker_name(),
-    cache_policy=CachePolicy(source_dependencies=[sft, prompts, conversations]),
+    cache_policy=CachePolicy(source_dependencies=[sft, prompts, chat]),
 )
 def build_extraction_sft(
     extractions: ExtractionSet, config: ExtractionSFTConfig, prompt: ExtractionPromptConfig, student: StudentConfig

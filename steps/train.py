@@ -8,7 +8,8 @@ from zenml.client import Client
 from zenml.config.cache_policy import CachePolicy
 from zenml.enums import ArtifactType
 
-from distill_ner import launch, training
+from distill_ner.training import launch
+from distill_ner.training import train as training
 from distill_ner.config import StudentConfig, TrainConfig
 from distill_ner.records import SFTDataset
 from steps._stack import experiment_tracker_name

@@ -13,7 +13,7 @@ for _var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HF_EVALUATE_OFFLINE"):
 
 import datasets  # noqa: E402
 
-from distill_ner.benchmarks import (  # noqa: E402
+from distill_ner.ner.benchmarks import (  # noqa: E402
     BENCHMARK_DIR,
     BenchmarkSpec,
     benchmark_paths,

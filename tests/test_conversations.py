@@ -9,18 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from distill_ner.config import SFTConfig
-from distill_ner.conversations import (
-    IGNORE_INDEX,
-    _Encoder,
+from distill_ner.ner.config import SFTConfig
+from distill_ner.chat import IGNORE_INDEX, ChatEncoder, as_messages, tokenize_conversation
+from distill_ner.ner.conversations import (
     READ_REPLY,
     SYSTEM_PROMPT,
     build_conversation,
     build_sft_dataset,
     query_messages,
     query_prompt_ids,
-    render_messages,
-    tokenize_conversation,
 )
 from distill_ner.models import CHATML_TEMPLATE, load_tokenizer
 from distill_ner.records import AnnotatedPassage, AnnotationSet, Conversation, Entity, SFTRow
@@ -224,7 +221,7 @@ def test_query_messages_zero_shot_and_with_dataset():
     named = query_messages("Some text.", "person", dataset="conll2003")
     assert named[1]["content"] == "Dataset: conll2003 \n Text: Some text."
     supervised = build_conversation(_passage(), 0, dataset="conll2003")
-    assert render_messages(supervised)[1]["content"].startswith("Dataset: conll2003 \n Text: Marie Curie")
+    assert as_messages(supervised.turns)[1]["content"].startswith("Dataset: conll2003 \n Text: Marie Curie")
 
 
 # ------------------------------------------------------------------------------------ loss masks
@@ -419,10 +416,10 @@ def test_layout_fast_path_agrees_with_prefix_rendering(tokenizers):
         build_conversation(_passage(n_types=3, pid="w", text="Marie Curie met Paris.  \n"), seed=2),
     ]
     for name, tokenizer in tokenizers.items():
-        encoder = _Encoder(tokenizer)
+        encoder = ChatEncoder(tokenizer)
         assert encoder.layouts is not None, name  # every template here takes the fast path
         for conversation in conversations:
-            messages = render_messages(conversation)
+            messages = as_messages(conversation.turns)
             full = encoder.render(messages)
             assert encoder._spans_by_layout(full, messages) == encoder._spans_by_prefixes(full, messages), name
 
@@ -439,7 +436,7 @@ def test_template_whose_generation_prompt_is_not_a_history_prefix(tokenizers):
     row = tokenize_conversation(conversation, tokenizer, 4096)[0]
     decoded = [tokenizer.decode(run, skip_special_tokens=False) for run in _trained_runs(row)]
     assert decoded == [c + "<|im_end|>" for c in _assistant_contents(conversation)]
-    encoder = _Encoder(tokenizer)
-    messages = render_messages(conversation)
+    encoder = ChatEncoder(tokenizer)
+    messages = as_messages(conversation.turns)
     full = encoder.render(messages)
     assert encoder._spans_by_layout(full, messages) == encoder._spans_by_prefixes(full, messages)

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from distill_ner.config import EvalConfig, EvaluateNERConfig
-from distill_ner.evaluation import (
+from distill_ner.ner.config import EvalConfig, EvaluateNERConfig
+from distill_ner.ner.evaluation import (
     PREDICTIONS_TABLE,
     benchmark_queries,
     evaluate_model,
@@ -17,9 +17,10 @@ from distill_ner.evaluation import (
     predictions_table,
     report_metrics,
 )
-from distill_ner.inference import Engine, EngineStats
-from distill_ner.benchmarks import load_benchmark
-from distill_ner.metrics import parse_answer, uniner_scores
+from distill_ner.engine import EngineStats
+from distill_ner.ner.inference import NEREngine
+from distill_ner.ner.benchmarks import load_benchmark
+from distill_ner.ner.metrics import parse_answer, uniner_scores
 from distill_ner.models import load_model, load_tokenizer, make_tiny_model
 
 SENTENCES = {
@@ -90,7 +91,7 @@ def one_thread():
 
 
 @pytest.fixture(scope="module")
-def tiny_engine(tmp_path_factory: pytest.TempPathFactory) -> Engine:
+def tiny_engine(tmp_path_factory: pytest.TempPathFactory) -> NEREngine:
     path = make_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
     model = load_model(str(path))
     with torch.no_grad():  # varied garbage instead of one repeated token (see test_inference)
@@ -98,10 +99,10 @@ def tiny_engine(tmp_path_factory: pytest.TempPathFactory) -> Engine:
         for param in model.parameters():
             if param.dim() == 2:
                 param.copy_(torch.randn(param.shape, generator=generator) * 0.15)
-    return Engine.from_model(model, load_tokenizer(str(path)), batch_size=4, max_new_tokens=8, name=str(path))
+    return NEREngine.from_model(model, load_tokenizer(str(path)), batch_size=4, max_new_tokens=8, name=str(path))
 
 
-def test_report_equals_uniner_scores_of_raw_answers(tiny_engine: Engine, tmp_path: Path):
+def test_report_equals_uniner_scores_of_raw_answers(tiny_engine: NEREngine, tmp_path: Path):
     bench = write_uniner(tmp_path / "mini.json", SENTENCES)
     config = EvalConfig(benchmarks=[str(bench)], max_new_tokens=8, batch_size=4)
     report = evaluate_model("tiny", config, engine=tiny_engine)

@@ -19,7 +19,7 @@ from distill_ner.extraction.data import ExtractionExample, ExtractionSet
 from distill_ner.extraction.inference import Filling
 from distill_ner.extraction.prompts import dump_json
 from distill_ner.records import Passage
-from distill_ner.teacher import TeacherCacheMissError
+from distill_ner.teacher.client import TeacherCacheMissError
 from distill_ner.teacher.backends import Completion
 
 ROOT = Path(__file__).resolve().parents[1]

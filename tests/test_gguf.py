@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from distill_ner.conversations import query_prompt_ids
+from distill_ner.ner.conversations import query_prompt_ids
 from distill_ner.export import DEFAULT_CONVERTER_CACHE, export_gguf
-from distill_ner.inference import Engine
+from distill_ner.ner.inference import NEREngine as Engine
 from distill_ner.models import load_model, load_tokenizer
 from test_inference import SENTENCES, queries, scrambled_tiny_model
 from test_registry import mlflow_store, mlflow_template  # noqa: F401

@@ -14,9 +14,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from distill_ner.conversations import query_prompt_ids
-from distill_ner.inference import Engine, Predictor, common_prefix_length, plan_chunks, stop_token_ids
-from distill_ner.metrics import extract_items, parse_answer
+from distill_ner.ner.conversations import query_prompt_ids
+from distill_ner.engine import common_prefix_length, plan_chunks, stop_token_ids
+from distill_ner.ner.inference import NEREngine as Engine
+from distill_ner.ner.inference import Predictor
+from distill_ner.ner.metrics import extract_items, parse_answer
 from distill_ner.models import load_model, load_tokenizer, make_tiny_model
 
 SENTENCES = [
@@ -276,7 +278,7 @@ def test_vllm_matches_transformers(tiny_dir: Path):
 
 
 def test_group_indices_keeps_first_appearance_order():
-    from distill_ner.inference import group_indices
+    from distill_ner.engine import group_indices
 
     assert group_indices(["b", "a", "b", "c", "a"]) == [[0, 2], [1, 4], [3]]
     assert group_indices([]) == []

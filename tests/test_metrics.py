@@ -12,8 +12,8 @@ import pytest
 for _var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HF_EVALUATE_OFFLINE"):
     os.environ.setdefault(_var, "1")
 
-from distill_ner.benchmarks import load_benchmark  # noqa: E402
-from distill_ner.metrics import (  # noqa: E402
+from distill_ner.ner.benchmarks import load_benchmark  # noqa: E402
+from distill_ner.ner.metrics import (  # noqa: E402
     average,
     extract_items,
     normalize,
@@ -23,7 +23,7 @@ from distill_ner.metrics import (  # noqa: E402
     strings_to_tags,
     uniner_scores,
 )
-from distill_ner.ner_data import NERSentence, sentence_from_bio  # noqa: E402
+from distill_ner.ner.data import NERSentence, sentence_from_bio  # noqa: E402
 from distill_ner.records import Scores  # noqa: E402
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -318,7 +318,7 @@ def test_span_scores_without_token_gold_uses_gold_strings() -> None:
 
 def test_evaluate_load_offline_matches_uniner_scores() -> None:
     evaluate = pytest.importorskip("evaluate")
-    metric = evaluate.load(str(PROJECT_ROOT / "distill_ner" / "metric_module" / "uniner_ner"))
+    metric = evaluate.load(str(PROJECT_ROOT / "distill_ner" / "ner" / "metric_module" / "uniner_ner"))
     predictions = ['["Paris", "Rome"]', "none", '["The Louvre"]']
     references = ['["paris"]', '["Berlin"]', '["louvre", "Seine"]']
     got = metric.compute(predictions=predictions, references=references)

@@ -8,8 +8,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from distill_ner.config import NegativesConfig
-from distill_ner.negatives import add_negatives, normalize_type, type_frequencies
+from distill_ner.ner.config import NegativesConfig
+from distill_ner.ner.negatives import add_negatives, normalize_type, type_frequencies
 from distill_ner.records import AnnotatedPassage, AnnotationSet, Entity
 
 # chi-square 0.999 quantile for 11 degrees of freedom (12 types), i.e. a test at p = 0.001; written out

@@ -13,7 +13,7 @@ for _var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HF_EVALUATE_OFFLINE"):
 
 import datasets  # noqa: E402
 
-from distill_ner.ner_data import (  # noqa: E402
+from distill_ner.ner.data import (  # noqa: E402
     expand_label,
     list_label_maps,
     load_bio,

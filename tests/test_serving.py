@@ -35,7 +35,7 @@ def adapter_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from distill_ner.conversations import query_prompt_ids
+    from distill_ner.ner.conversations import query_prompt_ids
     from distill_ner.models import load_model, load_tokenizer, make_tiny_model
 
     root = tmp_path_factory.mktemp("adapter")
@@ -116,7 +116,7 @@ def test_logged_adapter_is_self_contained_and_answers_like_the_local_model(adapt
     import pandas as pd
 
     from distill_ner import serving
-    from distill_ner.inference import Predictor
+    from distill_ner.ner.inference import Predictor
 
     # a private copy of the adapter and its base, so that the base can be removed after logging
     base = tmp_path / "base"
@@ -140,7 +140,7 @@ def test_logged_adapter_is_self_contained_and_answers_like_the_local_model(adapt
     mlmodel = (downloaded / "MLmodel").read_text()
     assert "torch==" in (downloaded / "requirements.txt").read_text() and "+cpu" not in (downloaded / "requirements.txt").read_text()
     assert "signature" in mlmodel and (downloaded / "input_example.json").exists()
-    assert (downloaded / "code" / "distill_ner" / "inference.py").exists()
+    assert (downloaded / "code" / "distill_ner" / "engine" / "engine.py").exists()
     assert not list((downloaded / "code").rglob("__pycache__"))
 
     model = mlflow.pyfunc.load_model(uri)

@@ -28,20 +28,14 @@ from fake_openai_server import FakeOpenAIServer, annotate, passage_hash, passage
 
 from distill_ner.config import TeacherConfig  # noqa: E402
 from distill_ner.records import AnnotationSet, Passage  # noqa: E402
-from distill_ner.teacher import (  # noqa: E402
-    FILTER_REASONS,
-    SYSTEM_PROMPT,
-    ResponseCache,
-    TeacherCacheMissError,
-    annotate_passages,
-    build_messages,
-    parse_answer,
-    request_key,
-    resolve_api_key,
-    teacher_request,
-)
+from distill_ner.ner.annotate import annotate_passages, teacher_request  # noqa: E402
+from distill_ner.ner.parse import FILTER_REASONS, parse_answer  # noqa: E402
+from distill_ner.ner.prompt import SYSTEM_PROMPT, build_messages  # noqa: E402
+from distill_ner.teacher.backends import resolve_api_key  # noqa: E402
+from distill_ner.teacher.cache import ResponseCache, request_key  # noqa: E402
+from distill_ner.teacher.client import TeacherCacheMissError  # noqa: E402
 from distill_ner.teacher.backends import OpenAIBackend, TeacherError, parse_retry_after, redact  # noqa: E402
-from distill_ner.teacher.parse import extract_list, find_in_text, is_non_english, normalize_type  # noqa: E402
+from distill_ner.ner.parse import extract_list, find_in_text, is_non_english, normalize_type  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 KEY_ENV = "DISTILL_NER_TEST_TEACHER_KEY"
@@ -272,7 +266,7 @@ def test_api_key_from_zenml_secret(tmp_path: Path) -> None:
         import os
         from zenml.client import Client
         from distill_ner.config import TeacherConfig
-        from distill_ner.teacher import resolve_api_key
+        from distill_ner.teacher.backends import resolve_api_key
         Client().create_secret("teacher-test", values={{"api_key": "sk-from-zenml-secret"}})
         cfg = TeacherConfig(api_key_env="{KEY_ENV}", api_key_secret="teacher-test")
         assert resolve_api_key(cfg) == "sk-from-zenml-secret", "secret not used"

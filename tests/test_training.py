@@ -23,7 +23,7 @@ import torch
 from distill_ner.config import TrainConfig
 from distill_ner.models import load_model, make_tiny_model
 from distill_ner.records import SFTDataset, SFTRow
-from distill_ner.training import (
+from distill_ner.training.train import (
     ALL_LINEAR,
     IGNORE_INDEX,
     PadToLongestCollator,
@@ -341,7 +341,7 @@ _KILLED_RUN = textwrap.dedent(
     from transformers import TrainerCallback
     from distill_ner.config import TrainConfig
     from distill_ner.records import SFTDataset
-    from distill_ner.training import train_student
+    from distill_ner.training.train import train_student
 
     torch.set_num_threads(1)
     sft_path, cfg_path, student, out, ckpt, marker = sys.argv[1:7]
@@ -475,7 +475,7 @@ _DDP_RUN = textwrap.dedent(
     from pathlib import Path
     from distill_ner.config import TrainConfig
     from distill_ner.records import SFTDataset
-    from distill_ner.training import train_student
+    from distill_ner.training.train import train_student
 
     sft_path, cfg_path, student, out = sys.argv[1:5]
     train_student(SFTDataset.model_validate_json(Path(sft_path).read_text()), student,
@@ -507,7 +507,7 @@ def test_multi_gpu_launch(tiny, sft, tmp_path, distributed):
 @pytest.mark.slow
 def test_two_process_ddp_on_cpu(tiny, sft, tmp_path, monkeypatch):
     """The train step's multi-process path for real: two ranks (gloo), each on its share of every batch."""
-    from distill_ner.launch import train_distributed
+    from distill_ner.training.launch import train_distributed
 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     monkeypatch.setenv("PYTHONPATH", str(REPO))

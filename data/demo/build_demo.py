@@ -25,7 +25,7 @@ sys.path.insert(0, str(HERE.parents[1]))
 from distill_ner.config import TeacherConfig  # noqa: E402
 from distill_ner.corpus import normalize_whitespace  # noqa: E402
 from distill_ner.jsonl import iter_jsonl  # noqa: E402
-from distill_ner.teacher import teacher_request  # noqa: E402
+from distill_ner.ner.annotate import teacher_request  # noqa: E402
 from distill_ner.teacher.cache import CacheRecord, canonical_json  # noqa: E402
 
 MODEL = "demo-recorded-teacher"

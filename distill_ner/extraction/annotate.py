@@ -22,7 +22,7 @@ from distill_ner.extraction.filters import FILLING_REASONS, TEMPLATE_REASONS, ch
 from distill_ner.extraction.prompts import extraction_messages, template_generation_messages
 from distill_ner.extraction.templates import string_leaves
 from distill_ner.records import Passage
-from distill_ner.teacher.annotate import make_request, run_teacher
+from distill_ner.teacher.client import make_request, run_teacher
 
 
 def _prefixed(stage: str, values: dict[str, Any]) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from distill_ner.extraction.data import ExtractionExample, load_examples
 from distill_ner.extraction.inference import Extractor
 from distill_ner.extraction.metric import kind_scores, score_document
 from distill_ner.extraction.templates import conforms, string_leaves
-from distill_ner.negatives import stable_rng
+from distill_ner.rng import stable_rng
 from distill_ner.records import EvalReport, Prediction
 
 

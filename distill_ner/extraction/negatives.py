@@ -21,7 +21,7 @@ from typing import Any
 from distill_ner.corpus import SentenceSplitter
 from distill_ner.extraction.data import ExtractionExample, ExtractionSet
 from distill_ner.extraction.filters import Verbatim
-from distill_ner.negatives import stable_rng
+from distill_ner.rng import stable_rng
 
 SUFFIX = "~cut"
 

@@ -17,7 +17,7 @@ Templates and examples are serialised with `json.dumps(..., indent=4)` as NuMind
 
 Choice: the student prompt is rendered through the student's CHAT TEMPLATE as the user turn, with the
 filled JSON as the assistant turn, not fed raw. That way training reuses the shared
-`conversations.tokenize_conversation` (loss only on the assistant turn, found through the template)
+`chat.tokenize_conversation` (loss only on the assistant turn, found through the template)
 and inference reuses the shared chat-prompt path, so the prompt at test time is token for token the
 training prefix. The NuExtract markers stay inside the user turn so the text the model reads is
 NuMind's format; the template's end-of-turn token plays the role of 1.0's `<|end-output|>`.

@@ -1,7 +1,7 @@
 """Extraction examples -> one two-turn conversation each -> tokenised rows (loss on the filling only).
 
 Conversation: user = the NuExtract prompt (template + text, prompts.student_prompt), assistant = the
-filled JSON. Tokenisation is the shared `conversations.tokenize_conversation`: rendered through the
+filled JSON. Tokenisation is the shared `chat.tokenize_conversation`: rendered through the
 student's chat template, labels only on the assistant turn and its end-of-turn token. An example longer
 than `max_length` cannot be cut (the filling needs the whole text) and is dropped, counted.
 """
@@ -11,12 +11,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from distill_ner.conversations import IGNORE_INDEX, preview_segments, tokenize_conversation
+from distill_ner.chat import IGNORE_INDEX, preview_segments, tokenize_conversation
 from distill_ner.extraction.config import ExtractionPromptConfig, ExtractionSFTConfig
 from distill_ner.extraction.data import ExtractionExample, ExtractionSet
 from distill_ner.extraction.prompts import student_messages
 from distill_ner.extraction.templates import string_leaves
-from distill_ner.negatives import stable_rng
+from distill_ner.rng import stable_rng
 from distill_ner.records import Conversation, SFTDataset, SFTRow, Turn
 
 logger = logging.getLogger(__name__)

@@ -1,14 +1,14 @@
 """UniversalNER string-match metric for `evaluate.load("<path to this folder>")`.
 
 evaluate copies this file into its module cache before importing it, so relative imports do not
-work; the scoring lives in distill_ner.metrics and is imported from the installed package (run from
+work; the scoring lives in distill_ner.ner.metrics and is imported from the installed package (run from
 the project root or `pip install -e .`). evaluate checks that top-level import before loading.
 """
 
 import datasets
 import evaluate
 
-from distill_ner.metrics import uniner_scores
+from distill_ner.ner.metrics import uniner_scores
 
 _DESCRIPTION = """\
 Micro precision / recall / F1 over (sentence, type) queries, as in the UniversalNER evaluation:
@@ -23,7 +23,7 @@ Args:
 Returns:
     precision, recall, f1 (floats in [0, 1]) and n_queries.
 Example:
-    >>> metric = evaluate.load("distill_ner/metric_module/uniner_ner")
+    >>> metric = evaluate.load("distill_ner/ner/metric_module/uniner_ner")
     >>> metric.compute(predictions=['["Paris"]'], references=['["Paris", "Rome"]'])["recall"]
     0.499999999975
 """

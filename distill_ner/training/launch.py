@@ -23,7 +23,7 @@ from distill_ner.records import SFTDataset
 
 
 def launch_command(config: TrainConfig, work: Path, *, cpu: bool = False) -> list[str]:
-    target = ["-m", "distill_ner.launch", "--work", str(work)]
+    target = ["-m", "distill_ner.training.launch", "--work", str(work)]
     if cpu:
         # --standalone: a private rendezvous on a free local port
         return [sys.executable, "-m", "torch.distributed.run", "--standalone",
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--work", required=True, type=Path)
     args = parser.parse_args(argv)
 
-    from distill_ner import training
+    from distill_ner.training import train as training
 
     job = json.loads((args.work / "job.json").read_text())
     sft = SFTDataset.model_validate_json((args.work / "sft.json").read_text())

@@ -12,30 +12,19 @@ probabilities; that is inherent to frequency sampling.)
 
 from __future__ import annotations
 
-import hashlib
 from collections import Counter
 from collections.abc import Iterable
 
 import numpy as np
 
-from distill_ner.config import NegativesConfig
+from distill_ner.ner.config import NegativesConfig
+from distill_ner.rng import stable_rng
 from distill_ner.records import AnnotatedPassage, AnnotationSet
-from distill_ner.teacher.parse import normalize_type  # one definition of a type's comparison key
+from distill_ner.ner.parse import normalize_type  # one definition of a type's comparison key
 
 # Rejection sampling below redraws when it hits a type of the passage (or one already chosen); past this
 # many redraws per wanted negative the allowed mass is tiny and an exact masked draw is cheaper.
 _MAX_REDRAWS_PER_PICK = 64
-
-
-def stable_rng(seed: int, *keys: str) -> np.random.Generator:
-    """A Generator that depends only on `seed` and `keys`, never on process state.
-
-    Python's hash() of a str is salted per process, so the key is hashed with blake2b instead. The seed goes
-    through the same string so that negative seeds are fine (SeedSequence wants non-negative entropy).
-    """
-    material = "\x1f".join([str(seed), *keys]).encode("utf-8")
-    entropy = int.from_bytes(hashlib.blake2b(material, digest_size=16).digest(), "big")
-    return np.random.default_rng(entropy)
 
 
 def type_frequencies(annotations: AnnotationSet) -> dict[str, int]:

@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol
 
-from distill_ner.config import SupervisedSource
-from distill_ner.negatives import stable_rng
+from distill_ner.ner.config import SupervisedSource
+from distill_ner.rng import stable_rng
 from distill_ner.records import AnnotatedPassage, Entity
 
 
@@ -61,13 +61,13 @@ def load_supervised(source: SupervisedSource) -> list[AnnotatedPassage]:
     `max_examples` keeps a seeded sample (fixed per dataset name) rather than the first sentences, which
     in document-ordered datasets would come from a handful of documents.
     """
-    from distill_ner import ner_data  # the loaders pull in datasets/pyarrow; only this step needs them
+    from distill_ner.ner import data as ner_data  # the loaders pull in datasets/pyarrow; only this step needs them
 
     ref = source.path if source.path is not None else source.hf_dataset
     if source.path is not None:
         from pathlib import Path
 
-        from distill_ner.benchmarks import benchmark_paths
+        from distill_ner.ner.benchmarks import benchmark_paths
 
         # evaluation data must never leak into training
         if str(Path(source.path).expanduser().resolve()) in {str(Path(p).resolve()) for p in benchmark_paths()}:

@@ -30,7 +30,7 @@ import string
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from distill_ner.ner_data import NERSentence
+from distill_ner.ner.data import NERSentence
 from distill_ner.records import Scores
 
 EPS = 1e-10

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from distill_ner.records import Entity
-from distill_ner.teacher.prompt import TEMPLATE_ECHOES
+from distill_ner.ner.prompt import TEMPLATE_ECHOES
 
 FILTER_REASONS: tuple[str, ...] = (
     "unparseable", "malformed_item", "empty_entity", "empty_type", "template_echo",

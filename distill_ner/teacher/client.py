@@ -1,9 +1,9 @@
-"""Annotate passages with the teacher: cache first, then concurrent requests with retries.
+"""The teacher client for any prompt: cache first, then concurrent requests with retries.
 
-Every passage ends in exactly one place: `AnnotationSet.passages` (possibly with zero entities
-after filtering) or `AnnotationSet.failures` with a reason (transport failure after the last retry,
-a permanent HTTP error, or an answer with no parseable list). Responses are committed to the cache
-as they arrive, so an interrupted run loses nothing it was answered.
+Every request ends in exactly one place: `TeacherRun.answers` or `TeacherRun.failures` with a reason
+(transport failure after the last retry, or a permanent HTTP error). Responses are committed to the cache
+as they arrive, so an interrupted run loses nothing it was answered. Recipes build the prompts and parse
+the answers (`distill_ner.ner.annotate`, `distill_ner.extraction.annotate`).
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import random
 import threading
-from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
@@ -19,11 +18,8 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from distill_ner.config import TeacherConfig
-from distill_ner.records import AnnotatedPassage, AnnotationFailure, AnnotationSet, Passage
 from distill_ner.teacher.backends import Completion, TeacherBackend, TeacherError, make_backend, sampling_params
 from distill_ner.teacher.cache import CachedResponse, ResponseCache, request_key
-from distill_ner.teacher.parse import FILTER_REASONS, parse_answer
-from distill_ner.teacher.prompt import build_messages
 
 log = logging.getLogger(__name__)
 
@@ -55,11 +51,6 @@ def make_request(messages: list[dict[str, str]], config: TeacherConfig) -> Teach
     """A request for any prompt, keyed by backend kind, model, messages and sampling params."""
     params = sampling_params(config)
     return TeacherRequest(request_key(config.backend, config.model, messages, params), messages, params)
-
-
-def teacher_request(passage_text: str, config: TeacherConfig) -> TeacherRequest:
-    """The request `annotate_passages` sends for a passage, and its cache key."""
-    return make_request(build_messages(passage_text, config.prompt), config)
 
 
 @dataclass
@@ -200,55 +191,3 @@ def run_teacher(
                                 + completion_tokens / 1000 * config.price_per_1k_completion_tokens, 6),
     }
     return TeacherRun(answers=answers, failures=failures, usage=usage)
-
-
-def annotate_passages(
-    passages: list[Passage],
-    config: TeacherConfig,
-    *,
-    backend: TeacherBackend | None = None,
-    progress: bool = True,
-) -> AnnotationSet:
-    """Teacher annotations for `passages`, in their order.
-
-    `backend` replaces how requests are sent (default: built from `config`); the cache key always
-    comes from `config` (backend kind, model, messages, sampling params).
-    """
-    ids = Counter(p.id for p in passages)
-    dup_ids = [i for i, n in ids.items() if n > 1]
-    if dup_ids:
-        raise ValueError(f"annotate_passages: duplicate passage ids, e.g. {dup_ids[:3]}")
-
-    requests = [teacher_request(p.text, config) for p in passages]
-    run = run_teacher(requests, config, backend=backend, progress=progress)
-
-    filter_counts: Counter[str] = Counter({r: 0 for r in FILTER_REASONS})
-    type_counts: Counter[str] = Counter()
-    annotated: list[AnnotatedPassage] = []
-    failed: list[AnnotationFailure] = []
-    for passage, req in zip(passages, requests):
-        if req.key in run.failures:
-            reason, detail = run.failures[req.key]
-            failed.append(AnnotationFailure(passage_id=passage.id, reason=reason, detail=detail))
-            continue
-        answer = run.answers[req.key]
-        result = parse_answer(answer, passage.text)
-        filter_counts.update(result.counts)
-        if not result.parsed:
-            failed.append(AnnotationFailure(passage_id=passage.id, reason="unparseable",
-                                            detail=f"{result.error}; answer starts: {answer[:200]!r}"))
-            continue
-        type_counts.update(e.type for e in result.entities)
-        annotated.append(AnnotatedPassage(id=passage.id, text=passage.text, entities=result.entities))
-
-    usage = {"passages": len(passages), **run.usage, "failures": len(failed)}
-    log.info("teacher: %d annotated, %d failed, %d requests, %d cache hits",
-             len(annotated), len(failed), usage["requests"], usage["cache_hits"])
-    return AnnotationSet(
-        passages=annotated,
-        failures=failed,
-        filter_counts=dict(filter_counts),
-        type_counts=dict(sorted(type_counts.items(), key=lambda kv: (-kv[1], kv[0]))),
-        usage=usage,
-        teacher=f"{config.backend}:{config.model}",
-    )

@@ -1,8 +1,4 @@
-"""Annotated passages -> UniversalNER conversations -> tokenised rows with exact loss masks.
-
-One conversation per passage (RECIPE.md, "Training format"): the system prompt, `Text: {passage}` answered
-by `I've read this text.`, then one question per type (positives and negatives, shuffled) answered by a
-JSON list. Supervised passages carry `Dataset: {name}` in the passage turn ("Supervised mixing").
+"""Chat rendering and assistant-only loss masks, shared by every recipe.
 
 Rendering goes through the tokenizer's own chat template (ChatML's CHATML_TEMPLATE when it has none), and
 inference renders its prompt with the same two functions (`render_text`, `encode_text`), so the prompt a
@@ -22,12 +18,11 @@ fall back to counting the tokens of the text before each span boundary.
 
 That prefix method costs two renderings per turn, so it runs on a probe conversation once per tokenizer to
 learn the template's turn layout, and each conversation is then matched against that layout in its one
-full rendering, falling back to the prefix method where it does not match (see `_Encoder`).
+full rendering, falling back to the prefix method where it does not match (see `ChatEncoder`).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from bisect import bisect_left
@@ -35,106 +30,22 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from distill_ner.config import SFTConfig
 from distill_ner.models import CHATML_TEMPLATE
-from distill_ner.negatives import normalize_type, stable_rng
-from distill_ner.records import AnnotatedPassage, AnnotationSet, Conversation, SFTDataset, SFTRow, Turn
+from distill_ner.records import Conversation, SFTRow, Turn
 
 logger = logging.getLogger(__name__)
 
-SYSTEM_PROMPT = "A virtual assistant answers questions from a user based on the provided text."
-READ_REPLY = "I've read this text."
-QUESTION_TEMPLATE = "What describes {type} in the text?"
-TEXT_TEMPLATE = "Text: {passage}"
-# RECIPE.md writes it `Dataset: {name} \n Text: {passage}`: a space on each side of the line break.
-DATASET_TEXT_TEMPLATE = "Dataset: {name} \n Text: {passage}"
-EMPTY_ANSWER = "[]"
-IGNORE_INDEX = -100
-PREVIEW_ROWS = 3
+IGNORE_INDEX = -100  # label of tokens that carry no loss (PyTorch's cross-entropy default)
 
 Message = dict[str, str]
 
 
-# ----------------------------------------------------------------------------------------- turns
-
-
-def passage_turn(text: str, dataset: str | None = None) -> str:
-    """The first user turn; the dataset line only for human-annotated data (left out at zero-shot inference)."""
-    if dataset is None:
-        return TEXT_TEMPLATE.format(passage=text)
-    return DATASET_TEXT_TEMPLATE.format(name=dataset, passage=text)
-
-
-def question_turn(entity_type: str) -> str:
-    return QUESTION_TEMPLATE.format(type=entity_type)
-
-
-def answer_turn(entities: Sequence[str]) -> str:
-    # ensure_ascii=False: the student copies "Łódź" from the passage rather than learning \u escapes;
-    # json.loads at evaluation reads both spellings the same.
-    return json.dumps(list(entities), ensure_ascii=False)
-
-
-def _opening_turns(text: str, dataset: str | None) -> list[Turn]:
-    return [
-        Turn(role="system", content=SYSTEM_PROMPT),
-        Turn(role="user", content=passage_turn(text, dataset)),
-        Turn(role="assistant", content=READ_REPLY),
-    ]
-
-
-def _questions(passage: AnnotatedPassage) -> list[tuple[str, list[str]]]:
-    """(type, entity strings) per type: positives in order of first mention, then negatives with [].
-
-    Types are grouped by their normalised form so that "Person" and "person" do not become two questions
-    with different answers; the first spelling seen is the one asked about. Entity strings keep the order
-    of first occurrence, duplicates dropped. A negative that is also a positive type is skipped.
-    """
-    groups: dict[str, tuple[str, list[str]]] = {}
-    for entity in passage.entities:
-        key = normalize_type(entity.type)
-        if not key:
-            continue
-        _, texts = groups.setdefault(key, (entity.type.strip(), []))
-        if entity.text not in texts:
-            texts.append(entity.text)
-    for negative in passage.negatives:
-        key = normalize_type(negative)
-        if key and key not in groups:
-            groups[key] = (negative.strip(), [])
-    return list(groups.values())
-
-
-def build_conversation(passage: AnnotatedPassage, seed: int, dataset: str | None = None) -> Conversation:
-    """One conversation covering all of a passage's types; question order shuffled, opening turns first.
-
-    The order depends on (seed, passage id) only, so a passage keeps its conversation when others change.
-    """
-    questions = _questions(passage)
-    order = stable_rng(seed, "questions", passage.id).permutation(len(questions))
-    turns = _opening_turns(passage.text, dataset)
-    for i in order.tolist():
-        entity_type, entities = questions[i]
-        turns.append(Turn(role="user", content=question_turn(entity_type)))
-        turns.append(Turn(role="assistant", content=answer_turn(entities)))
-    return Conversation(id=passage.id, turns=turns, dataset=dataset)
-
-
-def _as_messages(turns: Sequence[Turn]) -> list[Message]:
+def as_messages(turns: Sequence[Turn]) -> list[Message]:
+    """Turns as chat-template messages."""
     return [{"role": turn.role, "content": turn.content} for turn in turns]
 
 
-def render_messages(conversation: Conversation) -> list[Message]:
-    """The conversation as chat-template messages."""
-    return _as_messages(conversation.turns)
-
-
-def query_messages(text: str, entity_type: str, dataset: str | None = None) -> list[Message]:
-    """The inference prompt for one (text, type) query: the training conversation's opening and one question."""
-    return _as_messages([*_opening_turns(text, dataset), Turn(role="user", content=question_turn(entity_type))])
-
-
-# ------------------------------------------------------------------------- rendering (shared path)
+# ---------------------------------------------------------------------------------------- rendering
 
 
 def render_text(tokenizer: Any, messages: Sequence[Message], add_generation_prompt: bool = False) -> str:
@@ -165,10 +76,34 @@ def encode_text(tokenizer: Any, text: str) -> list[int]:
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
-def query_prompt_ids(tokenizer: Any, text: str, entity_type: str, dataset: str | None = None) -> list[int]:
-    """Token ids of the zero-shot prompt, ending with the template's generation prompt."""
-    messages = query_messages(text, entity_type, dataset)
-    return encode_text(tokenizer, render_text(tokenizer, messages, add_generation_prompt=True))
+def end_of_turn_ids(tokenizer: Any) -> list[int]:
+    """The special token(s) the chat template writes right after an assistant reply.
+
+    Found by rendering a probe conversation with a reply in the middle (where templates write it as they
+    do in training data) and reading the first special token after that reply (ChatML's `<|im_end|>`,
+    Llama-3's `<|eot_id|>`, Gemma's `<end_of_turn>`, Llama-2's `</s>`), so no template is hard-coded.
+    Empty when the template writes no special token there.
+    """
+    reply = "Probe reply."
+    messages = [
+        {"role": "system", "content": "Probe system prompt."},
+        {"role": "user", "content": "Probe question?"},
+        {"role": "assistant", "content": reply},
+        {"role": "user", "content": "Probe second question?"},
+    ]
+    rendered = render_text(tokenizer, messages, add_generation_prompt=True)
+    at = rendered.find(reply)
+    if at < 0:
+        return []
+    tail = rendered[at + len(reply) :]
+    specials = set(getattr(tokenizer, "all_special_ids", []) or [])
+    for token_id, added in (getattr(tokenizer, "added_tokens_decoder", None) or {}).items():
+        if getattr(added, "special", False):
+            specials.add(int(token_id))
+    for token_id in tokenizer(tail, add_special_tokens=False)["input_ids"]:
+        if token_id in specials:
+            return [int(token_id)]
+    return []
 
 
 # ------------------------------------------------------------------------------------ loss masks
@@ -195,7 +130,7 @@ class _TurnLayout:
     marker: str
 
 
-class _Encoder:
+class ChatEncoder:
     """Renders and tokenises conversations for one tokenizer, labelling the assistant turns.
 
     The exact method (`_spans_by_prefixes`) renders two prefixes per assistant turn, O(turns²) template
@@ -345,7 +280,7 @@ class _Encoder:
         return _Encoded(ids=ids, labels=labels, turn_ends=turn_ends)
 
 
-def _split_units(messages: list[Message]) -> tuple[list[Message], list[list[Message]]]:
+def split_units(messages: list[Message]) -> tuple[list[Message], list[list[Message]]]:
     """(opening up to the first assistant turn, then units each ending with an assistant turn)."""
     first = next((i for i, m in enumerate(messages) if m["role"] == "assistant"), len(messages) - 1)
     opening, units, current = messages[: first + 1], [], []
@@ -362,16 +297,16 @@ def _split_units(messages: list[Message]) -> tuple[list[Message], list[list[Mess
     return opening, units
 
 
-def _conversation_rows(conversation: Conversation, encoder: _Encoder, max_length: int) -> tuple[list[SFTRow], int]:
+def conversation_rows(conversation: Conversation, encoder: ChatEncoder, max_length: int) -> tuple[list[SFTRow], int]:
     """Rows of at most max_length tokens, and the number of question/answer units dropped.
 
     A conversation that fits is one row. Otherwise it is cut between question/answer units; each row
-    repeats the opening (system, passage turn, READ_REPLY) because an answer means nothing without its
-    passage. Only the first row trains on READ_REPLY, so every assistant turn is a target exactly once.
+    repeats the opening (every message up to the first assistant reply) because an answer means nothing without its
+    passage. Only the first row trains on that first reply, so every assistant turn is a target exactly once.
     A unit that does not fit even alone after the opening is dropped (counted; a conversation without
     questions that does not fit counts as one).
     """
-    messages = render_messages(conversation)
+    messages = as_messages(conversation.turns)
 
     def row(n: int, enc: _Encoded) -> SFTRow:
         return SFTRow(id=f"{conversation.id}#{n}", conversation_id=conversation.id, input_ids=enc.ids, labels=enc.labels)
@@ -379,7 +314,7 @@ def _conversation_rows(conversation: Conversation, encoder: _Encoder, max_length
     whole = encoder.encode(messages)
     if len(whole.ids) <= max_length:
         return [row(0, whole)], 0
-    opening, units = _split_units(messages)
+    opening, units = split_units(messages)
     if not units:
         return [], 1
     # Token cost of each unit, read off the whole rendering; only a first guess, as templates need not
@@ -412,11 +347,8 @@ def _conversation_rows(conversation: Conversation, encoder: _Encoder, max_length
 
 def tokenize_conversation(conversation: Conversation, tokenizer: Any, max_length: int) -> list[SFTRow]:
     """Tokenised rows (unpadded) with labels = IGNORE_INDEX on everything but assistant targets."""
-    rows, _ = _conversation_rows(conversation, _Encoder(tokenizer), max_length)
+    rows, _ = conversation_rows(conversation, ChatEncoder(tokenizer), max_length)
     return rows
-
-
-# --------------------------------------------------------------------------------------- dataset
 
 
 def preview_segments(row: SFTRow, tokenizer: Any) -> list[tuple[str, bool]]:
@@ -429,65 +361,3 @@ def preview_segments(row: SFTRow, tokenizer: Any) -> list[tuple[str, bool]]:
             segments.append((text, row.labels[start] != IGNORE_INDEX))
             start = i
     return segments
-
-
-
-def _select_supervised(
-    supervised: Sequence[tuple[str, Sequence[AnnotatedPassage]]], cap: int, seed: int
-) -> list[tuple[str, AnnotatedPassage]]:
-    """At most `cap` (dataset, passage) pairs, drawn uniformly from all sources pooled (seeded)."""
-    pool = [(name, passage) for name, passages in supervised for passage in passages]
-    if len(pool) <= cap:
-        return pool
-    picks = stable_rng(seed, "supervised").choice(len(pool), size=cap, replace=False)
-    return [pool[i] for i in sorted(picks.tolist())]
-
-
-def build_sft_dataset(
-    annotations: AnnotationSet,
-    config: SFTConfig,
-    tokenizer: Any,
-    supervised: Sequence[tuple[str, Sequence[AnnotatedPassage]]] = (),
-) -> SFTDataset:
-    """Conversations for every teacher passage plus at most supervised_ratio × as many supervised ones,
-    shuffled (seeded) and tokenised. Same inputs and seed give a byte-identical dataset."""
-    conversations = [build_conversation(p, config.seed) for p in annotations.passages]
-    cap = int(config.supervised_ratio * len(conversations))
-    chosen = _select_supervised(supervised, cap, config.seed)
-    conversations += [build_conversation(p, config.seed, dataset=name) for name, p in chosen]
-    order = stable_rng(config.seed, "order").permutation(len(conversations)).tolist()
-    conversations = [conversations[i] for i in order]
-
-    encoder = _Encoder(tokenizer)
-    rows: list[SFTRow] = []
-    truncations = 0
-    for conversation in conversations:
-        conversation_rows, dropped = _conversation_rows(conversation, encoder, config.max_length)
-        rows += conversation_rows
-        truncations += dropped
-
-    # questions are the user turns after the passage turn; each is answered by the turn that follows
-    answers = [t.content for c in conversations for t in c.turns[3:] if t.role == "assistant"]
-    negative_questions = sum(a == EMPTY_ANSWER for a in answers)
-    tokens = sum(len(r.input_ids) for r in rows)
-    trained = sum(label != IGNORE_INDEX for r in rows for label in r.labels)
-    stats = {
-        "conversations": len(conversations),
-        "questions": len(answers),
-        "negative_questions": negative_questions,
-        "negatives_share": negative_questions / len(answers) if answers else 0.0,
-        "rows": len(rows),
-        "tokens": tokens,
-        "trained_tokens": trained,
-        "truncations": truncations,
-        "supervised_conversations": len(chosen),
-    }
-    if truncations:
-        logger.warning("%d question/answer pairs did not fit in max_length=%d and were dropped", truncations, config.max_length)
-    return SFTDataset(
-        conversations=conversations,
-        rows=rows,
-        tokenizer=str(getattr(tokenizer, "name_or_path", "") or ""),
-        stats=stats,
-        preview=[preview_segments(r, tokenizer) for r in rows[:PREVIEW_ROWS]],
-    )

@@ -29,12 +29,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from distill_ner.config import TrainConfig, looks_local
+from distill_ner.chat import IGNORE_INDEX
+from distill_ner.config import TrainConfig
+from distill_ner.paths import looks_local
 from distill_ner.records import SFTDataset, SFTRow
 
 logger = logging.getLogger(__name__)
 
-IGNORE_INDEX = -100
 Precision = Literal["fp32", "bf16", "fp16"]
 
 # LoRA targets per `config.model_type`: every projection of attention and MLP (the QLoRA paper's finding

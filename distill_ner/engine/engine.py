@@ -1,12 +1,13 @@
-"""Greedy inference for the student: one (text, type) question in, the raw generated answer out.
+"""Greedy inference for any student: already tokenised prompts in, generated token ids and text out.
 
-Every prompt is rendered by `conversations.query_prompt_ids`, the same code path training uses, so the
-student sees at test time exactly the token prefix it was trained on.
+Recipes render their prompts with `distill_ner.chat` (the code path training uses) and hand the token ids
+here, so a student sees at test time exactly the token prefix it was trained on. Stop tokens are the
+model's eos ids and the chat template's end-of-turn token, or whatever the caller supplies.
 
 Two backends:
 
-* ``transformers`` (CPU or one GPU). All questions about one sentence share a long prompt prefix
-  (system prompt, passage turn, "I've read this text.", "What describes"). For each sentence the
+* ``transformers`` (CPU or one GPU). Prompts in one group (e.g. all questions about one sentence) share
+  a long prompt prefix (system prompt, passage turn, ...). For each sentence the
   longest common *token* prefix of its prompts is run once; its KV cache is then copied to one row per
   question and every question is decoded as one batch from there. Several sentences share a batch:
   row layout in the KV cache is
@@ -31,7 +32,7 @@ Two backends:
   every target module (vLLM's LoRA kernels do not cover e.g. `modules_to_save` embeddings), and runs
   at base-model speed.
 
-* ``llamacpp`` (CPU), imported only when selected: a GGUF file run by llama.cpp (distill_ner.llamacpp),
+* ``llamacpp`` (CPU), imported only when selected: a GGUF file run by llama.cpp (distill_ner.engine.llamacpp),
   fed the same prompt token ids, with parallel sequences sharing each sentence's prefix in its KV cache.
   Given a .gguf file it runs that file (its tokenizer read from the GGUF by transformers); given an HF
   folder, adapter or models:/ URI it runs that model converted once to GGUF at `gguf_quant` (f16 by
@@ -55,14 +56,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from distill_ner.conversations import READ_REPLY, query_messages, query_prompt_ids, render_text
-from distill_ner.metrics import extract_items, parse_answer
+from distill_ner.chat import end_of_turn_ids
 
 logger = logging.getLogger(__name__)
 
 Backend = Literal["transformers", "vllm", "llamacpp"]
 BACKENDS: tuple[str, ...] = ("transformers", "vllm", "llamacpp")
-Query = tuple[str, str]  # (text, entity type)
 
 # generation_config fields that would make a plain `model.generate` differ from pure greedy argmax
 _NON_GREEDY_FIELDS = {
@@ -120,28 +119,6 @@ def _as_list(value: Any) -> list[int]:
     if isinstance(value, int):
         return [value]
     return [int(v) for v in value]
-
-
-def end_of_turn_ids(tokenizer: Any) -> list[int]:
-    """The special token(s) the chat template writes right after an assistant reply.
-
-    Found by rendering the query prompt and reading the first special token after READ_REPLY (ChatML's
-    `<|im_end|>`, Llama-3's `<|eot_id|>`, Gemma's `<end_of_turn>`, Llama-2's `</s>`), so no template is
-    hard-coded. Empty when the template writes no special token there.
-    """
-    rendered = render_text(tokenizer, query_messages("x", "y"), add_generation_prompt=True)
-    at = rendered.find(READ_REPLY)
-    if at < 0:
-        return []
-    tail = rendered[at + len(READ_REPLY) :]
-    specials = set(getattr(tokenizer, "all_special_ids", []) or [])
-    for token_id, added in (getattr(tokenizer, "added_tokens_decoder", None) or {}).items():
-        if getattr(added, "special", False):
-            specials.add(int(token_id))
-    for token_id in tokenizer(tail, add_special_tokens=False)["input_ids"]:
-        if token_id in specials:
-            return [int(token_id)]
-    return []
 
 
 def stop_token_ids(tokenizer: Any, model: Any | None = None, generation_config: Any | None = None) -> list[int]:
@@ -520,7 +497,7 @@ class _VLLMBackend:
 
 
 class Engine:
-    """Greedy answers of a student to UniNER questions, `answer()` returns raw texts in query order."""
+    """Batched greedy decoding of already tokenised prompts (`generate_ids`); recipes build the prompts."""
 
     def __init__(
         self,
@@ -545,7 +522,7 @@ class Engine:
         if backend == "vllm":
             import_vllm()  # fail before downloading, loading or merging anything when vllm is missing
         if backend == "llamacpp":
-            from distill_ner.llamacpp import import_llama_cpp
+            from distill_ner.engine.llamacpp import import_llama_cpp
 
             import_llama_cpp()  # fail before converting anything when llama-cpp-python is missing
         self.model_ref = model_ref
@@ -562,7 +539,7 @@ class Engine:
         self._llama: Any = None
         if backend == "llamacpp":
             from distill_ner.export import cached_gguf
-            from distill_ner.llamacpp import LlamaCppBackend
+            from distill_ner.engine.llamacpp import LlamaCppBackend
 
             gguf = local if local.endswith(".gguf") else str(cached_gguf(local, gguf_quant))
             generation_config = None if local.endswith(".gguf") else _generation_config(local)
@@ -640,21 +617,6 @@ class Engine:
 
     # -------------------------------------------------------------------------------- public API
 
-    def prompt_ids(self, text: str, entity_type: str, dataset: str | None = None) -> list[int]:
-        return query_prompt_ids(self.tokenizer, text, entity_type, dataset)
-
-    def generate(
-        self,
-        queries: Sequence[Query],
-        dataset: str | None = None,
-        progress: bool = True,
-        max_new_tokens: int | None = None,
-    ) -> list[Generation]:
-        """Token-level results (ids without the stop token, stopped flag, decoded text) in query order."""
-        prompts = [self.prompt_ids(text, entity_type, dataset) for text, entity_type in queries]
-        groups = group_indices(text for text, _ in queries)  # one sentence's questions share their prefix
-        return self.generate_ids(prompts, groups, progress=progress, max_new_tokens=max_new_tokens)
-
     def generate_ids(
         self,
         prompts: Sequence[Sequence[int]],
@@ -718,47 +680,3 @@ class Engine:
             else:
                 results = self._tf.decode(chunks, max_new, self.batch_size, on_finish)
         return [results[i] for i in range(len(prompts))], len(chunks), decoder.merges
-
-    def answer(
-        self,
-        queries: Sequence[Query],
-        dataset: str | None = None,
-        progress: bool = True,
-        max_new_tokens: int | None = None,
-    ) -> list[str]:
-        """Raw answers in query order, stripped like the reference's `get_response` (special tokens
-        removed by decoding). `dataset` adds the `Dataset:` line; leave it None for zero-shot."""
-        return [g.text.strip() for g in self.generate(queries, dataset, progress, max_new_tokens)]
-
-
-class Predictor:
-    """Open NER for serving: texts and the types to look for in, entities per type out."""
-
-    def __init__(
-        self,
-        model_ref: str | None = None,
-        *,
-        engine: Engine | None = None,
-        surface_forms: bool = False,
-        **engine_kwargs: Any,
-    ) -> None:
-        if (model_ref is None) == (engine is None):
-            raise ValueError("give exactly one of model_ref or engine")
-        self.engine = engine if engine is not None else Engine(model_ref, **engine_kwargs)  # type: ignore[arg-type]
-        # False: the normalised strings the UniNER metric scores (parse_answer); True: the strings as the
-        # model wrote them (same parsing rules, no lowercasing/punctuation removal)
-        self.surface_forms = surface_forms
-
-    def predict(
-        self, texts: Sequence[str], types: Sequence[str], dataset: str | None = None, progress: bool = False
-    ) -> list[dict[str, list[str]]]:
-        """For each text, type -> deduplicated entities (every requested type present, [] when none)."""
-        types = list(dict.fromkeys(types))
-        queries = [(text, t) for text in texts for t in types]
-        answers = self.engine.answer(queries, dataset=dataset, progress=progress)
-        parse = extract_items if self.surface_forms else parse_answer
-        out: list[dict[str, list[str]]] = []
-        for i in range(len(texts)):
-            row = answers[i * len(types) : (i + 1) * len(types)]
-            out.append({t: list(dict.fromkeys(parse(a))) for t, a in zip(types, row)})
-        return out

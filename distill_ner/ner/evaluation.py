@@ -14,13 +14,13 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from distill_ner.benchmarks import Benchmark, load_benchmark
-from distill_ner.config import EvalConfig
-from distill_ner.metrics import average, normalize_items, parse_answer, span_scores, uniner_scores
+from distill_ner.ner.benchmarks import Benchmark, load_benchmark
+from distill_ner.ner.config import EvalConfig
+from distill_ner.ner.metrics import average, normalize_items, parse_answer, span_scores, uniner_scores
 from distill_ner.records import EvalReport, Prediction, Scores
 
 if TYPE_CHECKING:
-    from distill_ner.inference import Engine
+    from distill_ner.ner.inference import NEREngine
 
 logger = logging.getLogger(__name__)
 
@@ -63,16 +63,16 @@ def score_benchmark(benchmark: Benchmark, answers: list[str]) -> tuple[Scores, l
     return scores, predictions
 
 
-def evaluate_model(model_ref: str, config: EvalConfig, engine: Engine | None = None) -> EvalReport:
+def evaluate_model(model_ref: str, config: EvalConfig, engine: NEREngine | None = None) -> EvalReport:
     """Greedy answers of the model to every benchmark query, scored per benchmark.
 
     `engine` reuses an already loaded model (its batch size is kept; max_new_tokens comes from the config).
     """
     t_load = time.perf_counter()
     if engine is None:
-        from distill_ner.inference import Engine
+        from distill_ner.ner.inference import NEREngine
 
-        engine = Engine(
+        engine = NEREngine(
             model_ref,
             backend=config.backend,
             batch_size=config.batch_size,

@@ -120,7 +120,7 @@ class LlamaCppBackend:
         """Greedy results by prompt index for inference._Chunk's (prefix, rows, suffixes)."""
         import numpy as np
 
-        from distill_ner.inference import Generation
+        from distill_ner.engine.engine import Generation
 
         lib = self.lib
         if any(len(c.rows) > self.n_seq for c in chunks):
