@@ -15,7 +15,7 @@ export HF_DATASETS_OFFLINE := 1
 export HF_EVALUATE_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install install-team team-stack team-stack-down setup demo test smoke ui bench clean
+.PHONY: install install-llamacpp install-team team-stack team-stack-down setup demo test smoke ui bench clean
 TEAM_STACK_DIR ?= .cache/team-stack
 
 $(BIN)/activate:
@@ -42,6 +42,11 @@ team-stack: install-team
 
 team-stack-down:
 	$(BIN)/distill-ner team-stack down --state-dir $(TEAM_STACK_DIR)
+
+# The llamacpp backend and q4_k_m export: llama-cpp-python from its PyPI source distribution, built here
+# for this CPU (a C/C++ compiler and CMake; minutes on 2 cores).
+install-llamacpp: install
+	$(BIN)/python -m pip install -q -e ".[dev,llamacpp]"
 
 setup: install
 	[ -d .zen ] || $(BIN)/zenml init

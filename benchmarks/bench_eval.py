@@ -1,17 +1,25 @@
-"""Evaluation throughput: the inference engine vs a plain one-query-at-a-time `model.generate` loop.
+"""Evaluation throughput on CPU: the inference engine against what a CPU user would run instead.
 
-Both decode greedily with the same stop tokens and max_new_tokens, from the same prompts
-(conversations.query_prompt_ids) on the very same loaded weights, over the same queries: every
-sentence of a seeded mit_restaurant subset asked all 8 types. Prints both times, the speed ratio
-(target >= 4x on CPU) and the share of identical answers (target 100 %, compared as token ids).
+In one run, on the same queries (every sentence of a seeded benchmark subset asked all its types), the
+same prompt token ids (conversations.query_prompt_ids), greedy, the same stop tokens and max_new_tokens:
 
-    python benchmarks/bench_eval.py                    # SmolLM2-135M-Instruct, 100 sentences (800 queries)
-    python benchmarks/bench_eval.py --tiny             # the tiny random Llama (seconds)
+  engine          distill_ner.engine.Engine, transformers backend (shared prefixes, continuous batching)
+  generate        a batched, left-padded `model.generate` loop over the same loaded weights (what a
+                  transformers user writes), --batch-size queries per call
+  llamacpp-f16    the Engine's llamacpp backend on the model exported to GGUF f16 (distill-ner export)
+  llamacpp-q4_k_m the same on the GGUF quantised to q4_k_m
+
+For each: seconds, queries/s, generated tokens/s, the share of the CPU's compute limit that the work
+needed, i.e. (prompt + generated tokens) x 2 x parameters / (seconds x matmul FLOP/s), where the FLOP/s
+is an fp32 torch matmul measured in this run; then the agreement of its answers with the engine's
+(identical token ids) and its F1 on the benchmark next to the engine's (UniNER metric).
+
+    python benchmarks/bench_eval.py                               # SmolLM2-135M-Instruct, 100 sentences
     python benchmarks/bench_eval.py --sentences 20 --max-new-tokens 64
+    python benchmarks/bench_eval.py --tiny --rows engine,generate  # the tiny random Llama (seconds)
 
-The plain loop is slow (about 0.5 queries/s for SmolLM2 on 2 cores), so by default it runs on the first
-15 sentences only (120 queries, a few minutes) and its time is EXTRAPOLATED to N, printed as such;
-answers are then compared on those 15. `--full` runs it on all N sentences (about 25 minutes for 100).
+The llamacpp rows need llama-cpp-python (`pip install -e '.[llamacpp]'`); without it they are reported
+as skipped. The GGUF files are written once under .cache/bench-gguf/ (delete it to export anew).
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ import argparse
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,33 +36,96 @@ sys.path.insert(0, str(ROOT))
 
 from distill_ner.cli import DEFAULT_STUDENT_DIR, TINY_STUDENT_DIR  # noqa: E402
 from distill_ner.console import quiet_defaults  # noqa: E402
-from distill_ner.testing import plain_greedy  # noqa: E402
 
 quiet_defaults()
+ROWS = ("engine", "generate", "llamacpp-f16", "llamacpp-q4_k_m")
+
+
+@dataclass
+class Row:
+    name: str
+    seconds: float
+    ids: list[list[int]]  # generated ids per query, without the stop token
+    generated_tokens: int  # stop tokens included, as the engine counts them
+
+
+def matmul_flops(seconds: float = 3.0, n: int = 1024) -> float:
+    """fp32 FLOP/s of a square torch matmul on this machine now (torch's threads): the compute limit."""
+    import torch
+
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    for _ in range(3):
+        a @ b
+    count, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        a @ b
+        count += 1
+    return 2 * n**3 * count / (time.perf_counter() - t0)
+
+
+def generate_loop(model, prompts: list[list[int]], max_new_tokens: int, stop_ids: list[int], pad_id: int, batch: int) -> Row:
+    """Batched `model.generate` with left padding, `batch` queries per call in query order."""
+    import torch
+
+    ids_out: list[list[int]] = []
+    tokens = 0
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        for start in range(0, len(prompts), batch):
+            group = prompts[start : start + batch]
+            width = max(map(len, group))
+            input_ids = torch.full((len(group), width), pad_id, dtype=torch.long)
+            mask = torch.zeros((len(group), width), dtype=torch.long)
+            for r, ids in enumerate(group):
+                input_ids[r, width - len(ids) :] = torch.tensor(ids)
+                mask[r, width - len(ids) :] = 1
+            out = model.generate(
+                input_ids, attention_mask=mask, do_sample=False, max_new_tokens=max_new_tokens,
+                eos_token_id=stop_ids, pad_token_id=pad_id,
+            )[:, width:].tolist()
+            for generated in out:
+                cut = next((i for i, t in enumerate(generated) if t in stop_ids), None)
+                ids_out.append(generated if cut is None else generated[:cut])
+                tokens += len(generated) if cut is None else cut + 1
+    return Row("generate", time.perf_counter() - t0, ids_out, tokens)
+
+
+def engine_row(name: str, engine, queries) -> Row:
+    t0 = time.perf_counter()
+    generations = engine.generate(queries, progress=False)
+    seconds = time.perf_counter() - t0
+    return Row(name, seconds, [g.token_ids for g in generations], sum(g.n_generated for g in generations))
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tiny", action="store_true", help="the tiny random Llama instead of SmolLM2-135M")
-    parser.add_argument("--model", default=None, help="any model reference (overrides --tiny)")
+    parser.add_argument("--model", default=None, help="any HF model/adapter folder (overrides --tiny)")
     parser.add_argument("--benchmark", default="mit_restaurant")
     parser.add_argument("--sentences", type=int, default=100)
-    parser.add_argument("--plain-sentences", type=int, default=15, help="time the plain loop on the first K sentences and extrapolate")
-    parser.add_argument("--full", action="store_true", help="run the plain loop on all N sentences (no extrapolation)")
     parser.add_argument("--max-new-tokens", type=int, default=256, help="as in the UniNER evaluation")
-    parser.add_argument("--batch-size", type=int, default=32, help="as in configs/evaluate_*_cpu.yaml")
+    parser.add_argument("--batch-size", type=int, default=32, help="rows decoded together (every row type)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
+    parser.add_argument("--threads", type=int, default=None, help="torch and llama.cpp threads (default: all cores)")
+    parser.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated subset of {','.join(ROWS)}")
+    parser.add_argument("--gguf-dir", default=str(ROOT / ".cache/bench-gguf"))
     args = parser.parse_args(argv)
+    rows_wanted = [r.strip() for r in args.rows.split(",") if r.strip()]
+    if unknown := sorted(set(rows_wanted) - set(ROWS)):
+        parser.error(f"--rows: unknown {', '.join(unknown)}; choose from {', '.join(ROWS)}")
+
+    import importlib.util
 
     import torch
 
-    from distill_ner.models import load_model, load_tokenizer, make_tiny_model
+    from distill_ner.export import export_gguf
     from distill_ner.ner.benchmarks import load_benchmark
-    from distill_ner.ner.inference import NEREngine
+    from distill_ner.ner.evaluation import score_benchmark
+    from distill_ner.ner.inference import NEREngine as Engine
+    from distill_ner.models import load_model, load_tokenizer, make_tiny_model
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    threads = args.threads or os.cpu_count() or 1
+    torch.set_num_threads(threads)
     if args.model:
         ref = args.model
     elif args.tiny:
@@ -64,50 +136,79 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(f"{ref} is missing: run `distill-ner fetch-student` first (or use --tiny)")
 
     model = load_model(ref)
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    model.eval()
     tokenizer = load_tokenizer(ref)
-    engine = NEREngine.from_model(model, tokenizer, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, name=ref)
+    params = sum(p.numel() for p in model.parameters())  # tied embeddings counted once
+    engine = Engine.from_model(model, tokenizer, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, name=ref)
     bench = load_benchmark(args.benchmark, args.sentences, args.seed)
     queries = [(s.text, t) for s in bench.sentences for t in bench.types]
-    k = len(bench.sentences) if args.full else min(args.plain_sentences, len(bench.sentences))
-    n_plain = k * len(bench.types)
     prompts = [engine.prompt_ids(text, t) for text, t in queries]
+    prompt_tokens = sum(map(len, prompts))
+    flops = matmul_flops()
     print(
-        f"model {ref} | {bench.name}: {len(bench.sentences)} sentences x {len(bench.types)} types = {len(queries)} queries | "
-        f"max_new_tokens {args.max_new_tokens} | batch {args.batch_size} | torch threads {torch.get_num_threads()} | "
-        f"cpu cores {os.cpu_count()} | mean prompt {sum(map(len, prompts)) / len(prompts):.1f} tokens",
+        f"model {ref} ({params / 1e6:.1f} M parameters) | {bench.name}: {len(bench.sentences)} sentences x "
+        f"{len(bench.types)} types = {len(queries)} queries, {prompt_tokens} prompt tokens | max_new_tokens "
+        f"{args.max_new_tokens} | batch {args.batch_size} | threads {threads} | cpu cores {os.cpu_count()} | "
+        f"fp32 matmul {flops / 1e9:.0f} GFLOP/s",
         flush=True,
     )
 
+    llama_engines: dict[str, Engine] = {}
+    for row in rows_wanted:
+        if not row.startswith("llamacpp-"):
+            continue
+        if importlib.util.find_spec("llama_cpp") is None:
+            print(f"{row}: skipped (llama-cpp-python is not installed: pip install -e '.[llamacpp]')", flush=True)
+            continue
+        quant = row.split("-", 1)[1]
+        gguf = Path(args.gguf_dir) / f"{Path(ref).name}-{quant}.gguf"
+        if not gguf.is_file():
+            t0 = time.perf_counter()
+            export_gguf(ref, gguf, quant, log_to_registry=False)
+            print(f"{row}: exported {gguf} ({gguf.stat().st_size / 2**20:.0f} MiB) in {time.perf_counter() - t0:.0f} s", flush=True)
+        llama_engines[row] = Engine(str(gguf), backend="llamacpp", batch_size=args.batch_size,
+                                    max_new_tokens=args.max_new_tokens, threads=threads)
+
     # warm-up: the first forward passes of a process are slow (allocator, kernel selection)
     engine.generate(queries[:8], progress=False, max_new_tokens=4)
-    plain_greedy(model, prompts[:1], 4, engine.stop_ids, engine.tokenizer.pad_token_id)
+    for llama in llama_engines.values():
+        llama.generate(queries[:8], progress=False, max_new_tokens=4)
 
-    t0 = time.perf_counter()
-    generations = engine.generate(queries, progress=True)
-    t_engine = time.perf_counter() - t0
-    tokens = sum(g.n_generated for g in generations)
-    print(f"engine : {t_engine:8.1f} s  {len(queries) / t_engine:6.2f} queries/s  {tokens / t_engine:7.1f} generated tok/s", flush=True)
+    results: list[Row] = []
+    for name in rows_wanted:
+        if name == "engine":
+            results.append(engine_row("engine", engine, queries))
+        elif name == "generate":
+            results.append(generate_loop(model, prompts, args.max_new_tokens, engine.stop_ids,
+                                         tokenizer.pad_token_id, args.batch_size))
+        elif name in llama_engines:
+            results.append(engine_row(name, llama_engines[name], queries))
+        else:
+            continue
+        r = results[-1]
+        print(f"  {r.name:16s} done in {r.seconds:.1f} s", flush=True)
 
-    t0 = time.perf_counter()
-    reference = plain_greedy(model, prompts[:n_plain], args.max_new_tokens, engine.stop_ids, engine.tokenizer.pad_token_id)
-    t_plain_measured = time.perf_counter() - t0
-    t_plain = t_plain_measured * len(queries) / n_plain
-    note = "" if n_plain == len(queries) else f"  (EXTRAPOLATED from {n_plain} queries measured in {t_plain_measured:.1f} s)"
-    print(f"plain  : {t_plain:8.1f} s  {len(queries) / t_plain:6.2f} queries/s{note}", flush=True)
-
-    same_ids = sum(g.token_ids == r for g, r in zip(generations, reference))
-    same_text = sum(
-        g.text.strip() == tokenizer.decode(r, skip_special_tokens=True).strip() for g, r in zip(generations, reference)
-    )
-    stopped = sum(g.stopped for g in generations)
-    print(f"speed ratio (plain / engine): {t_plain / t_engine:.2f}x   (target >= 4x on CPU)")
-    print(f"identical answers: {same_ids}/{n_plain} = {100 * same_ids / n_plain:.1f} % token ids, "
-          f"{100 * same_text / n_plain:.1f} % text   (target 100 %)")
-    print(f"engine rows ended by a stop token: {stopped}/{len(generations)}; generated tokens {tokens}")
-    for g, r, q in zip(generations, reference, queries):
-        if g.token_ids != r:
-            print(f"  differs: {q[1]!r} on {q[0][:60]!r}\n    engine {g.text[:120]!r}\n    plain  {tokenizer.decode(r)[:120]!r}")
-            break
+    reference = next((r for r in results if r.name == "engine"), results[0])
+    f1_ref = score_benchmark(bench, [tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in reference.ids])[0].f1
+    print(f"\n| row | seconds | queries/s | generated tok/s | share of compute limit | identical to {reference.name} | F1 | F1 - {reference.name} |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for r in results:
+        answers = [tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in r.ids]
+        f1 = score_benchmark(bench, answers)[0].f1
+        same = sum(a == b for a, b in zip(r.ids, reference.ids))
+        share = (prompt_tokens + r.generated_tokens) * 2 * params / (r.seconds * flops)
+        print(
+            f"| {r.name} | {r.seconds:.1f} | {len(queries) / r.seconds:.2f} | {r.generated_tokens / r.seconds:.1f} | "
+            f"{100 * share:.1f} % | {same}/{len(queries)} | {f1:.4f} | {f1 - f1_ref:+.4f} |"
+        )
+    for r in results:
+        for ids, ref_ids, q in zip(r.ids, reference.ids, queries):
+            if ids != ref_ids:
+                print(f"first difference, {r.name}: {q[1]!r} on {q[0][:60]!r}\n    {reference.name:8s} "
+                      f"{tokenizer.decode(ref_ids)[:100]!r}\n    {r.name:8s} {tokenizer.decode(ids)[:100]!r}")
+                break
 
 
 if __name__ == "__main__":

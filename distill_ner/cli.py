@@ -6,6 +6,8 @@
     distill-ner rollback --model-name distill-ner
     distill-ner compare --experiment distill_ner --last 2
     distill-ner serve --model models:/distill-ner@production --port 5001
+    distill-ner export --model models:/distill-ner@production --format gguf --quant q4_k_m --ollama
+    distill-ner predict --model exports/distill-ner-production-q4_k_m.gguf --types person "Marie Curie ..."
     distill-ner extract --model models:/distill-extract@production --template t.json file.txt
     distill-ner benchmarks list
     distill-ner benchmarks fetch --suite uniner_zero_shot
@@ -23,6 +25,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from distill_ner.export import QUANTS
 from distill_ner.console import quiet_defaults, results_only_on_stdout, use_tracking_uri
 from distill_ner.extraction.cli import add_commands as add_extraction_commands
 from distill_ner.ner.cli import add_commands as add_ner_commands
@@ -31,6 +34,8 @@ DEFAULT_STUDENT_DIR = ".cache/models/SmolLM2-135M-Instruct"
 TINY_STUDENT_DIR = ".cache/models/tiny-random-llama"
 # each recipe adds its own subcommands (a light module: heavy imports stay inside the commands)
 RECIPE_COMMANDS = (add_ner_commands, add_extraction_commands)
+# engine.BACKENDS, spelled out: importing distill_ner.engine here would cost every command seconds
+BACKENDS = ("transformers", "vllm", "llamacpp")
 
 
 def cmd_fetch_student(args: argparse.Namespace) -> None:
@@ -91,6 +96,19 @@ def cmd_compare(args: argparse.Namespace) -> None:
     print(f"\nIn the MLflow UI (distill-ner ui --port {args.port}): {ui_compare_url(runs, f'http://127.0.0.1:{args.port}')}")
 
 
+def cmd_export(args: argparse.Namespace) -> None:
+    from distill_ner.export import ExportError, as_jsonable, export_gguf
+
+    results_only_on_stdout()
+    if args.model.startswith(("models:/", "runs:/")):
+        use_tracking_uri()
+    try:
+        result = export_gguf(args.model, args.out, args.quant, ollama=args.ollama)
+    except (ExportError, ValueError, ImportError, FileNotFoundError) as exc:
+        raise SystemExit(f"export: {exc}") from None
+    print(json.dumps(as_jsonable(result)), flush=True)
+
+
 def cmd_promote(args: argparse.Namespace) -> None:
     from distill_ner import registry
 
@@ -117,7 +135,12 @@ def cmd_serve(args: argparse.Namespace) -> None:
     command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", args.model, "--env-manager", "local"]
     command += ["--host", "127.0.0.1", "-p", str(args.port), "--workers", str(args.workers)]
     # the server resolves models:/ URIs itself: it needs the same tracking URI
-    sys.exit(subprocess.call(command, env={**interpreter_path_env(), "MLFLOW_TRACKING_URI": uri}))
+    env = {**interpreter_path_env(), "MLFLOW_TRACKING_URI": uri}
+    if args.backend:
+        from distill_ner.serving import BACKEND_ENV
+
+        env[BACKEND_ENV] = args.backend
+    sys.exit(subprocess.call(command, env=env))
 
 
 def interpreter_path_env() -> dict[str, str]:
@@ -192,7 +215,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="models:/distill-ner@production")
     p.add_argument("--port", type=int, default=5001)
     p.add_argument("--workers", type=int, default=1, help="each worker loads its own copy of the model")
+    p.add_argument("--backend", choices=BACKENDS, default=None,
+                   help="inference backend (default: the logged model's); llamacpp converts the model to GGUF f16 on load")
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("export", help="write a model as a GGUF file for llama.cpp / Ollama (llama.cpp's own converter)")
+    p.add_argument("--model", default="models:/distill-ner@production", help="hub id, folder, adapter folder or MLflow model URI")
+    p.add_argument("--format", choices=["gguf"], default="gguf")
+    p.add_argument("--quant", choices=QUANTS, default="f16", help="f32/f16/q8_0 by the converter; q4_k_m by llama.cpp's quantizer (needs llama-cpp-python)")
+    p.add_argument("--out", default=None, help="the .gguf file to write (default: exports/<model>-<quant>.gguf)")
+    p.add_argument("--ollama", action="store_true", help="also write an Ollama Modelfile beside it")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("team-stack", help="PostgreSQL, S3, MLflow and ZenML servers on 127.0.0.1 and their ZenML stack")
     p.add_argument("action", choices=["up", "down", "status"])
@@ -202,6 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     for add_commands in RECIPE_COMMANDS:
         add_commands(sub)
+# engine.BACKENDS, spelled out: importing distill_ner.engine here would cost every command seconds
+BACKENDS = ("transformers", "vllm", "llamacpp")
     return parser
 
 

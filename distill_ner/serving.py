@@ -38,6 +38,8 @@ logger = logging.getLogger(__name__)
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 BASE_SUBDIR = "base"
+# overrides the logged model_config's backend where the model is loaded (`distill-ner serve --backend`)
+BACKEND_ENV = "DISTILL_NER_BACKEND"
 # distributions the pyfunc needs at load time: generation stack, MLflow (and its pickle), data frames
 REQUIREMENTS = (
     "mlflow",
@@ -90,6 +92,25 @@ def pip_requirements() -> list[str]:
     return pins
 
 
+def has_bundled_base(folder: Path) -> bool:
+    return (folder / "adapter_config.json").exists() and (folder / BASE_SUBDIR / "config.json").exists()
+
+
+def bundled_adapter_view(folder: Path, view: Path) -> Path | None:
+    """For a logged adapter with its base bundled under `base/`: a folder `view` of symlinks to the adapter
+    whose adapter_config.json names that bundled base. None for any other folder."""
+    if not has_bundled_base(folder):
+        return None
+    view.mkdir(parents=True, exist_ok=True)
+    for item in folder.iterdir():
+        if item.name not in (BASE_SUBDIR, "adapter_config.json"):
+            (view / item.name).symlink_to(item.resolve())
+    adapter_config = json.loads((folder / "adapter_config.json").read_text())
+    adapter_config["base_model_name_or_path"] = str((folder / BASE_SUBDIR).resolve())
+    (view / "adapter_config.json").write_text(json.dumps(adapter_config, indent=2, sort_keys=True))
+    return view
+
+
 class StagedModel(mlflow.pyfunc.PythonModel):
     """Base of every recipe's pyfunc: resolves the staged `model` artifact into a loadable reference."""
 
@@ -98,18 +119,10 @@ class StagedModel(mlflow.pyfunc.PythonModel):
     def model_ref(self, context: Any) -> str:
         """The folder itself, or, for an adapter with a bundled base, a view of it that names that base."""
         folder = Path(context.artifacts["model"])
-        base = folder / BASE_SUBDIR
-        if not (folder / "adapter_config.json").exists() or not (base / "config.json").exists():
+        if not has_bundled_base(folder):
             return str(folder)
         self._tmp = tempfile.TemporaryDirectory(prefix="staged_adapter_")
-        view = Path(self._tmp.name)
-        for item in folder.iterdir():
-            if item.name not in (BASE_SUBDIR, "adapter_config.json"):
-                (view / item.name).symlink_to(item.resolve())
-        adapter_config = json.loads((folder / "adapter_config.json").read_text())
-        adapter_config["base_model_name_or_path"] = str(base.resolve())
-        (view / "adapter_config.json").write_text(json.dumps(adapter_config, indent=2, sort_keys=True))
-        return str(view)
+        return str(bundled_adapter_view(folder, Path(self._tmp.name)))
 
 
 # ------------------------------------------------------------------------------------------- logging

@@ -1,4 +1,4 @@
-"""The batched greedy inference engine shared by every recipe (transformers and vLLM backends)."""
+"""The batched greedy inference engine shared by every recipe (transformers, vLLM and llama.cpp backends)."""
 
 from distill_ner.engine.engine import (
     Engine,

@@ -32,6 +32,13 @@ Two backends:
   every target module (vLLM's LoRA kernels do not cover e.g. `modules_to_save` embeddings), and runs
   at base-model speed.
 
+* ``llamacpp`` (CPU), imported only when selected: a GGUF file run by llama.cpp (distill_ner.engine.llamacpp),
+  fed the same prompt token ids, with parallel sequences sharing each sentence's prefix in its KV cache.
+  Given a .gguf file it runs that file (its tokenizer read from the GGUF by transformers); given an HF
+  folder, adapter or models:/ URI it runs that model converted once to GGUF at `gguf_quant` (f16 by
+  default; cached under the temp folder by content, see distill_ner.export.cached_gguf) and tokenises
+  with the folder's own tokenizer.
+
 The transformers backend also merges an adapter into its base on load (speed; the reference loops in
 tests and benchmarks use the same merged model object).
 """
@@ -53,7 +60,8 @@ from distill_ner.chat import end_of_turn_ids
 
 logger = logging.getLogger(__name__)
 
-Backend = Literal["transformers", "vllm"]
+Backend = Literal["transformers", "vllm", "llamacpp"]
+BACKENDS: tuple[str, ...] = ("transformers", "vllm", "llamacpp")
 
 # generation_config fields that would make a plain `model.generate` differ from pure greedy argmax
 _NON_GREEDY_FIELDS = {
@@ -158,19 +166,25 @@ def _generation_config(model_dir: str) -> Any | None:
 def _merged_adapter_dir(adapter_dir: str) -> str:
     """An adapter merged into its base, saved once per adapter content under the temp folder."""
     from distill_ner.fingerprint import fingerprint_paths
-    from distill_ner.models import load_model, load_tokenizer
 
     key = hashlib.sha256(f"{Path(adapter_dir).resolve()}\x00{fingerprint_paths([adapter_dir])}".encode()).hexdigest()[:16]
     dest = Path(tempfile.gettempdir()) / "distill_ner_merged" / key
     if (dest / "config.json").exists():
         return str(dest)
+    return str(save_merged_adapter(adapter_dir, dest))
+
+
+def save_merged_adapter(adapter_dir: str, dest: Path) -> Path:
+    """The adapter merged into its base (peft merge_and_unload), saved with its tokenizer at `dest`."""
+    from distill_ner.models import load_model, load_tokenizer
+
     model = load_model(adapter_dir).merge_and_unload()
     partial = dest.with_name(dest.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)  # left over from an interrupted merge
     model.save_pretrained(partial, safe_serialization=True)
     load_tokenizer(adapter_dir).save_pretrained(partial)
     partial.rename(dest)  # only a complete folder ever appears under the final name
-    return str(dest)
+    return dest
 
 
 # ---------------------------------------------------------------------------------------- plans
@@ -496,15 +510,21 @@ class Engine:
         dtype: Any = None,
         continuous_batching: bool = True,
         vllm_kwargs: dict[str, Any] | None = None,
+        gguf_quant: str = "f16",
+        threads: int | None = None,
     ) -> None:
         from distill_ner.models import is_adapter, load_tokenizer, resolve_reference
 
-        if backend not in ("transformers", "vllm"):
-            raise ValueError(f"unknown backend {backend!r}; use 'transformers' or 'vllm'")
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
         if batch_size <= 0 or max_new_tokens <= 0:
             raise ValueError("batch_size and max_new_tokens must be positive")
         if backend == "vllm":
             import_vllm()  # fail before downloading, loading or merging anything when vllm is missing
+        if backend == "llamacpp":
+            from distill_ner.engine.llamacpp import import_llama_cpp
+
+            import_llama_cpp()  # fail before converting anything when llama-cpp-python is missing
         self.model_ref = model_ref
         self.backend = backend
         self.batch_size = batch_size
@@ -516,7 +536,16 @@ class Engine:
         self.model: Any = None
         self._tf: _TransformersBackend | None = None
         self._vllm: _VLLMBackend | None = None
-        if backend == "vllm":
+        self._llama: Any = None
+        if backend == "llamacpp":
+            from distill_ner.export import cached_gguf
+            from distill_ner.engine.llamacpp import LlamaCppBackend
+
+            gguf = local if local.endswith(".gguf") else str(cached_gguf(local, gguf_quant))
+            generation_config = None if local.endswith(".gguf") else _generation_config(local)
+            self.stop_ids = stop_token_ids(self.tokenizer, generation_config=generation_config)
+            self._llama = LlamaCppBackend(gguf, self.stop_ids, n_seq=batch_size, threads=threads)
+        elif backend == "vllm":
             served = _merged_adapter_dir(local) if is_adapter(local) else local
             self.stop_ids = stop_token_ids(self.tokenizer, generation_config=_generation_config(served))
             self._vllm = _VLLMBackend(served, self.stop_ids, **(vllm_kwargs or {}))
@@ -547,6 +576,7 @@ class Engine:
         engine.last_stats = EngineStats()
         engine.tokenizer = tokenizer
         engine._vllm = None
+        engine._llama = None
         engine._init_transformers(model, str(next(model.parameters()).device), stop_ids)
         return engine
 
@@ -611,7 +641,7 @@ class Engine:
             results = self._vllm.generate(prompts, max_new, progress)  # vLLM's prefix cache finds the sharing
             chunks, merges = 0, 0
         else:
-            results, chunks, merges = self._generate_transformers(prompts, groups, max_new, progress)
+            results, chunks, merges = self._generate_chunked(prompts, groups, max_new, progress)
         for g in results:
             g.text = self.tokenizer.decode(g.token_ids, skip_special_tokens=True)
         self.last_stats = EngineStats(
@@ -623,13 +653,15 @@ class Engine:
         )
         return results
 
-    def _generate_transformers(
+    def _generate_chunked(
         self, prompts: Sequence[Sequence[int]], groups: Sequence[Sequence[int]], max_new: int, progress: bool
     ) -> tuple[list[Generation], int, int]:
+        """The transformers or llama.cpp backend over plan_chunks (shared sentence prefixes)."""
         import torch
         from tqdm.auto import tqdm
 
-        assert self._tf is not None
+        decoder = self._llama if self._llama is not None else self._tf
+        assert decoder is not None
         chunks = plan_chunks(prompts, groups, self.batch_size)
         tokens = 0
         t0 = time.perf_counter()
@@ -643,5 +675,8 @@ class Engine:
                 bar.update(1)
                 bar.set_postfix_str(f"{tokens / max(time.perf_counter() - t0, 1e-9):.1f} tok/s", refresh=False)
 
-            results = self._tf.decode(chunks, max_new, self.batch_size, on_finish)
-        return [results[i] for i in range(len(prompts))], len(chunks), self._tf.merges
+            if self._llama is not None:
+                results = self._llama.decode(chunks, max_new, on_finish)
+            else:
+                results = self._tf.decode(chunks, max_new, self.batch_size, on_finish)
+        return [results[i] for i in range(len(prompts))], len(chunks), decoder.merges

@@ -81,7 +81,11 @@ def evaluate_model(model_ref: str, config: EvalConfig, engine: NEREngine | None 
         from distill_ner.ner.inference import NEREngine
 
         engine = NEREngine(
-            model_ref, backend=config.backend, batch_size=config.batch_size, max_new_tokens=config.max_new_tokens
+            model_ref,
+            backend=config.backend,
+            batch_size=config.batch_size,
+            max_new_tokens=config.max_new_tokens,
+            gguf_quant=config.gguf_quant,
         )
     load_seconds = time.perf_counter() - t_load
 
@@ -190,6 +194,8 @@ def log_to_mlflow(report: EvalReport, config: EvalConfig, model_ref: str | None 
         "eval.seed": config.seed,
         "eval.backend": config.backend,
     }
+    if config.backend == "llamacpp":
+        params["eval.gguf_quant"] = config.gguf_quant
     version = _registry_version(model_ref or report.model)
     if version is not None:
         params["eval.model_version"] = version

@@ -9,6 +9,7 @@ to it. Staging, logging and the bundled adapter base are the core's (distill_ner
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 import mlflow.pyfunc
 
 from distill_ner.ner.config import INPUT_EXAMPLE, NERServing, ner_signature  # noqa: F401  (this flavour's)
-from distill_ner.serving import StagedModel, log_model
+from distill_ner.serving import BACKEND_ENV, StagedModel, log_model
 
 # ------------------------------------------------------------------------------------------ the model
 
@@ -64,6 +65,20 @@ def to_rows(model_input: Any) -> list[tuple[str, list[str]]]:
     return rows
 
 
+def predict_rows(predictor: Any, rows: list[tuple[str, list[str]]]) -> list[dict[str, Any]]:
+    """`{"text", "entities"}` per (text, types) row, in row order, through a ner.inference.Predictor."""
+    # the engine takes one type list per call: group rows that ask for the same types
+    groups: dict[tuple[str, ...], list[int]] = {}
+    for i, (_, types) in enumerate(rows):
+        groups.setdefault(tuple(types), []).append(i)
+    out: list[dict[str, Any] | None] = [None] * len(rows)
+    for types, indices in groups.items():
+        found = predictor.predict([rows[i][0] for i in indices], list(types))
+        for i, entities in zip(indices, found, strict=True):
+            out[i] = {"text": rows[i][0], "entities": {t: list(entities.get(t, [])) for t in types}}
+    return out  # type: ignore[return-value]
+
+
 class NERModel(StagedModel):
     """Open NER with the distilled student: one generation per (text, type), as in UniversalNER."""
 
@@ -75,7 +90,7 @@ class NERModel(StagedModel):
             self.model_ref(context),
             # entities as the model wrote them, not the lowercased form the UniNER metric compares
             surface_forms=bool(config.get("surface_forms", True)),
-            backend=config.get("backend", "transformers"),
+            backend=os.environ.get(BACKEND_ENV) or config.get("backend", "transformers"),
             batch_size=int(config.get("batch_size", 16)),
             max_new_tokens=int(config.get("max_new_tokens", 256)),
         )
@@ -98,16 +113,7 @@ class NERModel(StagedModel):
             raise MlflowException("prediction failed; the server log has the details", error_code=INTERNAL_ERROR) from None
 
     def _predict_rows(self, rows: list[tuple[str, list[str]]]) -> list[dict[str, Any]]:
-        # the engine takes one type list per call: group rows that ask for the same types
-        groups: dict[tuple[str, ...], list[int]] = {}
-        for i, (_, types) in enumerate(rows):
-            groups.setdefault(tuple(types), []).append(i)
-        out: list[dict[str, Any] | None] = [None] * len(rows)
-        for types, indices in groups.items():
-            found = self.predictor.predict([rows[i][0] for i in indices], list(types))
-            for i, entities in zip(indices, found, strict=True):
-                out[i] = {"text": rows[i][0], "entities": {t: list(entities.get(t, [])) for t in types}}
-        return out  # type: ignore[return-value]
+        return predict_rows(self.predictor, rows)
 
 
 def log_ner_model(
