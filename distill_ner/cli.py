@@ -235,8 +235,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     for add_commands in RECIPE_COMMANDS:
         add_commands(sub)
-# engine.BACKENDS, spelled out: importing distill_ner.engine here would cost every command seconds
-BACKENDS = ("transformers", "vllm", "llamacpp")
     return parser
 
 
