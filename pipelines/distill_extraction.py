@@ -32,7 +32,9 @@ def distill_extraction(config: DistillExtractionConfig) -> None:
     sft = build_extraction_sft(with_negatives, config.sft, config.prompt, config.student)
     model = train(sft, config.student, config.train)
     report = evaluate_extraction(model, config.eval, config.prompt, benchmark_fp)
+    # flavour set explicitly: ZenML stores step parameters without their unset fields
     serving = ExtractionServing(
+        flavour="extraction",
         prompt_format=config.prompt.format, indent=config.prompt.indent, max_new_tokens=config.eval.max_new_tokens
     )
     register_and_promote(model, report, config.gate, config.teacher.model, serving)

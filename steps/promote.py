@@ -1,7 +1,6 @@
 from pathlib import Path
 from typing import Annotated, Union
 
-from pydantic import Field
 from zenml import get_step_context, step
 
 from distill_ner import registry
@@ -12,8 +11,9 @@ from distill_ner.records import EvalReport, PromotionDecision
 from materializers import PromotionDecisionMaterializer
 from steps._stack import experiment_tracker_name
 
-# the recipes' typed serving settings; `flavour` tells them apart in the step's stored parameters
-ServingSettings = Annotated[Union[NERServing, ExtractionServing], Field(discriminator="flavour")]
+# the recipes' typed serving settings; their own fields (and `flavour`) tell them apart in the step's
+# stored parameters (a discriminated union fails ZenML's parameter check, which sees a dict without defaults)
+ServingSettings = Union[NERServing, ExtractionServing]
 
 
 @step(output_materializers=PromotionDecisionMaterializer, experiment_tracker=experiment_tracker_name(), enable_cache=False)

@@ -68,7 +68,8 @@ def test_extraction_pipeline_end_to_end(tiny_student, zenml_env, tmp_path):
     assert steps["add_extraction_negatives"]["outputs"]["extractions_with_negatives"]["shortened"] > 0
     assert steps["build_extraction_sft"]["outputs"]["sft_dataset"]["rows"] == extractions["examples"]
     report = steps["evaluate_extraction"]["outputs"]["eval_report"]
-    assert report["predictions"] == 8 and "invoice.f1" in report  # one document of each of the 8 kinds
+    assert report["predictions"] == 8 and "invoice.primary" in report  # one document of each of the 8 kinds
+    assert (report["primary_metric"], report["unit"]) == ("tree score", "documents")
 
     metrics = state["mlflow_metrics"]
     assert "extract.avg_tree_score" in metrics and "teacher.filling.cache_hits" in metrics
