@@ -169,7 +169,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
     rows = _prediction_rows(args)
     if not rows:
         return
-    model = mlflow.pyfunc.load_model(args.model)
+    model = mlflow.pyfunc.load_model(args.model, model_config={"grounded": True} if args.grounded else None)
     for result in model.predict(rows):
         print(json.dumps(result, ensure_ascii=False), flush=True)
 
@@ -200,7 +200,12 @@ def cmd_serve(args: argparse.Namespace) -> None:
     command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", args.model, "--env-manager", "local"]
     command += ["--host", "127.0.0.1", "-p", str(args.port), "--workers", str(args.workers)]
     # the server resolves models:/ URIs itself: it needs the same tracking URI
-    sys.exit(subprocess.call(command, env={**os.environ, "MLFLOW_TRACKING_URI": uri}))
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    if args.grounded:
+        from distill_ner.serving import GROUNDED_ENV
+
+        env[GROUNDED_ENV] = "1"
+    sys.exit(subprocess.call(command, env=env))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -243,6 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--types", type=lambda v: [t.strip() for t in v.split(",") if t.strip()], default=None,
                    help="comma-separated entity types, e.g. person,location")
     p.add_argument("texts", nargs="*", help="texts; without any, JSONL {\"text\", \"types\"} is read from stdin")
+    p.add_argument("--grounded", action="store_true", help="answers only with spans of the text (grounded decoding)")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("promote", help="move the `production` alias (and ZenML stage) to a version, no gate")
@@ -258,6 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="models:/distill-ner@production")
     p.add_argument("--port", type=int, default=5001)
     p.add_argument("--workers", type=int, default=1, help="each worker loads its own copy of the model")
+    p.add_argument("--grounded", action="store_true", help="answers only with spans of the text (grounded decoding)")
     p.set_defaults(func=cmd_serve)
 
     add_extract_parser(sub)

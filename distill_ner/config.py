@@ -184,6 +184,12 @@ class EvalConfig(StrictModel):
     batch_size: int = Field(16, gt=0)
     backend: Literal["transformers", "vllm"] = "transformers"
     seed: int = 0
+    grounded: bool = Field(
+        False, description="decode every answer as a JSON list of spans of its sentence (off: the paper's setting)"
+    )
+    grounded_also: bool = Field(
+        False, description="also score a grounded pass, logged next to the main one as eval.grounded.*"
+    )
 
 
 class GateConfig(StrictModel):

@@ -115,6 +115,8 @@ class EvalReport(BaseModel):
     # sentences actually evaluated per dataset, so a gate can compare like with like
     coverage: dict[str, int] = Field(default_factory=dict)
     stats: dict[str, float] = Field(default_factory=dict)
+    # the same benchmarks decoded again with grounded decoding (eval.grounded_also), scored the same way
+    grounded: EvalReport | None = None
 
     @property
     def average_f1(self) -> float:

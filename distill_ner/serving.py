@@ -39,6 +39,9 @@ logger = logging.getLogger(__name__)
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 BASE_SUBDIR = "base"
+# "1": a served model decodes grounded unless its model_config says otherwise (`distill-ner serve --grounded`;
+# `mlflow models serve` has no way to pass a model_config)
+GROUNDED_ENV = "DISTILL_NER_GROUNDED"
 # distributions the pyfunc needs at load time: generation stack, MLflow (and its pickle), data frames
 REQUIREMENTS = (
     "mlflow",
@@ -132,6 +135,8 @@ class NERModel(mlflow.pyfunc.PythonModel):
             ref,
             # entities as the model wrote them, not the lowercased form the UniNER metric compares
             surface_forms=bool(config.get("surface_forms", True)),
+            # entities only as spans of the text, answers always parseable (off by default: the model as trained)
+            grounded=bool(config.get("grounded", os.environ.get(GROUNDED_ENV) == "1")),
             backend=config.get("backend", "transformers"),
             batch_size=int(config.get("batch_size", 16)),
             max_new_tokens=int(config.get("max_new_tokens", 256)),

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from distill_ner.ner.benchmarks import Benchmark, load_benchmark
 from distill_ner.config import EvalConfig
-from distill_ner.ner.metrics import average, normalize_items, parse_answer, span_scores, uniner_scores
+from distill_ner.ner.metrics import average, grounding_rates, normalize_items, parse_answer, span_scores, uniner_scores
 from distill_ner.records import EvalReport, Prediction, Scores
 
 if TYPE_CHECKING:
@@ -67,6 +67,8 @@ def evaluate_model(model_ref: str, config: EvalConfig, engine: NEREngine | None 
     """Greedy answers of the model to every benchmark query, scored per benchmark.
 
     `engine` reuses an already loaded model (its batch size is kept; max_new_tokens comes from the config).
+    `config.grounded` decodes the main pass grounded; `config.grounded_also` adds a grounded pass as
+    `report.grounded` (same engine, same queries), so both numbers come from one evaluation.
     """
     t_load = time.perf_counter()
     if engine is None:
@@ -76,6 +78,13 @@ def evaluate_model(model_ref: str, config: EvalConfig, engine: NEREngine | None 
             model_ref, backend=config.backend, batch_size=config.batch_size, max_new_tokens=config.max_new_tokens
         )
     load_seconds = time.perf_counter() - t_load
+    report = _evaluate_pass(engine, model_ref, config, config.grounded, load_seconds)
+    if config.grounded_also and not config.grounded:
+        report.grounded = _evaluate_pass(engine, model_ref, config, True, 0.0)
+    return report
+
+
+def _evaluate_pass(engine: NEREngine, model_ref: str, config: EvalConfig, grounded: bool, load_seconds: float) -> EvalReport:
 
     per_dataset: dict[str, Scores] = {}
     predictions: list[Prediction] = []
@@ -93,6 +102,7 @@ def evaluate_model(model_ref: str, config: EvalConfig, engine: NEREngine | None 
             [(benchmark.sentences[i].text, t) for i, t, _ in queries],
             dataset=None,  # zero-shot: the dataset line is only for supervised training data
             max_new_tokens=config.max_new_tokens,
+            grounded=grounded,
         )
         run = engine.last_stats
         scores, rows = score_benchmark(benchmark, answers)
@@ -105,7 +115,10 @@ def evaluate_model(model_ref: str, config: EvalConfig, engine: NEREngine | None 
         total_queries += run.queries
         total_tokens += run.generated_tokens
         total_seconds += run.seconds
-        logger.info("%s: F1 %.4f (P %.4f R %.4f), %.1f queries/s", benchmark.name, scores.f1, scores.precision, scores.recall, run.queries_per_s)
+        logger.info(
+            "%s%s: F1 %.4f (P %.4f R %.4f), %.1f queries/s", benchmark.name, " (grounded)" if grounded else "",
+            scores.f1, scores.precision, scores.recall, run.queries_per_s,
+        )
     stats.update(
         seconds=total_seconds,
         queries=float(total_queries),
@@ -120,11 +133,16 @@ def _metric_key(name: str) -> str:
     return _METRIC_NAME_BAD.sub("_", name)
 
 
-def report_metrics(report: EvalReport) -> dict[str, float]:
-    """Flat MLflow metric names: eval.<dataset>.{precision,recall,f1[,span_*]}, eval.avg_*, throughput."""
+def report_metrics(report: EvalReport, prefix: str = "eval") -> dict[str, float]:
+    """Flat MLflow metric names: eval.<dataset>.{precision,recall,f1[,span_*]}, the dataset's
+    {abstention,hallucination,unparseable}_rate, eval.avg_*, throughput; a grounded pass
+    (`report.grounded`) adds the same names under eval.grounded.*."""
     metrics: dict[str, float] = {}
+    rows: dict[str, list[tuple[str, list[str], str]]] = {}
+    for p in report.predictions:
+        rows.setdefault(p.dataset, []).append((p.text, p.gold, p.raw))
     for name, scores in report.per_dataset.items():
-        key = f"eval.{_metric_key(name)}"
+        key = f"{prefix}.{_metric_key(name)}"
         metrics[f"{key}.precision"] = scores.precision
         metrics[f"{key}.recall"] = scores.recall
         metrics[f"{key}.f1"] = scores.f1
@@ -133,16 +151,20 @@ def report_metrics(report: EvalReport) -> dict[str, float]:
             if value is not None:
                 metrics[f"{key}.{field}"] = value
         metrics[f"{key}.sentences"] = float(report.coverage.get(name, scores.n_sentences))
+        if name in rows:
+            metrics.update({f"{key}.{rate}": value for rate, value in grounding_rates(rows[name]).items()})
     if report.per_dataset:
         avg = average(report.per_dataset)
-        metrics["eval.avg_precision"] = avg.precision
-        metrics["eval.avg_recall"] = avg.recall
-        metrics["eval.avg_f1"] = avg.f1
+        metrics[f"{prefix}.avg_precision"] = avg.precision
+        metrics[f"{prefix}.avg_recall"] = avg.recall
+        metrics[f"{prefix}.avg_f1"] = avg.f1
         if avg.span_f1 is not None:
-            metrics["eval.avg_span_f1"] = avg.span_f1
+            metrics[f"{prefix}.avg_span_f1"] = avg.span_f1
     for stat in ("queries_per_s", "generated_tokens_per_s", "seconds"):
         if stat in report.stats:
-            metrics[f"eval.{stat}"] = float(report.stats[stat])
+            metrics[f"{prefix}.{stat}"] = float(report.stats[stat])
+    if report.grounded is not None:
+        metrics.update(report_metrics(report.grounded, f"{prefix}.grounded"))
     return metrics
 
 
@@ -172,6 +194,8 @@ def log_to_mlflow(report: EvalReport, config: EvalConfig, model_ref: str | None 
         "eval.max_new_tokens": config.max_new_tokens,
         "eval.seed": config.seed,
         "eval.backend": config.backend,
+        "eval.grounded": config.grounded,
+        "eval.grounded_also": config.grounded_also,
     }
     version = _registry_version(model_ref or report.model)
     if version is not None:
@@ -180,6 +204,8 @@ def log_to_mlflow(report: EvalReport, config: EvalConfig, model_ref: str | None 
     mlflow.log_metrics(report_metrics(report))
     if report.predictions:
         mlflow.log_table(data=predictions_table(report), artifact_file=PREDICTIONS_TABLE)
+    if report.grounded is not None and report.grounded.predictions:
+        mlflow.log_table(data=predictions_table(report.grounded), artifact_file="grounded_" + PREDICTIONS_TABLE)
     return True
 
 
