@@ -12,6 +12,11 @@ sentence of a seeded mit_restaurant subset asked all 8 types. Prints both times,
 The plain loop is slow (about 0.5 queries/s for SmolLM2 on 2 cores), so by default it runs on the first
 15 sentences only (120 queries, a few minutes) and its time is EXTRAPOLATED to N, printed as such;
 answers are then compared on those 15. `--full` runs it on all N sentences (about 25 minutes for 100).
+
+`--grounded` also decodes the same queries with grounded decoding (answers held to JSON lists of spans)
+and prints its cost against the free engine pass: wall-time ratio and seconds per generated token
+(target: <= 1.20x, i.e. at most 20 % slower), plus how many answers kept the free answer unchanged.
+`--plain-sentences 0` skips the plain loop.
 """
 
 from __future__ import annotations
@@ -63,6 +68,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=32, help="as in configs/evaluate_*_cpu.yaml")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
+    parser.add_argument("--grounded", action="store_true", help="also time grounded decoding against the free engine pass")
     args = parser.parse_args(argv)
 
     import torch
@@ -106,6 +112,26 @@ def main(argv: list[str] | None = None) -> None:
     t_engine = time.perf_counter() - t0
     tokens = sum(g.n_generated for g in generations)
     print(f"engine : {t_engine:8.1f} s  {len(queries) / t_engine:6.2f} queries/s  {tokens / t_engine:7.1f} generated tok/s", flush=True)
+
+    if args.grounded:
+        from distill_ner.ner.metrics import grounding_rates
+
+        engine.generate(queries[:8], progress=False, max_new_tokens=4, grounded=True)  # builds the vocabulary tables
+        t0 = time.perf_counter()
+        grounded = engine.generate(queries, progress=True, grounded=True)
+        t_grounded = time.perf_counter() - t0
+        g_tokens = sum(g.n_generated for g in grounded)
+        print(f"grounded: {t_grounded:7.1f} s  {len(queries) / t_grounded:6.2f} queries/s  {g_tokens / t_grounded:7.1f} generated tok/s", flush=True)
+        per_token = (t_grounded / max(g_tokens, 1)) / (t_engine / max(tokens, 1))
+        print(f"grounded cost: {t_grounded / t_engine:.2f}x wall time, {per_token:.2f}x seconds per generated token   (target <= 1.20x)")
+        unchanged = sum(g.token_ids == f.token_ids for g, f in zip(grounded, generations))
+        for name, gens in (("free", generations), ("grounded", grounded)):
+            rates = grounding_rates([(text, ["x"], g.text.strip()) for (text, _), g in zip(queries, gens)])
+            print(f"{name:9s}: hallucinated strings {100 * rates['hallucination_rate']:.1f} %, "
+                  f"answers without a list {100 * rates['unparseable_rate']:.1f} %")
+        print(f"grounded answers identical to the free ones: {unchanged}/{len(queries)}")
+    if n_plain == 0:
+        return
 
     t0 = time.perf_counter()
     reference = plain_loop(model, prompts[:n_plain], args.max_new_tokens, engine.stop_ids, engine.tokenizer.pad_token_id)

@@ -106,6 +106,10 @@ class TeacherConfig(StrictModel):
 class NegativesConfig(StrictModel):
     strategy: Literal["frequency", "uniform", "none"] = "frequency"
     per_passage: int = Field(4, ge=0, description="negative types added to each passage")
+    ratio: float | None = Field(
+        None, ge=0, description="instead of per_passage: this many negatives per positive type of the passage "
+        "(rounded, at least 1 when > 0)"
+    )
     seed: int = 0
 
 
@@ -135,6 +139,12 @@ class SFTConfig(StrictModel):
     supervised: list[SupervisedSource] = Field(default_factory=list)
     supervised_ratio: float = Field(
         1.0, ge=0, description="supervised conversations per teacher conversation, at most"
+    )
+    negatives_position: Literal["shuffled", "last", "first"] = Field(
+        "shuffled", description="where negative questions go: shuffled among the positives (UniNER), after or before them"
+    )
+    train_read_reply: bool = Field(
+        True, description="loss on the `I've read this text.` reply too (UniNER: every assistant turn is a target)"
     )
 
 
