@@ -152,6 +152,8 @@ class EvalReportMaterializer(_RecordMaterializer):
         meta: dict[str, Any] = {"average_f1": data.average_f1, "predictions": len(data.predictions)}
         for name, s in data.per_dataset.items():
             meta[f"{name}.f1"] = s.f1
+        if data.grounded is not None:
+            meta["grounded.average_f1"] = data.grounded.average_f1
         return meta
 
 

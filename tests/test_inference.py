@@ -329,8 +329,8 @@ def test_grounded_is_greedy_over_the_allowed_tokens(grounded_runs):
     there; a free answer the constraint accepts throughout comes out unchanged."""
     engine, qs, free, grounded = grounded_runs
     stop = engine.stop_ids[0]
-    kept = whole = 0
-    for (text, _), f, g in zip(qs, free, grounded):
+    kept = whole = checked = 0
+    for (text, entity_type), f, g in zip(qs, free, grounded):
         constraint = engine.grounded_constraints([text])[0]
         f_ids = f.token_ids + ([stop] if f.stopped else [])
         g_ids = g.token_ids + ([stop] if g.stopped else [])
@@ -344,8 +344,15 @@ def test_grounded_is_greedy_over_the_allowed_tokens(grounded_runs):
             assert g_ids == f_ids
         else:
             assert len(g_ids) > k and g_ids[k] != f_ids[k]
+            if checked < 12:  # the replacement is the argmax over the allowed tokens (one plain forward pass)
+                prompt = engine.prompt_ids(text, entity_type)
+                with torch.inference_mode():
+                    logits = engine.model(torch.tensor([prompt + g_ids[:k]])).logits[0, -1]
+                allowed = sorted(constraint.allowed_ids(GROUNDED_NEW - k))
+                assert g_ids[k] == allowed[int(logits[allowed].argmax())]
+                checked += 1
         kept += k
-    assert kept > 0, "some free tokens must pass the constraint, or the test proves nothing"
+    assert kept > 0 and checked == 12, "some free tokens must pass the constraint, or the test proves nothing"
     print(f"free tokens kept: {kept}; whole free answers kept: {whole} of {len(qs)}")
 
 

@@ -32,6 +32,12 @@ Two backends:
   every target module (vLLM's LoRA kernels do not cover e.g. `modules_to_save` embeddings), and runs
   at base-model speed.
 
+Constrained rows (`generate_ids(..., constraints=...)`, one `RowConstraint` per prompt, e.g. grounded
+answers): each step the row's argmax is checked against its constraint and, only where it is rejected,
+replaced by the argmax over the tokens the constraint allows; rows of different sentences carry their own
+constraint in one batch. vLLM applies the same rule through its per-request logits processors where the
+installed vLLM has them (V0); otherwise a constrained call is a clear NotImplementedError.
+
 The transformers backend also merges an adapter into its base on load (speed; the reference loops in
 tests and benchmarks use the same merged model object).
 """
