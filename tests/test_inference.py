@@ -278,6 +278,19 @@ def test_vllm_matches_transformers(tiny_dir: Path):
     assert vllm_engine.answer(qs, progress=False) == reference.answer(qs, progress=False)
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vllm is not installed")
+def test_vllm_grounded_matches_transformers(tiny_dir: Path):
+    qs = queries()
+    vllm_engine = Engine(str(tiny_dir), backend="vllm", max_new_tokens=8, vllm_kwargs={"dtype": "float32"})
+    reference = Engine(str(tiny_dir), max_new_tokens=8, device="cpu")
+    try:
+        answers = vllm_engine.answer(qs, progress=False, grounded=True)
+    except NotImplementedError as e:  # a vLLM without per-request logits processors (V1)
+        pytest.skip(str(e))
+    assert answers == reference.answer(qs, progress=False, grounded=True)
+
+
 def test_group_indices_keeps_first_appearance_order():
     from distill_ner.engine import group_indices
 

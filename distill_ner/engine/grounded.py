@@ -39,6 +39,8 @@ class SuffixAutomaton:
     """Every substring of `text` as a path from state 0 (`step` returns -1 off the language)."""
 
     def __init__(self, text: str) -> None:
+        # allowed-id sets per (vocabulary, automaton state), shared by every question about this passage
+        self.allowed_cache: dict[tuple[int, int, int, bool, int, bool], list[int]] = {}
         self.next: list[dict[str, int]] = [{}]
         link, length = [-1], [0]
         last = 0
@@ -117,6 +119,7 @@ class GroundedVocab:
             _DONE: 0,
         }
         self.close_string = close_string
+        self.max_close_cost = max([*self.close_cost.values(), close_string + 1])
 
     def _spelling_cost(self, s: str) -> int:
         best = [0] + [len(s) + 1] * len(s)
@@ -257,6 +260,14 @@ class SubstringListConstraint:
         if self.complete:
             return list(self.vocab.stop_ids)
         budget = remaining - 1
+        # with room for any closing text the set depends on the state alone: computed once per passage
+        key = None
+        if budget >= self.vocab.max_close_cost:
+            phase, node, escaped, blanks, length = self.state
+            key = (id(self.vocab), phase, node, escaped, blanks, length > 0)
+            cached = self.sam.allowed_cache.get(key)
+            if cached is not None:
+                return cached
         out: list[int] = []
         stack = [(self.vocab.root, self.state)]
         while stack:
@@ -269,6 +280,8 @@ class SubstringListConstraint:
                     out.extend(child.ids)
                 if child.children:
                     stack.append((child, nxt))
+        if key is not None:
+            self.sam.allowed_cache[key] = out
         return out
 
     def advance(self, token_id: int) -> None:
