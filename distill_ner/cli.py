@@ -202,9 +202,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
     # the server resolves models:/ URIs itself: it needs the same tracking URI
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
     if args.grounded:
-        from distill_ner.serving import GROUNDED_ENV
-
-        env[GROUNDED_ENV] = "1"
+        # MLflow's own load-time override of the logged model_config, read by every server worker
+        env["MLFLOW_PYFUNC_INFERENCE_CONFIG"] = json.dumps({"grounded": True})
     sys.exit(subprocess.call(command, env=env))
 
 

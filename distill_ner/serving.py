@@ -39,9 +39,6 @@ logger = logging.getLogger(__name__)
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 BASE_SUBDIR = "base"
-# "1": a served model decodes grounded unless its model_config says otherwise (`distill-ner serve --grounded`;
-# `mlflow models serve` has no way to pass a model_config)
-GROUNDED_ENV = "DISTILL_NER_GROUNDED"
 # distributions the pyfunc needs at load time: generation stack, MLflow (and its pickle), data frames
 REQUIREMENTS = (
     "mlflow",
@@ -135,8 +132,9 @@ class NERModel(mlflow.pyfunc.PythonModel):
             ref,
             # entities as the model wrote them, not the lowercased form the UniNER metric compares
             surface_forms=bool(config.get("surface_forms", True)),
-            # entities only as spans of the text, answers always parseable (off by default: the model as trained)
-            grounded=bool(config.get("grounded", os.environ.get(GROUNDED_ENV) == "1")),
+            # entities only as spans of the text, answers always parseable (off by default: the model as trained);
+            # turned on at load time by model_config={"grounded": True} or MLflow's MLFLOW_PYFUNC_INFERENCE_CONFIG
+            grounded=bool(config.get("grounded", False)),
             backend=config.get("backend", "transformers"),
             batch_size=int(config.get("batch_size", 16)),
             max_new_tokens=int(config.get("max_new_tokens", 256)),
@@ -275,6 +273,7 @@ def log_ner_model(
                 "batch_size": batch_size,
                 "max_new_tokens": max_new_tokens,
                 "surface_forms": True,
+                "grounded": False,  # present so that a load-time override can switch it on
             },
             registered_model_name=registered_model_name,
         )
