@@ -14,69 +14,26 @@ The MLflow tracking URI is MLFLOW_TRACKING_URI when set, else the active ZenML s
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import subprocess
 import sys
-from pathlib import Path
-from typing import Any
 
-from distill_ner.extraction.cli import add_extract_parser
+from distill_ner.console import quiet_defaults, results_only_on_stdout, use_tracking_uri
+from distill_ner.extraction.cli import add_commands as add_extraction_commands
+from distill_ner.ner.cli import add_commands as add_ner_commands
 
 DEFAULT_STUDENT_DIR = ".cache/models/SmolLM2-135M-Instruct"
 TINY_STUDENT_DIR = ".cache/models/tiny-random-llama"
-
-
-def quiet_defaults() -> None:
-    """No analytics or telemetry calls (they hang where traffic is dropped), no hub look-ups."""
-    for key, value in {
-        "ZENML_ANALYTICS_OPT_IN": "false",
-        "MLFLOW_DISABLE_TELEMETRY": "true",
-        "DO_NOT_TRACK": "1",
-        "HF_HUB_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-        "HF_DATASETS_OFFLINE": "1",
-        "HF_EVALUATE_OFFLINE": "1",
-        "TOKENIZERS_PARALLELISM": "false",
-    }.items():
-        os.environ.setdefault(key, value)
-
-
-class _CurrentStderr:
-    """Whatever sys.stderr is at the time of writing (it is swapped while tests capture output)."""
-
-    def write(self, text: str) -> int:
-        return sys.stderr.write(text)
-
-    def flush(self) -> None:
-        sys.stderr.flush()
-
-
-def results_only_on_stdout() -> None:
-    """Keep stdout for a command's results (JSON lines, tables): ZenML's console handler, which also shows
-    Python warnings once ZenML is imported, writes to stdout and would break `| jq`."""
-    import logging
-
-    from zenml.logger import ZenMLConsoleHandler
-
-    for handler in logging.root.handlers:
-        if isinstance(handler, ZenMLConsoleHandler) and not isinstance(handler.stream, _CurrentStderr):
-            with handler.lock:  # not setStream: it flushes the old stream, which may be closed by now
-                handler.stream = _CurrentStderr()
+# each recipe adds its own subcommands (a light module: heavy imports stay inside the commands)
+RECIPE_COMMANDS = (add_ner_commands, add_extraction_commands)
 
 
 def cmd_fetch_student(args: argparse.Namespace) -> None:
     from distill_ner import models
 
     if args.tiny:
-        texts = []
-        demo = Path("data/demo/corpus.jsonl")
-        if demo.exists():
-            import json
-
-            texts = [json.loads(line)["text"] for line in demo.read_text().splitlines() if line.strip()]
-        print(models.make_tiny_model(args.dest or TINY_STUDENT_DIR, texts))
+        print(models.make_tiny_model(args.dest or TINY_STUDENT_DIR, models.demo_corpus_texts()))
     else:
         print(models.fetch_smollm2(args.dest or DEFAULT_STUDENT_DIR))
 
@@ -130,50 +87,6 @@ def cmd_compare(args: argparse.Namespace) -> None:
     print(f"\nIn the MLflow UI (distill-ner ui --port {args.port}): {ui_compare_url(runs, f'http://127.0.0.1:{args.port}')}")
 
 
-def use_tracking_uri() -> str:
-    """MLFLOW_TRACKING_URI when set, else the active ZenML stack's experiment tracker; set for MLflow."""
-    import mlflow
-
-    uri = os.environ.get("MLFLOW_TRACKING_URI")
-    if not uri:
-        from distill_ner.stack import tracking_uri_of_active_stack
-
-        uri = tracking_uri_of_active_stack()
-    mlflow.set_tracking_uri(uri)
-    return uri
-
-
-def _prediction_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
-    """Texts from the command line with --types, or JSONL {"text", "types"} from stdin (--types as default)."""
-    if args.texts:
-        if not args.types:
-            raise SystemExit("predict: --types is required with texts on the command line")
-        return [{"text": text, "types": args.types} for text in args.texts]
-    rows = []
-    for n, line in enumerate(sys.stdin, 1):
-        if not line.strip():
-            continue
-        record = json.loads(line)
-        types = record.get("types") or args.types
-        if not isinstance(record.get("text"), str) or not types:
-            raise SystemExit(f"predict: stdin line {n}: needs a string `text` and `types` (or --types)")
-        rows.append({"text": record["text"], "types": types})
-    return rows
-
-
-def cmd_predict(args: argparse.Namespace) -> None:
-    import mlflow.pyfunc
-
-    results_only_on_stdout()
-    use_tracking_uri()
-    rows = _prediction_rows(args)
-    if not rows:
-        return
-    model = mlflow.pyfunc.load_model(args.model, model_config={"grounded": True} if args.grounded else None)
-    for result in model.predict(rows):
-        print(json.dumps(result, ensure_ascii=False), flush=True)
-
-
 def cmd_promote(args: argparse.Namespace) -> None:
     from distill_ner import registry
 
@@ -203,7 +116,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
     if args.grounded:
         # MLflow's own load-time override of the logged model_config, read by every server worker
-        env["MLFLOW_PYFUNC_INFERENCE_CONFIG"] = json.dumps({"grounded": True})
+        env["MLFLOW_PYFUNC_INFERENCE_CONFIG"] = '{"grounded": true}'
     sys.exit(subprocess.call(command, env=env))
 
 
@@ -242,14 +155,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=5055, help="port of `distill-ner ui`, for the link")
     p.set_defaults(func=cmd_compare)
 
-    p = sub.add_parser("predict", help="entities from a logged/registered model, texts as arguments or JSONL on stdin")
-    p.add_argument("--model", default="models:/distill-ner@production", help="MLflow model URI")
-    p.add_argument("--types", type=lambda v: [t.strip() for t in v.split(",") if t.strip()], default=None,
-                   help="comma-separated entity types, e.g. person,location")
-    p.add_argument("texts", nargs="*", help="texts; without any, JSONL {\"text\", \"types\"} is read from stdin")
-    p.add_argument("--grounded", action="store_true", help="answers only with spans of the text (grounded decoding)")
-    p.set_defaults(func=cmd_predict)
-
     p = sub.add_parser("promote", help="move the `production` alias (and ZenML stage) to a version, no gate")
     p.add_argument("--model-name", default="distill-ner")
     p.add_argument("--version", required=True)
@@ -266,7 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grounded", action="store_true", help="answers only with spans of the text (grounded decoding)")
     p.set_defaults(func=cmd_serve)
 
-    add_extract_parser(sub)
+    for add_commands in RECIPE_COMMANDS:
+        add_commands(sub)
     return parser
 
 

@@ -28,7 +28,7 @@ def _read_json(path: str, what: str) -> Any:
 
 
 def cmd_extract(args: argparse.Namespace) -> None:
-    from distill_ner.cli import results_only_on_stdout, use_tracking_uri
+    from distill_ner.console import results_only_on_stdout, use_tracking_uri
     from distill_ner.corpus import normalize_whitespace
     from distill_ner.extraction.config import ExtractionPromptConfig
     from distill_ner.extraction.inference import Extractor
@@ -54,8 +54,8 @@ def cmd_extract(args: argparse.Namespace) -> None:
     print(dump_json(filling.value, 2))
 
 
-def add_extract_parser(sub: Any) -> None:
-    """Add `extract` to the `distill-ner` subcommands (called from distill_ner.cli.build_parser)."""
+def add_commands(sub: Any) -> None:
+    """Add the extraction recipe's subcommands (`extract`) to `distill-ner` (called from distill_ner.cli.build_parser)."""
     p = sub.add_parser("extract", help="fill a JSON template from a text file with an extraction student; prints the JSON")
     p.add_argument("--model", default="models:/distill-extract@production", help="models:/name@alias, runs:/..., or a local folder")
     p.add_argument("--template", required=True, help="JSON template file (\"\" / [] / [{...}] leaves)")
