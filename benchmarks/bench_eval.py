@@ -4,6 +4,8 @@ In one run, on the same queries (every sentence of a seeded benchmark subset ask
 same prompt token ids (conversations.query_prompt_ids), greedy, the same stop tokens and max_new_tokens:
 
   engine          distill_ner.engine.Engine, transformers backend (shared prefixes, continuous batching)
+  engine-grounded the same engine with grounded decoding (answers held to JSON lists of spans of the
+                  text); its time against the engine row is the cost of grounding (target <= 1.20x)
   generate        a batched, left-padded `model.generate` loop over the same loaded weights (what a
                   transformers user writes), --batch-size queries per call
   llamacpp-f16    the Engine's llamacpp backend on the model exported to GGUF f16 (distill-ner export)
@@ -38,7 +40,7 @@ from distill_ner.cli import DEFAULT_STUDENT_DIR, TINY_STUDENT_DIR  # noqa: E402
 from distill_ner.console import quiet_defaults  # noqa: E402
 
 quiet_defaults()
-ROWS = ("engine", "generate", "llamacpp-f16", "llamacpp-q4_k_m")
+ROWS = ("engine", "engine-grounded", "generate", "llamacpp-f16", "llamacpp-q4_k_m")
 
 
 @dataclass
@@ -90,9 +92,9 @@ def generate_loop(model, prompts: list[list[int]], max_new_tokens: int, stop_ids
     return Row("generate", time.perf_counter() - t0, ids_out, tokens)
 
 
-def engine_row(name: str, engine, queries) -> Row:
+def engine_row(name: str, engine, queries, **kwargs) -> Row:
     t0 = time.perf_counter()
-    generations = engine.generate(queries, progress=False)
+    generations = engine.generate(queries, progress=False, **kwargs)
     seconds = time.perf_counter() - t0
     return Row(name, seconds, [g.token_ids for g in generations], sum(g.n_generated for g in generations))
 
@@ -180,6 +182,9 @@ def main(argv: list[str] | None = None) -> None:
     for name in rows_wanted:
         if name == "engine":
             results.append(engine_row("engine", engine, queries))
+        elif name == "engine-grounded":
+            engine.generate(queries[:8], progress=False, max_new_tokens=4, grounded=True)  # builds the vocabulary tables
+            results.append(engine_row(name, engine, queries, grounded=True))
         elif name == "generate":
             results.append(generate_loop(model, prompts, args.max_new_tokens, engine.stop_ids,
                                          tokenizer.pad_token_id, args.batch_size))

@@ -297,8 +297,12 @@ def split_units(messages: list[Message]) -> tuple[list[Message], list[list[Messa
     return opening, units
 
 
-def conversation_rows(conversation: Conversation, encoder: ChatEncoder, max_length: int) -> tuple[list[SFTRow], int]:
+def conversation_rows(
+    conversation: Conversation, encoder: ChatEncoder, max_length: int, train_opening: bool = True
+) -> tuple[list[SFTRow], int]:
     """Rows of at most max_length tokens, and the number of question/answer units dropped.
+
+    `train_opening` False: the first assistant reply (e.g. UniNER's `I've read this text.`) is context only.
 
     A conversation that fits is one row. Otherwise it is cut between question/answer units; each row
     repeats the opening (every message up to the first assistant reply) because an answer means nothing without its
@@ -311,7 +315,8 @@ def conversation_rows(conversation: Conversation, encoder: ChatEncoder, max_leng
     def row(n: int, enc: _Encoded) -> SFTRow:
         return SFTRow(id=f"{conversation.id}#{n}", conversation_id=conversation.id, input_ids=enc.ids, labels=enc.labels)
 
-    whole = encoder.encode(messages)
+    first = 0 if train_opening else 1
+    whole = encoder.encode(messages, train_from=first)
     if len(whole.ids) <= max_length:
         return [row(0, whole)], 0
     opening, units = split_units(messages)
@@ -333,7 +338,7 @@ def conversation_rows(conversation: Conversation, encoder: ChatEncoder, max_leng
         j = max(j, i + 1)  # the estimate may be pessimistic; a single unit is always tried for real
         while True:
             chunk = opening + [m for unit in units[i:j] for m in unit]
-            enc = encoder.encode(chunk, train_from=0 if not rows else 1)
+            enc = encoder.encode(chunk, train_from=first if not rows else 1)
             if len(enc.ids) <= max_length:
                 rows.append(row(len(rows), enc))
                 break

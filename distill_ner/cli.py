@@ -140,6 +140,9 @@ def cmd_serve(args: argparse.Namespace) -> None:
         from distill_ner.serving import BACKEND_ENV
 
         env[BACKEND_ENV] = args.backend
+    if args.grounded:
+        # MLflow's own load-time override of the logged model_config, read by every server worker
+        env["MLFLOW_PYFUNC_INFERENCE_CONFIG"] = '{"grounded": true}'
     sys.exit(subprocess.call(command, env=env))
 
 
@@ -217,6 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1, help="each worker loads its own copy of the model")
     p.add_argument("--backend", choices=BACKENDS, default=None,
                    help="inference backend (default: the logged model's); llamacpp converts the model to GGUF f16 on load")
+    p.add_argument("--grounded", action="store_true", help="answers only with spans of the text (grounded decoding)")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("export", help="write a model as a GGUF file for llama.cpp / Ollama (llama.cpp's own converter)")

@@ -180,6 +180,8 @@ class EvalReportMaterializer(_RecordMaterializer):
         else:
             meta["average"] = data.average
             meta.update({f"{name}.primary": value for name, value in data.primary.items()})
+        if data.grounded is not None:
+            meta["grounded.average_f1"] = data.grounded.average_f1
         return meta
 
 

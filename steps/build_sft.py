@@ -27,4 +27,5 @@ def build_sft(
     dataset = conversations.build_sft_dataset(annotations, config, load_tokenizer(student.model), mixed)
     if mlflow.active_run():
         mlflow.log_metrics({f"sft.{k}": float(v) for k, v in dataset.stats.items()})
+        mlflow.log_params({"sft.negatives_position": config.negatives_position, "sft.train_read_reply": config.train_read_reply})
     return dataset

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from distill_ner.chat import IGNORE_INDEX, ChatEncoder, as_messages, tokenize_conversation
+from distill_ner.chat import IGNORE_INDEX, ChatEncoder, as_messages, preview_segments, tokenize_conversation
 from distill_ner.models import CHATML_TEMPLATE, load_tokenizer
 from distill_ner.ner.config import SFTConfig
 from distill_ner.ner.conversations import (
@@ -198,6 +198,39 @@ def test_build_conversation_turns_answers_and_order():
     assert again == conversation
     orders = {tuple(t.content for t in build_conversation(_passage(), seed=s).turns[3::2]) for s in range(6)}
     assert len(orders) > 1  # the seed shuffles the questions
+
+
+@pytest.mark.parametrize("position", ["last", "first"])
+def test_negatives_position(position: str):
+    default = build_conversation(_passage(), seed=0)
+    assert build_conversation(_passage(), seed=0, negatives_position="shuffled") == default
+    answers = [t.content for t in build_conversation(_passage(), seed=0, negatives_position=position).turns[4::2]]
+    empty = [a == "[]" for a in answers]
+    assert empty == sorted(empty, reverse=position == "first")  # all negatives after / before the positives
+    questions = {t.content for t in build_conversation(_passage(), seed=0, negatives_position=position).turns[3::2]}
+    assert questions == {t.content for t in default.turns[3::2]}
+    orders = {
+        tuple(t.content for t in build_conversation(_passage(), seed=s, negatives_position=position).turns[3::2])
+        for s in range(6)
+    }
+    assert len(orders) > 1  # each kind is still shuffled
+    with pytest.raises(ValueError, match="negatives_position"):
+        build_conversation(_passage(), seed=0, negatives_position="middle")
+
+
+def test_read_reply_without_loss(tokenizers):
+    tokenizer = tokenizers["smollm2-chatml"]
+    annotations = _annotations(4)
+    trained = build_sft_dataset(annotations, SFTConfig(), tokenizer)
+    context = build_sft_dataset(annotations, SFTConfig(train_read_reply=False), tokenizer)
+    assert [r.input_ids for r in context.rows] == [r.input_ids for r in trained.rows]
+    assert len(context.rows) == len(context.conversations)
+    for row in context.rows:
+        conversation = next(c for c in context.conversations if c.id == row.conversation_id)
+        segments = preview_segments(row, tokenizer)
+        trained_text = [text for text, flag in segments if flag]
+        assert trained_text == [c + "<|im_end|>" for c in _assistant_contents(conversation)[1:]]
+    assert context.stats["trained_tokens"] < trained.stats["trained_tokens"]
 
 
 def test_negative_that_is_also_positive_is_not_asked_twice():

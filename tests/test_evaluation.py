@@ -74,9 +74,10 @@ class ScriptedEngine:
         self.last_stats = EngineStats()
         self.calls: list[list[tuple[str, str]]] = []
 
-    def answer(self, queries, dataset=None, progress=True, max_new_tokens=None) -> list[str]:
+    def answer(self, queries, dataset=None, progress=True, max_new_tokens=None, grounded=False) -> list[str]:
         assert dataset is None, "evaluation is zero-shot: no dataset line"
         self.calls.append(list(queries))
+        self.grounded_calls = getattr(self, "grounded_calls", []) + [grounded]
         self.last_stats = EngineStats(queries=len(queries), generated_tokens=3 * len(queries), seconds=0.5)
         return [self.answers.get(q, "[]") for q in queries]
 
@@ -114,6 +115,49 @@ def test_report_equals_uniner_scores_of_raw_answers(tiny_engine: NEREngine, tmp_
     assert [p.predicted for p in report.predictions] == [parse_answer(a) for a in raw]
     assert {"seconds", "queries_per_s", "generated_tokens_per_s", "mini.seconds"} <= set(report.stats)
     assert report.stats["queries"] == 9
+
+
+def test_grounded_also_scores_a_second_grounded_pass(tiny_engine: NEREngine, tmp_path: Path):
+    """eval.grounded_also: the same queries decoded grounded, scored the same way, logged as eval.grounded.*;
+    the main pass (the paper-comparable numbers) is the plain one."""
+    bench = write_uniner(tmp_path / "mini.json", SENTENCES)
+    plain = evaluate_model("tiny", EvalConfig(benchmarks=[str(bench)], max_new_tokens=8), engine=tiny_engine)
+    config = EvalConfig(benchmarks=[str(bench)], max_new_tokens=8, grounded_also=True)
+    report = evaluate_model("tiny", config, engine=tiny_engine)
+    assert report.per_dataset == plain.per_dataset and report.grounded is not None
+    grounded = report.grounded
+    texts = {p.text for p in grounded.predictions}
+    assert len(grounded.predictions) == 9 and len(texts) == 3
+    raw = [p.raw for p in grounded.predictions]
+    assert grounded.per_dataset["mini"] == uniner_scores(raw, [p.gold for p in grounded.predictions], n_sentences=3)
+    metrics = report_metrics(report)
+    for key in ("f1", "abstention_rate", "hallucination_rate", "unparseable_rate"):
+        assert f"eval.mini.{key}" in metrics and f"eval.grounded.mini.{key}" in metrics
+    assert "eval.grounded.avg_f1" in metrics and "eval.grounded.queries_per_s" in metrics
+    assert metrics["eval.grounded.mini.hallucination_rate"] == 0.0
+    assert metrics["eval.grounded.mini.unparseable_rate"] == 0.0
+    assert metrics["eval.mini.unparseable_rate"] > 0, "the random model's free answers do not parse"
+    scripted = ScriptedEngine({})
+    evaluate_model("s", EvalConfig(benchmarks=[str(bench)], grounded=True, grounded_also=True), engine=scripted)  # type: ignore[arg-type]
+    assert scripted.grounded_calls == [True], "a grounded main pass is not run twice"
+
+
+def test_rates_of_scripted_answers(tmp_path: Path):
+    """abstention: negative queries answered []; hallucination: predicted strings not in the sentence."""
+    bench = write_uniner(tmp_path / "mini.json", SENTENCES)
+    curie, paris, python = SENTENCES
+    answers = {
+        (curie, "organization"): "[]",  # negative, abstains
+        (paris, "person"): '["Marie"]',  # negative, names a string absent from the sentence
+        (python, "location"): "no idea",  # negative, unparseable
+        (curie, "person"): '["Marie Curie", "Curie Marie"]',  # one of two strings invented
+    }
+    report = evaluate_model("s", EvalConfig(benchmarks=[str(bench)]), engine=ScriptedEngine(answers))  # type: ignore[arg-type]
+    metrics = report_metrics(report)
+    # negatives: curie/organization, paris/person, python/location, python/organization (answered [] by default)
+    assert metrics["eval.mini.abstention_rate"] == pytest.approx(2 / 4)
+    assert metrics["eval.mini.hallucination_rate"] == pytest.approx(2 / 3)
+    assert metrics["eval.mini.unparseable_rate"] == pytest.approx(1 / 9)
 
 
 def test_scores_of_scripted_answers(tmp_path: Path):

@@ -8,6 +8,7 @@ the batch when they stop) must produce exactly the token ids of the plain loop.
 from __future__ import annotations
 
 import importlib.util
+import json
 from collections import Counter
 from pathlib import Path
 
@@ -258,8 +259,111 @@ def test_vllm_matches_transformers(tiny_dir: Path):
     assert vllm_engine.answer(qs, progress=False) == reference.answer(qs, progress=False)
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vllm is not installed")
+def test_vllm_grounded_matches_transformers(tiny_dir: Path):
+    qs = queries()
+    vllm_engine = Engine(str(tiny_dir), backend="vllm", max_new_tokens=8, vllm_kwargs={"dtype": "float32"})
+    reference = Engine(str(tiny_dir), max_new_tokens=8, device="cpu")
+    try:
+        answers = vllm_engine.answer(qs, progress=False, grounded=True)
+    except NotImplementedError as e:  # a vLLM without per-request logits processors (V1)
+        pytest.skip(str(e))
+    assert answers == reference.answer(qs, progress=False, grounded=True)
+
+
 def test_group_indices_keeps_first_appearance_order():
     from distill_ner.engine import group_indices
 
     assert group_indices(["b", "a", "b", "c", "a"]) == [[0, 2], [1, 4], [3]]
     assert group_indices([]) == []
+
+
+# --------------------------------------------------------------------------------- grounded decoding
+
+GROUNDED_NEW = 24
+
+
+@pytest.fixture(scope="module")
+def grounded_runs(tiny):
+    """The demo benchmark's 40 sentences x 8 types (320 queries), decoded free and grounded by one engine."""
+    from distill_ner.ner.benchmarks import load_benchmark
+
+    model, tokenizer = tiny
+    bench = load_benchmark("distill_ner_demo", 40, 0)
+    qs = [(s.text, t) for s in bench.sentences for t in bench.types]
+    engine = Engine.from_model(model, tokenizer, batch_size=16, max_new_tokens=GROUNDED_NEW)
+    free = engine.generate(qs, progress=False)
+    grounded = engine.generate(qs, progress=False, grounded=True)
+    return engine, qs, free, grounded
+
+
+def test_grounded_answers_are_parseable_lists_of_spans(grounded_runs):
+    from distill_ner.ner.metrics import grounding_rates
+
+    engine, qs, free, grounded = grounded_runs
+    assert len(qs) >= 300
+    items = 0
+    for (text, _), g in zip(qs, grounded):
+        answer = g.text.strip()
+        value = json.loads(answer)  # the whole answer is one JSON list, nothing after it
+        assert isinstance(value, list) and all(isinstance(v, str) and v and v in text for v in value), (answer, text)
+        assert extract_items(answer) == list(dict.fromkeys(value)), "the metric reads the same strings"
+        items += len(value)
+    rows = [(text, ["x"], g.text.strip()) for (text, _), g in zip(qs, grounded)]
+    assert grounding_rates(rows)["hallucination_rate"] == 0 and grounding_rates(rows)["unparseable_rate"] == 0
+    # not vacuous: the free answers of the random model break both rules, and grounded rows do name spans
+    free_rates = grounding_rates([(text, ["x"], g.text.strip()) for (text, _), g in zip(qs, free)])
+    assert free_rates["unparseable_rate"] > 0.5
+    assert items > 50 and sum(g.text.strip() == "[]" for g in grounded) > 0
+
+
+def test_grounded_is_greedy_over_the_allowed_tokens(grounded_runs):
+    """Grounded ids equal the free ids up to the first free token the constraint rejects, and differ
+    there; a free answer the constraint accepts throughout comes out unchanged."""
+    engine, qs, free, grounded = grounded_runs
+    stop = engine.stop_ids[0]
+    kept = whole = checked = 0
+    for (text, entity_type), f, g in zip(qs, free, grounded):
+        constraint = engine.grounded_constraints([text])[0]
+        f_ids = f.token_ids + ([stop] if f.stopped else [])
+        g_ids = g.token_ids + ([stop] if g.stopped else [])
+        k = 0
+        while k < len(f_ids) and constraint.allows(f_ids[k], GROUNDED_NEW - k):
+            constraint.advance(f_ids[k])
+            k += 1
+        assert g_ids[:k] == f_ids[:k]
+        if k == len(f_ids):
+            whole += 1
+            assert g_ids == f_ids
+        else:
+            assert len(g_ids) > k and g_ids[k] != f_ids[k]
+            if checked < 12:  # the replacement is the argmax over the allowed tokens (one plain forward pass)
+                prompt = engine.prompt_ids(text, entity_type)
+                with torch.inference_mode():
+                    logits = engine.model(torch.tensor([prompt + g_ids[:k]])).logits[0, -1]
+                allowed = sorted(constraint.allowed_ids(GROUNDED_NEW - k))
+                assert g_ids[k] == allowed[int(logits[allowed].argmax())]
+                checked += 1
+        kept += k
+    assert kept > 0 and checked == 12, "some free tokens must pass the constraint, or the test proves nothing"
+    print(f"free tokens kept: {kept}; whole free answers kept: {whole} of {len(qs)}")
+
+
+def test_grounded_answers_close_within_a_small_budget(tiny):
+    """With only a few tokens to spend, the list is still closed (the budget guard), and still grounded."""
+    model, tokenizer = tiny
+    qs = [(s, t) for s in SENTENCES for t in TYPES]
+    for max_new in (2, 3, 5, 8):
+        engine = Engine.from_model(model, tokenizer, batch_size=8, max_new_tokens=max_new)
+        for (text, _), g in zip(qs, engine.generate(qs, progress=False, grounded=True)):
+            value = json.loads(g.text.strip())
+            assert all(v in text for v in value) and len(g.token_ids) <= max_new
+
+
+def test_grounded_predictor(tiny):
+    model, tokenizer = tiny
+    engine = Engine.from_model(model, tokenizer, max_new_tokens=16)
+    out = Predictor(engine=engine, surface_forms=True, grounded=True).predict(SENTENCES, ["person", "location"])
+    assert all(entity in text for text, row in zip(SENTENCES, out) for found in row.values() for entity in found)
+    assert any(found for row in out for found in row.values())

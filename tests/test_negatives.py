@@ -196,3 +196,17 @@ def test_empty_table_gives_no_negatives():
 def test_any_integer_seed_works(seed: int):
     result = add_negatives(AnnotationSet(passages=_passages(3, [[]]), type_counts=TABLE), NegativesConfig(seed=seed))
     assert all(len(p.negatives) == 4 for p in result.passages)
+
+
+def test_ratio_gives_negatives_per_positive_type():
+    cycle = [["person", "organization", "location"], ["date"], []]
+    passages = _passages(30, cycle)
+    annotations = AnnotationSet(passages=passages, type_counts=TABLE)
+    result = add_negatives(annotations, NegativesConfig(ratio=1.5, per_passage=99))
+    for passage in result.passages:
+        own = {normalize_type(e.type) for e in passage.entities}
+        assert len(passage.negatives) == max(1, round(1.5 * len(own)))
+        assert not own & set(passage.negatives)
+    assert all(p.negatives == [] for p in add_negatives(annotations, NegativesConfig(ratio=0)).passages)
+    # without a ratio, per_passage as before
+    assert all(len(p.negatives) == 4 for p in add_negatives(annotations, NegativesConfig()).passages)

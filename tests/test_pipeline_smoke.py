@@ -44,6 +44,9 @@ def test_smoke_run_end_to_end_then_cached(tiny_student, zenml_env):
 
     metrics = state["mlflow_metrics"]
     assert "eval.distill_ner_demo.f1" in metrics and "eval.avg_f1" in metrics
+    assert "eval.distill_ner_demo.abstention_rate" in metrics and "eval.grounded.avg_f1" in metrics
+    assert metrics["eval.grounded.distill_ner_demo.hallucination_rate"] == 0.0
+    assert metrics["eval.grounded.distill_ner_demo.unparseable_rate"] == 0.0
     assert len(state["loss_history"]["train/loss"]) == 4
     versions = state["model_versions"]
     assert len(versions) == 1 and "production" in versions[0]["aliases"]

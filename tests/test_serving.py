@@ -176,6 +176,21 @@ def test_cli_predict_prints_entities(production: str, monkeypatch: pytest.Monkey
         cli.main(["predict", "--model", uri, "--types", "person"])
 
 
+def test_cli_predict_grounded(production: str, capsys) -> None:
+    """--grounded: the trained answer `["Warsaw"]` is already a span of the text, so it comes out unchanged
+    (grounded greedy = free greedy where the free answer is allowed); every entity is a span of its text."""
+    from distill_ner import cli
+
+    texts = [TEXT, "Paris is far from Warsaw."]
+    outputs = {}
+    for flags in ([], ["--grounded"]):
+        cli.main(["predict", "--model", production, "--types", "person,location", *flags, *texts])
+        outputs[bool(flags)] = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    assert outputs[True][0]["entities"]["location"] == outputs[False][0]["entities"]["location"] == ["Warsaw"]
+    for row in outputs[True]:
+        assert all(entity in row["text"] for found in row["entities"].values() for entity in found)
+
+
 def test_cli_stdout_holds_only_results(production: str) -> None:
     """Warnings and library logs go to stderr, so `distill-ner predict ... | jq` works."""
     env = {**os.environ, "PYTHONWARNINGS": "always"}

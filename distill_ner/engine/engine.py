@@ -39,6 +39,12 @@ Two backends:
   default; cached under the temp folder by content, see distill_ner.export.cached_gguf) and tokenises
   with the folder's own tokenizer.
 
+Constrained rows (`generate_ids(..., constraints=...)`, one `RowConstraint` per prompt, e.g. grounded
+answers): each step the row's argmax is checked against its constraint and, only where it is rejected,
+replaced by the argmax over the tokens the constraint allows; rows of different sentences carry their own
+constraint in one batch. vLLM applies the same rule through its per-request logits processors where the
+installed vLLM has them (V0); otherwise a constrained call is a clear NotImplementedError.
+
 The transformers backend also merges an adapter into its base on load (speed; the reference loops in
 tests and benchmarks use the same merged model object).
 """
@@ -54,7 +60,7 @@ from collections import deque
 from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from distill_ner.chat import end_of_turn_ids
 
@@ -91,6 +97,41 @@ class Generation:
     def n_generated(self) -> int:
         """Tokens the model produced, the stop token included (what throughput is measured in)."""
         return len(self.token_ids) + int(self.stopped)
+
+
+class RowConstraint(Protocol):
+    """What a row's decoding may emit next (e.g. `grounded.SubstringListConstraint`), consulted per step.
+
+    Greedy decoding under a constraint takes the unconstrained argmax when `allows` accepts it and
+    otherwise the argmax over `allowed_ids`; `advance` records the token taken (a stop id included).
+    `remaining` counts the tokens the row may still generate, the next one included.
+    """
+
+    def allows(self, token_id: int, remaining: int) -> bool: ...
+
+    def allowed_ids(self, remaining: int) -> list[int]: ...
+
+    def advance(self, token_id: int) -> None: ...
+
+
+def constrained_argmax(
+    logits: Any, picks: list[int], constraints: Sequence[RowConstraint | None], remaining: Sequence[int], fallback: Sequence[int]
+) -> bool:
+    """Replace, in place, each constrained row's pick by the best token its constraint allows and advance
+    the constraint; True when some pick changed. A constraint that allows nothing gets `fallback` (stop ids)."""
+    changed = False
+    for b, constraint in enumerate(constraints):
+        if constraint is None:
+            continue
+        if not constraint.allows(picks[b], remaining[b]):
+            ids = sorted(constraint.allowed_ids(remaining[b])) or sorted(fallback)
+            if not ids:
+                raise ValueError("a row constraint allows no token and there is no stop token to fall back on")
+            # sorted ids: ties go to the lowest id, as in an argmax over masked logits
+            picks[b] = ids[int(logits[b, ids].argmax())]
+            changed = True
+        constraint.advance(picks[b])
+    return changed
 
 
 @dataclass
@@ -388,8 +429,10 @@ class _TransformersBackend:
         max_new_tokens: int,
         batch_size: int,
         on_finish: Any = None,
+        constraints: Sequence[RowConstraint | None] | None = None,
     ) -> dict[int, Generation]:
-        """Greedy answers for every row of the chunks (each chunk has at most batch_size rows)."""
+        """Greedy answers for every row of the chunks (each chunk has at most batch_size rows);
+        `constraints[row]`, where given, restricts what that row may emit (see RowConstraint)."""
         import torch
 
         stop = torch.tensor(self.stop_ids or [-1], dtype=torch.long, device=self.device)
@@ -399,6 +442,20 @@ class _TransformersBackend:
         pending = deque(chunks)
         run: _Running | None = None
         mergeable = self.refill
+
+        def choose(batch: _Running, logits: Any) -> Any:
+            """Greedy next token per row: the argmax, or the best token the row's constraint allows."""
+            tokens = logits.argmax(dim=-1)
+            if constraints is None:
+                return tokens
+            row_constraints = [constraints[row] for row in batch.rows]
+            if all(c is None for c in row_constraints):
+                return tokens
+            picks = tokens.tolist()
+            remaining = [max_new_tokens - len(generated.get(row, ())) for row in batch.rows]
+            if constrained_argmax(logits, picks, row_constraints, remaining, self.stop_ids):
+                tokens = torch.tensor(picks, dtype=tokens.dtype, device=tokens.device)
+            return tokens
 
         def advance(batch: _Running, tokens: Any) -> _Running | None:
             """Record each row's new token; rows that stop or reach max_new_tokens leave the batch."""
@@ -436,7 +493,7 @@ class _TransformersBackend:
                     room -= len(admit[-1].rows)
                 new, logits = self._prefill(admit)
                 mergeable = mergeable and self._mergeable(new.cache)
-                new = advance(new, logits.argmax(dim=-1))
+                new = advance(new, choose(new, logits))
                 self.merges += int(run is not None and new is not None)
                 run = self._merge(run, new)
                 if run is None:
@@ -447,7 +504,7 @@ class _TransformersBackend:
             run.mask = torch.cat([run.mask, run.mask.new_ones((run.size, 1))], dim=1)
             logits = self._forward(run.tokens.unsqueeze(1), run.mask, run.next_pos.unsqueeze(1), run.cache)
             run.next_pos = run.next_pos + 1
-            run = advance(run, logits.argmax(dim=-1))
+            run = advance(run, choose(run, logits))
         return results
 
 
@@ -475,10 +532,54 @@ class _VLLMBackend:
         kwargs.update(llm_kwargs)
         self.llm = vllm.LLM(model=model_dir, tokenizer=model_dir, **kwargs)
 
-    def generate(self, prompts: Sequence[Sequence[int]], max_new_tokens: int, progress: bool) -> list[Generation]:
-        params = self.vllm.SamplingParams(
+    def _constrained_params(self, constraint: RowConstraint, max_new_tokens: int) -> Any:
+        """Greedy SamplingParams whose per-request logits processor applies `constraint`."""
+        import torch
+
+        seen = 0
+
+        def process(token_ids: Sequence[int], logits: Any) -> Any:
+            nonlocal seen
+            for token in token_ids[seen:]:  # vLLM hands over the whole output so far
+                constraint.advance(int(token))
+            seen = len(token_ids)
+            remaining = max_new_tokens - len(token_ids)
+            picks = [int(logits.argmax())]
+            before = picks[0]
+            probe = _NoAdvance(constraint)
+            constrained_argmax(logits.unsqueeze(0), picks, [probe], [remaining], self.stop_ids)
+            if picks[0] == before:
+                return logits
+            out = torch.full_like(logits, float("-inf"))
+            out[picks[0]] = 0.0
+            return out
+
+        try:
+            return self.vllm.SamplingParams(
+                temperature=0.0,
+                max_tokens=max_new_tokens,
+                stop_token_ids=self.stop_ids,
+                detokenize=False,
+                logits_processors=[process],
+            )
+        except (TypeError, ValueError) as e:  # vLLM V1 dropped per-request logits processors
+            raise NotImplementedError(
+                f"constrained (grounded) decoding needs vLLM's per-request logits processors, which this vLLM "
+                f"({getattr(self.vllm, '__version__', '?')}) does not offer: use backend='transformers' ({e})"
+            ) from e
+
+    def generate(
+        self,
+        prompts: Sequence[Sequence[int]],
+        max_new_tokens: int,
+        progress: bool,
+        constraints: Sequence[RowConstraint | None] | None = None,
+    ) -> list[Generation]:
+        params: Any = self.vllm.SamplingParams(
             temperature=0.0, max_tokens=max_new_tokens, stop_token_ids=self.stop_ids, detokenize=False
         )
+        if constraints is not None and any(c is not None for c in constraints):
+            params = [params if c is None else self._constrained_params(c, max_new_tokens) for c in constraints]
         # token ids in, so vLLM never re-renders or re-tokenises the prompt
         requests = [{"prompt_token_ids": list(p)} for p in prompts]
         outputs = self.llm.generate(requests, params, use_tqdm=progress)
@@ -491,6 +592,22 @@ class _VLLMBackend:
                 ids.pop()
             results.append(Generation(token_ids=ids, stopped=ended or completion.finish_reason == "stop"))
         return results
+
+
+class _NoAdvance:
+    """A constraint seen through without `advance`: vLLM reports the emitted tokens on its next call."""
+
+    def __init__(self, constraint: RowConstraint) -> None:
+        self.constraint = constraint
+
+    def allows(self, token_id: int, remaining: int) -> bool:
+        return self.constraint.allows(token_id, remaining)
+
+    def allowed_ids(self, remaining: int) -> list[int]:
+        return self.constraint.allowed_ids(remaining)
+
+    def advance(self, token_id: int) -> None:
+        pass
 
 
 # ----------------------------------------------------------------------------------------- engine
@@ -617,6 +734,13 @@ class Engine:
 
     # -------------------------------------------------------------------------------- public API
 
+    def grounded_constraints(self, passages: Sequence[str]) -> list[Any]:
+        """Fresh row constraints that hold each answer to a JSON list of substrings of its passage
+        (see `distill_ner.engine.grounded`), for `generate_ids(..., constraints=...)`."""
+        from distill_ner.engine.grounded import grounded_constraints
+
+        return grounded_constraints(self.tokenizer, self.stop_ids, passages)
+
     def generate_ids(
         self,
         prompts: Sequence[Sequence[int]],
@@ -624,24 +748,29 @@ class Engine:
         *,
         progress: bool = True,
         max_new_tokens: int | None = None,
+        constraints: Sequence[RowConstraint | None] | None = None,
     ) -> list[Generation]:
         """Greedy results for already tokenised prompts, in prompt order (any prompt format, e.g. templates).
 
         `groups` lists prompt indices expected to share a long token prefix (each index exactly once);
         the prefix actually shared is computed, so any grouping gives the same answers and only speed
-        depends on it. Default: all prompts in one group, in order.
+        depends on it. Default: all prompts in one group, in order. `constraints` (one per prompt, None
+        for a free row) restrict each row's tokens, e.g. to a grounded answer (`engine.grounded`); they
+        are stateful: pass fresh ones to every call.
         """
         max_new = max_new_tokens or self.max_new_tokens
         if groups is None:
             groups = [list(range(len(prompts)))]
         if sorted(i for g in groups for i in g) != list(range(len(prompts))):
             raise ValueError("groups must list every prompt index exactly once")
+        if constraints is not None and len(constraints) != len(prompts):
+            raise ValueError(f"{len(constraints)} constraints for {len(prompts)} prompts")
         t0 = time.perf_counter()
         if self._vllm is not None:
-            results = self._vllm.generate(prompts, max_new, progress)  # vLLM's prefix cache finds the sharing
+            results = self._vllm.generate(prompts, max_new, progress, constraints)  # vLLM's prefix cache finds the sharing
             chunks, merges = 0, 0
         else:
-            results, chunks, merges = self._generate_chunked(prompts, groups, max_new, progress)
+            results, chunks, merges = self._generate_chunked(prompts, groups, max_new, progress, constraints)
         for g in results:
             g.text = self.tokenizer.decode(g.token_ids, skip_special_tokens=True)
         self.last_stats = EngineStats(
@@ -654,7 +783,12 @@ class Engine:
         return results
 
     def _generate_chunked(
-        self, prompts: Sequence[Sequence[int]], groups: Sequence[Sequence[int]], max_new: int, progress: bool
+        self,
+        prompts: Sequence[Sequence[int]],
+        groups: Sequence[Sequence[int]],
+        max_new: int,
+        progress: bool,
+        constraints: Sequence[RowConstraint | None] | None = None,
     ) -> tuple[list[Generation], int, int]:
         """The transformers or llama.cpp backend over plan_chunks (shared sentence prefixes)."""
         import torch
@@ -676,7 +810,9 @@ class Engine:
                 bar.set_postfix_str(f"{tokens / max(time.perf_counter() - t0, 1e-9):.1f} tok/s", refresh=False)
 
             if self._llama is not None:
+                if constraints is not None and any(c is not None for c in constraints):
+                    raise NotImplementedError("constrained (grounded) decoding is not available on the llamacpp backend")
                 results = self._llama.decode(chunks, max_new, on_finish)
             else:
-                results = self._tf.decode(chunks, max_new, self.batch_size, on_finish)
+                results = self._tf.decode(chunks, max_new, self.batch_size, on_finish, constraints)
         return [results[i] for i in range(len(prompts))], len(chunks), decoder.merges

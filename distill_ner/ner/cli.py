@@ -56,11 +56,12 @@ def cmd_predict(args: argparse.Namespace) -> None:
         from distill_ner.ner.serving import parse_types, predict_rows
 
         backend = args.backend or ("llamacpp" if args.model.endswith(".gguf") else "transformers")
-        predictor = Predictor(args.model, surface_forms=True, backend=backend, batch_size=16)
+        predictor = Predictor(args.model, surface_forms=True, backend=backend, batch_size=16, grounded=args.grounded)
         results = predict_rows(predictor, [(row["text"], parse_types(row["types"])) for row in rows])
     else:
         use_tracking_uri()
-        model = mlflow.pyfunc.load_model(args.model, model_config={"backend": args.backend} if args.backend else None)
+        overrides = {**({"backend": args.backend} if args.backend else {}), **({"grounded": True} if args.grounded else {})}
+        model = mlflow.pyfunc.load_model(args.model, model_config=overrides or None)
         results = model.predict(rows)
     for result in results:
         print(json.dumps(result, ensure_ascii=False), flush=True)
@@ -75,6 +76,7 @@ def add_commands(sub: Any) -> None:
     p.add_argument("texts", nargs="*", help="texts; without any, JSONL {\"text\", \"types\"} is read from stdin")
     p.add_argument("--backend", choices=("transformers", "vllm", "llamacpp"), default=None,
                    help="inference backend (default: the logged model's; llamacpp for a .gguf file)")
+    p.add_argument("--grounded", action="store_true", help="answers only with spans of the text (grounded decoding)")
     p.set_defaults(func=cmd_predict)
 
     from distill_ner.ner.benchmark_fetch import add_benchmarks_parser

@@ -23,6 +23,10 @@ from distill_ner.config import (
 class NegativesConfig(StrictModel):
     strategy: Literal["frequency", "uniform", "none"] = Field("frequency", description="how negative types are drawn: by type frequency, uniformly, or none")
     per_passage: int = Field(4, ge=0, description="negative types added to each passage")
+    ratio: float | None = Field(
+        None, ge=0, description="instead of per_passage: this many negatives per positive type of the passage "
+        "(rounded, at least 1 when > 0)"
+    )
     seed: int = Field(0, description="seed of every random choice of this stage")
 
 
@@ -53,6 +57,12 @@ class SFTConfig(StrictModel):
     supervised_ratio: float = Field(
         1.0, ge=0, description="supervised conversations per teacher conversation, at most"
     )
+    negatives_position: Literal["shuffled", "last", "first"] = Field(
+        "shuffled", description="where negative questions go: shuffled among the positives (UniNER), after or before them"
+    )
+    train_read_reply: bool = Field(
+        True, description="loss on the `I've read this text.` reply too (UniNER: every assistant turn is a target)"
+    )
 
 
 class EvalConfig(StrictModel):
@@ -69,6 +79,12 @@ class EvalConfig(StrictModel):
         "f16", description="llamacpp backend: the GGUF type an HF model is converted to (a .gguf model is run as it is)"
     )
     seed: int = Field(0, description="seed of every random choice of this stage")
+    grounded: bool = Field(
+        False, description="decode every answer as a JSON list of spans of its sentence (off: the paper's setting)"
+    )
+    grounded_also: bool = Field(
+        False, description="also score a grounded pass, logged next to the main one as eval.grounded.*"
+    )
 
 
 class DistillConfig(StrictModel):
@@ -119,6 +135,7 @@ class NERServing(StrictModel):
             "batch_size": self.batch_size,
             "max_new_tokens": self.max_new_tokens,
             "surface_forms": True,
+            "grounded": False,  # present so that a load-time override can switch it on
         }
 
 

@@ -93,15 +93,29 @@ def _questions(passage: AnnotatedPassage) -> list[tuple[str, list[str]]]:
     return list(groups.values())
 
 
-def build_conversation(passage: AnnotatedPassage, seed: int, dataset: str | None = None) -> Conversation:
+def build_conversation(
+    passage: AnnotatedPassage, seed: int, dataset: str | None = None, negatives_position: str = "shuffled"
+) -> Conversation:
     """One conversation covering all of a passage's types; question order shuffled, opening turns first.
 
+    `negatives_position`: "shuffled" mixes negative questions (answer []) among the positives (UniNER);
+    "last" / "first" shuffle each kind on its own and put the negatives after / before the positives.
     The order depends on (seed, passage id) only, so a passage keeps its conversation when others change.
     """
     questions = _questions(passage)
-    order = stable_rng(seed, "questions", passage.id).permutation(len(questions))
+    rng = stable_rng(seed, "questions", passage.id)
+    if negatives_position == "shuffled":
+        order = rng.permutation(len(questions)).tolist()
+    elif negatives_position in ("last", "first"):
+        positives = [i for i, (_, entities) in enumerate(questions) if entities]
+        negatives = [i for i, (_, entities) in enumerate(questions) if not entities]
+        positives = [positives[j] for j in rng.permutation(len(positives)).tolist()]
+        negatives = [negatives[j] for j in rng.permutation(len(negatives)).tolist()]
+        order = positives + negatives if negatives_position == "last" else negatives + positives
+    else:
+        raise ValueError(f"negatives_position must be shuffled, last or first, not {negatives_position!r}")
     turns = _opening_turns(passage.text, dataset)
-    for i in order.tolist():
+    for i in order:
         entity_type, entities = questions[i]
         turns.append(Turn(role="user", content=question_turn(entity_type)))
         turns.append(Turn(role="assistant", content=answer_turn(entities)))
@@ -141,10 +155,11 @@ def build_sft_dataset(
 ) -> SFTDataset:
     """Conversations for every teacher passage plus at most supervised_ratio × as many supervised ones,
     shuffled (seeded) and tokenised. Same inputs and seed give a byte-identical dataset."""
-    conversations = [build_conversation(p, config.seed) for p in annotations.passages]
+    position = config.negatives_position
+    conversations = [build_conversation(p, config.seed, negatives_position=position) for p in annotations.passages]
     cap = int(config.supervised_ratio * len(conversations))
     chosen = _select_supervised(supervised, cap, config.seed)
-    conversations += [build_conversation(p, config.seed, dataset=name) for name, p in chosen]
+    conversations += [build_conversation(p, config.seed, dataset=name, negatives_position=position) for name, p in chosen]
     order = stable_rng(config.seed, "order").permutation(len(conversations)).tolist()
     conversations = [conversations[i] for i in order]
 
@@ -152,7 +167,7 @@ def build_sft_dataset(
     rows: list[SFTRow] = []
     truncations = 0
     for conversation in conversations:
-        new_rows, dropped = conversation_rows(conversation, encoder, config.max_length)
+        new_rows, dropped = conversation_rows(conversation, encoder, config.max_length, config.train_read_reply)
         rows += new_rows
         truncations += dropped
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from distill_ner.ner.benchmarks import Benchmark, available_benchmarks, load_benchmark, warn_absent
 from distill_ner.ner.config import EvalConfig
-from distill_ner.ner.metrics import average, normalize_items, parse_answer, span_scores, uniner_scores
+from distill_ner.ner.metrics import average, grounding_rates, normalize_items, parse_answer, span_scores, uniner_scores
 from distill_ner.records import EvalReport, Prediction, Scores
 
 if TYPE_CHECKING:
@@ -72,6 +72,8 @@ def evaluate_model(model_ref: str, config: EvalConfig, engine: NEREngine | None 
 
     `engine` reuses an already loaded model (its batch size is kept; max_new_tokens comes from the config).
     Every benchmark is loaded (and a missing one reported) before the model is.
+    `config.grounded` decodes the main pass grounded; `config.grounded_also` adds a grounded pass as
+    `report.grounded` (same engine, same queries), so both numbers come from one evaluation.
     """
     names, absent = available_benchmarks(config.benchmarks)
     warn_absent(absent)
@@ -88,6 +90,13 @@ def evaluate_model(model_ref: str, config: EvalConfig, engine: NEREngine | None 
             gguf_quant=config.gguf_quant,
         )
     load_seconds = time.perf_counter() - t_load
+    report = _evaluate_pass(engine, model_ref, config, config.grounded, load_seconds)
+    if config.grounded_also and not config.grounded:
+        report.grounded = _evaluate_pass(engine, model_ref, config, True, 0.0)
+    return report
+
+
+def _evaluate_pass(engine: NEREngine, model_ref: str, config: EvalConfig, grounded: bool, load_seconds: float) -> EvalReport:
 
     per_dataset: dict[str, Scores] = {}
     predictions: list[Prediction] = []
@@ -104,6 +113,7 @@ def evaluate_model(model_ref: str, config: EvalConfig, engine: NEREngine | None 
             [(benchmark.sentences[i].text, t) for i, t, _ in queries],
             dataset=None,  # zero-shot: the dataset line is only for supervised training data
             max_new_tokens=config.max_new_tokens,
+            grounded=grounded,
         )
         run = engine.last_stats
         scores, rows = score_benchmark(benchmark, answers)
@@ -116,7 +126,10 @@ def evaluate_model(model_ref: str, config: EvalConfig, engine: NEREngine | None 
         total_queries += run.queries
         total_tokens += run.generated_tokens
         total_seconds += run.seconds
-        logger.info("%s: F1 %.4f (P %.4f R %.4f), %.1f queries/s", benchmark.name, scores.f1, scores.precision, scores.recall, run.queries_per_s)
+        logger.info(
+            "%s%s: F1 %.4f (P %.4f R %.4f), %.1f queries/s", benchmark.name, " (grounded)" if grounded else "",
+            scores.f1, scores.precision, scores.recall, run.queries_per_s,
+        )
     stats.update(
         seconds=total_seconds,
         queries=float(total_queries),
@@ -140,11 +153,16 @@ def _metric_key(name: str) -> str:
     return _METRIC_NAME_BAD.sub("_", name)
 
 
-def report_metrics(report: EvalReport) -> dict[str, float]:
-    """Flat MLflow metric names: eval.<dataset>.{precision,recall,f1[,span_*]}, eval.avg_*, throughput."""
+def report_metrics(report: EvalReport, prefix: str = "eval") -> dict[str, float]:
+    """Flat MLflow metric names: eval.<dataset>.{precision,recall,f1[,span_*]}, the dataset's
+    {abstention,hallucination,unparseable}_rate, eval.avg_*, throughput; a grounded pass
+    (`report.grounded`) adds the same names under eval.grounded.*."""
     metrics: dict[str, float] = {}
+    rows: dict[str, list[tuple[str, list[str], str]]] = {}
+    for p in report.predictions:
+        rows.setdefault(p.dataset, []).append((p.text, p.gold, p.raw))
     for name, scores in report.per_dataset.items():
-        key = f"eval.{_metric_key(name)}"
+        key = f"{prefix}.{_metric_key(name)}"
         metrics[f"{key}.precision"] = scores.precision
         metrics[f"{key}.recall"] = scores.recall
         metrics[f"{key}.f1"] = scores.f1
@@ -153,16 +171,20 @@ def report_metrics(report: EvalReport) -> dict[str, float]:
             if value is not None:
                 metrics[f"{key}.{field}"] = value
         metrics[f"{key}.sentences"] = float(report.coverage.get(name, scores.n_sentences))
+        if name in rows:
+            metrics.update({f"{key}.{rate}": value for rate, value in grounding_rates(rows[name]).items()})
     if report.per_dataset:
         avg = average(report.per_dataset)
-        metrics["eval.avg_precision"] = avg.precision
-        metrics["eval.avg_recall"] = avg.recall
-        metrics["eval.avg_f1"] = avg.f1
+        metrics[f"{prefix}.avg_precision"] = avg.precision
+        metrics[f"{prefix}.avg_recall"] = avg.recall
+        metrics[f"{prefix}.avg_f1"] = avg.f1
         if avg.span_f1 is not None:
-            metrics["eval.avg_span_f1"] = avg.span_f1
+            metrics[f"{prefix}.avg_span_f1"] = avg.span_f1
     for stat in ("queries_per_s", "generated_tokens_per_s", "seconds"):
         if stat in report.stats:
-            metrics[f"eval.{stat}"] = float(report.stats[stat])
+            metrics[f"{prefix}.{stat}"] = float(report.stats[stat])
+    if report.grounded is not None:
+        metrics.update(report_metrics(report.grounded, f"{prefix}.grounded"))
     return metrics
 
 
@@ -193,6 +215,8 @@ def log_to_mlflow(report: EvalReport, config: EvalConfig, model_ref: str | None 
         "eval.max_new_tokens": config.max_new_tokens,
         "eval.seed": config.seed,
         "eval.backend": config.backend,
+        "eval.grounded": config.grounded,
+        "eval.grounded_also": config.grounded_also,
     }
     if config.backend == "llamacpp":
         params["eval.gguf_quant"] = config.gguf_quant
@@ -207,6 +231,8 @@ def log_to_mlflow(report: EvalReport, config: EvalConfig, model_ref: str | None 
         from distill_ner.ner.zero_shot import log_comparison
 
         log_comparison(report)  # zero_shot/comparison.md and .png: next to the published numbers
+    if report.grounded is not None and report.grounded.predictions:
+        mlflow.log_table(data=predictions_table(report.grounded), artifact_file="grounded_" + PREDICTIONS_TABLE)
     return True
 
 

@@ -24,11 +24,16 @@ class NEREngine(Engine):
         dataset: str | None = None,
         progress: bool = True,
         max_new_tokens: int | None = None,
+        grounded: bool = False,
     ) -> list[Generation]:
-        """Token-level results (ids without the stop token, stopped flag, decoded text) in query order."""
+        """Token-level results (ids without the stop token, stopped flag, decoded text) in query order.
+
+        `grounded`: every answer is held to a JSON list of substrings of its text (`engine.grounded`);
+        off, answers are the model's own (the UniNER evaluation, comparable with the paper)."""
         prompts = [self.prompt_ids(text, entity_type, dataset) for text, entity_type in queries]
         groups = group_indices(text for text, _ in queries)  # one sentence's questions share their prefix
-        return self.generate_ids(prompts, groups, progress=progress, max_new_tokens=max_new_tokens)
+        constraints = self.grounded_constraints([text for text, _ in queries]) if grounded else None
+        return self.generate_ids(prompts, groups, progress=progress, max_new_tokens=max_new_tokens, constraints=constraints)
 
     def answer(
         self,
@@ -36,10 +41,11 @@ class NEREngine(Engine):
         dataset: str | None = None,
         progress: bool = True,
         max_new_tokens: int | None = None,
+        grounded: bool = False,
     ) -> list[str]:
         """Raw answers in query order, stripped like the reference's `get_response` (special tokens
         removed by decoding). `dataset` adds the `Dataset:` line; leave it None for zero-shot."""
-        return [g.text.strip() for g in self.generate(queries, dataset, progress, max_new_tokens)]
+        return [g.text.strip() for g in self.generate(queries, dataset, progress, max_new_tokens, grounded)]
 
 
 class Predictor:
@@ -51,6 +57,7 @@ class Predictor:
         *,
         engine: NEREngine | None = None,
         surface_forms: bool = False,
+        grounded: bool = False,
         **engine_kwargs: Any,
     ) -> None:
         if (model_ref is None) == (engine is None):
@@ -59,6 +66,8 @@ class Predictor:
         # False: the normalised strings the UniNER metric scores (parse_answer); True: the strings as the
         # model wrote them (same parsing rules, no lowercasing/punctuation removal)
         self.surface_forms = surface_forms
+        # True: every entity is a span of its text and every answer parses (grounded decoding)
+        self.grounded = grounded
 
     def predict(
         self, texts: Sequence[str], types: Sequence[str], dataset: str | None = None, progress: bool = False
@@ -66,7 +75,7 @@ class Predictor:
         """For each text, type -> deduplicated entities (every requested type present, [] when none)."""
         types = list(dict.fromkeys(types))
         queries = [(text, t) for text in texts for t in types]
-        answers = self.engine.answer(queries, dataset=dataset, progress=progress)
+        answers = self.engine.answer(queries, dataset=dataset, progress=progress, grounded=self.grounded)
         parse = extract_items if self.surface_forms else parse_answer
         out: list[dict[str, list[str]]] = []
         for i in range(len(texts)):

@@ -94,6 +94,51 @@ def extract_items(text: str) -> list[str]:
     return list(dict.fromkeys(value))
 
 
+def _leading_list(text: str) -> list[Any] | None:
+    """The answer's leading `[...]` as a list; None where there is none (which the metric scores as [])."""
+    match = _ANSWER_RE.match(text) if isinstance(text, str) else None
+    try:
+        value = json.loads(match.group()) if match else None
+    except ValueError:
+        return None
+    return value if isinstance(value, list) else None
+
+
+def answered_empty(text: str) -> bool:
+    """Whether an answer is the empty list (an abstention); an answer without a list is not."""
+    return _leading_list(text) == []
+
+
+def answer_parses(text: str) -> bool:
+    """Whether an answer starts with a JSON list (what the metric reads; anything else it scores as [])."""
+    return _leading_list(text) is not None
+
+
+def grounding_rates(rows: Sequence[tuple[str, Sequence[str], str]]) -> dict[str, float]:
+    """Over (sentence text, gold strings, raw answer) rows:
+
+    - abstention_rate: share of the queries whose gold is [] that were answered [];
+    - hallucination_rate: share of the predicted strings that are not a substring of their sentence;
+    - unparseable_rate: share of the answers that do not start with a JSON list.
+    A rate with nothing to count over is 0.
+    """
+    negatives = abstained = predicted = absent = unparseable = 0
+    for text, gold, raw in rows:
+        if not gold:
+            negatives += 1
+            abstained += answered_empty(raw)
+        if not answer_parses(raw):
+            unparseable += 1
+        items = extract_items(raw)
+        predicted += len(items)
+        absent += sum(1 for item in items if item not in text)
+    return {
+        "abstention_rate": abstained / negatives if negatives else 0.0,
+        "hallucination_rate": absent / predicted if predicted else 0.0,
+        "unparseable_rate": unparseable / len(rows) if rows else 0.0,
+    }
+
+
 def _items(answer: Answer) -> list[str]:
     # a string is a raw answer to parse; a list is already extracted and only needs normalising
     if isinstance(answer, str):

@@ -100,8 +100,17 @@ class _TypeSampler:
         return [int(i) for i in picks]
 
 
+def negatives_wanted(passage: AnnotatedPassage, config: NegativesConfig) -> int:
+    """How many negatives a passage gets: `per_passage`, or `ratio` x its positive types (at least 1)."""
+    if config.ratio is None:
+        return config.per_passage
+    if config.ratio == 0:
+        return 0
+    return max(1, round(config.ratio * len(passage_types(passage))))
+
+
 def add_negatives(annotations: AnnotationSet, config: NegativesConfig) -> AnnotationSet:
-    """A copy of `annotations` whose passages' `negatives` hold `config.per_passage` absent types each.
+    """A copy of `annotations` whose passages' `negatives` hold `negatives_wanted` absent types each.
 
     Existing negatives are replaced, not extended, so that running the step twice gives the same set.
     Negatives are written as normalised type strings (the keys of the frequency table). A passage gets
@@ -109,7 +118,7 @@ def add_negatives(annotations: AnnotationSet, config: NegativesConfig) -> Annota
     objects; their entities and the set's other fields are shared with the input, not deep-copied
     (a deep copy was two thirds of the step's time at 50k passages), so treat both as read-only.
     """
-    if config.strategy == "none" or config.per_passage == 0:
+    if config.strategy == "none" or (config.ratio is None and config.per_passage == 0) or config.ratio == 0:
         negatives = [[] for _ in annotations.passages]
     else:
         table = type_frequencies(annotations)
@@ -117,7 +126,7 @@ def add_negatives(annotations: AnnotationSet, config: NegativesConfig) -> Annota
         weights = table.values() if config.strategy == "frequency" else [1] * len(types)
         sampler = _TypeSampler(types, weights)
         negatives = [
-            sampler.sample(stable_rng(config.seed, "negatives", p.id), config.per_passage, passage_types(p))
+            sampler.sample(stable_rng(config.seed, "negatives", p.id), negatives_wanted(p, config), passage_types(p))
             for p in annotations.passages
         ]
     passages = [p.model_copy(update={"negatives": n}) for p, n in zip(annotations.passages, negatives)]

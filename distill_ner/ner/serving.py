@@ -90,6 +90,9 @@ class NERModel(StagedModel):
             self.model_ref(context),
             # entities as the model wrote them, not the lowercased form the UniNER metric compares
             surface_forms=bool(config.get("surface_forms", True)),
+            # entities only as spans of the text (grounded decoding); off unless switched on at load time
+            # (model_config={"grounded": True} or MLflow's MLFLOW_PYFUNC_INFERENCE_CONFIG)
+            grounded=bool(config.get("grounded", False)),
             backend=os.environ.get(BACKEND_ENV) or config.get("backend", "transformers"),
             batch_size=int(config.get("batch_size", 16)),
             max_new_tokens=int(config.get("max_new_tokens", 256)),
