@@ -32,9 +32,10 @@ SETTINGS = {
 
 def child(model_path: str, steps: int, batch: int, seq: int) -> None:
     sys.path.insert(0, str(REPO))
-    import distill_ner  # noqa: F401  (applies the project's threading defaults before torch starts)
     import torch
     from transformers import AutoModelForCausalLM
+
+    import distill_ner  # noqa: F401  (applies the project's threading defaults before torch starts)
 
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)

@@ -120,11 +120,11 @@ def main(argv: list[str] | None = None) -> None:
 
     import torch
 
-    from distill_ner.export import export_gguf
+    from distill_ner.engine.gguf import export_gguf
+    from distill_ner.models import load_model, load_tokenizer, make_tiny_model
     from distill_ner.ner.benchmarks import load_benchmark
     from distill_ner.ner.evaluation import score_benchmark
     from distill_ner.ner.inference import NEREngine as Engine
-    from distill_ner.models import load_model, load_tokenizer, make_tiny_model
 
     threads = args.threads or os.cpu_count() or 1
     torch.set_num_threads(threads)

@@ -25,8 +25,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from distill_ner.export import QUANTS
 from distill_ner.console import quiet_defaults, results_only_on_stdout, use_tracking_uri
+from distill_ner.engine.gguf import QUANTS
 from distill_ner.extraction.cli import add_commands as add_extraction_commands
 from distill_ner.ner.cli import add_commands as add_ner_commands
 
@@ -97,7 +97,7 @@ def cmd_compare(args: argparse.Namespace) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    from distill_ner.export import ExportError, as_jsonable, export_gguf
+    from distill_ner.engine.gguf import ExportError, as_jsonable, export_gguf
 
     results_only_on_stdout()
     if args.model.startswith(("models:/", "runs:/")):

@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from distill_ner.ner.conversations import query_prompt_ids
-from distill_ner.export import DEFAULT_CONVERTER_CACHE, export_gguf
-from distill_ner.ner.inference import NEREngine as Engine
-from distill_ner.models import load_model, load_tokenizer
 from test_inference import SENTENCES, queries, scrambled_tiny_model
 from test_registry import mlflow_store, mlflow_template  # noqa: F401
+
+from distill_ner.engine.gguf import DEFAULT_CONVERTER_CACHE, export_gguf
+from distill_ner.models import load_model, load_tokenizer
+from distill_ner.ner.conversations import query_prompt_ids
+from distill_ner.ner.inference import NEREngine as Engine
 from tests.conftest import ROOT, run_cli
 
 HAS_LLAMA_CPP = importlib.util.find_spec("llama_cpp") is not None

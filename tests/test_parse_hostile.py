@@ -16,9 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from distill_ner.config import TeacherConfig
-from distill_ner.records import Passage
 from distill_ner.ner.annotate import annotate_passages, teacher_request
 from distill_ner.ner.parse import MAX_ANSWER_CHARS, ParseResult, extract_list, parse_answer
+from distill_ner.records import Passage
 from distill_ner.teacher.cache import ResponseCache
 
 PASSAGE = "Barack Obama met Angela Merkel in Berlin in 2009."

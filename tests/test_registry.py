@@ -3,12 +3,12 @@ store per module (its set-up costs ~10 s), the tiny random Llama as the model be
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import shutil
 import subprocess
 import sys
-import importlib
 import time
 import uuid
 from pathlib import Path

@@ -314,9 +314,8 @@ TRAINER = textwrap.dedent(
 
 
 def test_train_killed_on_one_client_resumes_on_another(stack, admin, tiny_student, tmp_path_factory):
-    from safetensors.torch import load_file
-
     import torch
+    from safetensors.torch import load_file
 
     from distill_ner.training import train as training
     from tests.test_training import lora_config, synthetic_sft
@@ -357,7 +356,7 @@ def test_train_killed_on_one_client_resumes_on_another(stack, admin, tiny_studen
     out_b = Path(env_b["HOME"]) / "out"
     done = run([sys.executable, "-c", TRAINER, *args, str(out_b), "0"], env_b, timeout=600)
     assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
-    resumed = json.loads(next(l for l in done.stdout.splitlines() if l.startswith("RESULT "))[7:])
+    resumed = json.loads(next(line for line in done.stdout.splitlines() if line.startswith("RESULT "))[7:])
     assert resumed["metrics"]["resumed_from_step"] == 4 and resumed["metrics"]["steps_this_run"] == 2
     assert not [k for k in bucket_keys(stack, admin) if k.startswith(prefix)]  # removed once done
 
@@ -419,11 +418,10 @@ def test_concurrent_promotions_from_two_clients_leave_the_better_model(stack, ad
     The candidates are registered in the first round and found again by content after that (as a
     cached re-run does), so each later round is the gate and the move alone; between rounds the
     aliases and gate tags are cleared."""
+    import importlib
     import shutil
 
     import mlflow
-
-    import importlib
 
     registry = importlib.import_module("distill_ner.registry.promote")
 

@@ -36,7 +36,7 @@ Two backends:
   fed the same prompt token ids, with parallel sequences sharing each sentence's prefix in its KV cache.
   Given a .gguf file it runs that file (its tokenizer read from the GGUF by transformers); given an HF
   folder, adapter or models:/ URI it runs that model converted once to GGUF at `gguf_quant` (f16 by
-  default; cached under the temp folder by content, see distill_ner.export.cached_gguf) and tokenises
+  default; cached under the temp folder by content, see distill_ner.engine.gguf.cached_gguf) and tokenises
   with the folder's own tokenizer.
 
 Constrained rows (`generate_ids(..., constraints=...)`, one `RowConstraint` per prompt, e.g. grounded
@@ -53,16 +53,22 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import shutil
 import tempfile
 import time
 from collections import deque
 from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
-from distill_ner.chat import end_of_turn_ids
+from distill_ner.engine.common import (  # noqa: F401  (re-exported: the engine's public names)
+    Generation,
+    RowConstraint,
+    _generation_config,
+    constrained_argmax,
+    save_merged_adapter,
+    stop_token_ids,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -86,55 +92,6 @@ _NON_GREEDY_FIELDS = {
 
 
 @dataclass
-class Generation:
-    """One decoded answer: generated token ids without the stop token, and whether a stop token ended it."""
-
-    token_ids: list[int]
-    stopped: bool
-    text: str = ""
-
-    @property
-    def n_generated(self) -> int:
-        """Tokens the model produced, the stop token included (what throughput is measured in)."""
-        return len(self.token_ids) + int(self.stopped)
-
-
-class RowConstraint(Protocol):
-    """What a row's decoding may emit next (e.g. `grounded.SubstringListConstraint`), consulted per step.
-
-    Greedy decoding under a constraint takes the unconstrained argmax when `allows` accepts it and
-    otherwise the argmax over `allowed_ids`; `advance` records the token taken (a stop id included).
-    `remaining` counts the tokens the row may still generate, the next one included.
-    """
-
-    def allows(self, token_id: int, remaining: int) -> bool: ...
-
-    def allowed_ids(self, remaining: int) -> list[int]: ...
-
-    def advance(self, token_id: int) -> None: ...
-
-
-def constrained_argmax(
-    logits: Any, picks: list[int], constraints: Sequence[RowConstraint | None], remaining: Sequence[int], fallback: Sequence[int]
-) -> bool:
-    """Replace, in place, each constrained row's pick by the best token its constraint allows and advance
-    the constraint; True when some pick changed. A constraint that allows nothing gets `fallback` (stop ids)."""
-    changed = False
-    for b, constraint in enumerate(constraints):
-        if constraint is None:
-            continue
-        if not constraint.allows(picks[b], remaining[b]):
-            ids = sorted(constraint.allowed_ids(remaining[b])) or sorted(fallback)
-            if not ids:
-                raise ValueError("a row constraint allows no token and there is no stop token to fall back on")
-            # sorted ids: ties go to the lowest id, as in an argmax over masked logits
-            picks[b] = ids[int(logits[b, ids].argmax())]
-            changed = True
-        constraint.advance(picks[b])
-    return changed
-
-
-@dataclass
 class EngineStats:
     queries: int = 0
     generated_tokens: int = 0
@@ -152,27 +109,6 @@ class EngineStats:
 
 
 # --------------------------------------------------------------------------------------- helpers
-
-
-def _as_list(value: Any) -> list[int]:
-    if value is None:
-        return []
-    if isinstance(value, int):
-        return [value]
-    return [int(v) for v in value]
-
-
-def stop_token_ids(tokenizer: Any, model: Any | None = None, generation_config: Any | None = None) -> list[int]:
-    """Where a row stops: the model's generation_config eos ids, the tokenizer's eos and the template's
-    end-of-turn token (order kept, duplicates dropped)."""
-    ids: list[int] = []
-    if generation_config is None:
-        generation_config = getattr(model, "generation_config", None)
-    if generation_config is not None:
-        ids += _as_list(getattr(generation_config, "eos_token_id", None))
-    ids += _as_list(getattr(tokenizer, "eos_token_id", None))
-    ids += end_of_turn_ids(tokenizer)
-    return list(dict.fromkeys(ids))
 
 
 def common_prefix_length(sequences: Sequence[Sequence[int]]) -> int:
@@ -194,16 +130,6 @@ def _default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def _generation_config(model_dir: str) -> Any | None:
-    """The folder's generation_config.json, if it has one (vLLM reads the same file)."""
-    from transformers import GenerationConfig
-
-    try:
-        return GenerationConfig.from_pretrained(model_dir)
-    except (OSError, ValueError):
-        return None
-
-
 def _merged_adapter_dir(adapter_dir: str) -> str:
     """An adapter merged into its base, saved once per adapter content under the temp folder."""
     from distill_ner.fingerprint import fingerprint_paths
@@ -213,19 +139,6 @@ def _merged_adapter_dir(adapter_dir: str) -> str:
     if (dest / "config.json").exists():
         return str(dest)
     return str(save_merged_adapter(adapter_dir, dest))
-
-
-def save_merged_adapter(adapter_dir: str, dest: Path) -> Path:
-    """The adapter merged into its base (peft merge_and_unload), saved with its tokenizer at `dest`."""
-    from distill_ner.models import load_model, load_tokenizer
-
-    model = load_model(adapter_dir).merge_and_unload()
-    partial = dest.with_name(dest.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)  # left over from an interrupted merge
-    model.save_pretrained(partial, safe_serialization=True)
-    load_tokenizer(adapter_dir).save_pretrained(partial)
-    partial.rename(dest)  # only a complete folder ever appears under the final name
-    return dest
 
 
 # ---------------------------------------------------------------------------------------- plans
@@ -655,7 +568,7 @@ class Engine:
         self._vllm: _VLLMBackend | None = None
         self._llama: Any = None
         if backend == "llamacpp":
-            from distill_ner.export import cached_gguf
+            from distill_ner.engine.gguf import cached_gguf
             from distill_ner.engine.llamacpp import LlamaCppBackend
 
             gguf = local if local.endswith(".gguf") else str(cached_gguf(local, gguf_quant))

@@ -17,7 +17,6 @@ removed from the cache (`llama_memory_seq_rm`) and its id is given to the next w
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 from collections import deque
@@ -120,7 +119,7 @@ class LlamaCppBackend:
         """Greedy results by prompt index for inference._Chunk's (prefix, rows, suffixes)."""
         import numpy as np
 
-        from distill_ner.engine.engine import Generation
+        from distill_ner.engine.common import Generation
 
         lib = self.lib
         if any(len(c.rows) > self.n_seq for c in chunks):

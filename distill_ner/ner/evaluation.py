@@ -90,14 +90,16 @@ def evaluate_model(model_ref: str, config: EvalConfig, engine: NEREngine | None 
             gguf_quant=config.gguf_quant,
         )
     load_seconds = time.perf_counter() - t_load
-    report = _evaluate_pass(engine, model_ref, config, config.grounded, load_seconds)
+    report = _evaluate_pass(engine, model_ref, benchmarks, config, config.grounded, load_seconds)
     if config.grounded_also and not config.grounded:
-        report.grounded = _evaluate_pass(engine, model_ref, config, True, 0.0)
+        report.grounded = _evaluate_pass(engine, model_ref, benchmarks, config, True, 0.0)
     return report
 
 
-def _evaluate_pass(engine: NEREngine, model_ref: str, config: EvalConfig, grounded: bool, load_seconds: float) -> EvalReport:
-
+def _evaluate_pass(
+    engine: NEREngine, model_ref: str, benchmarks: list[Benchmark], config: EvalConfig, grounded: bool, load_seconds: float
+) -> EvalReport:
+    """One decoding pass (free or grounded) over the loaded benchmarks, scored per benchmark."""
     per_dataset: dict[str, Scores] = {}
     predictions: list[Prediction] = []
     coverage: dict[str, int] = {}

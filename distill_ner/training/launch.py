@@ -17,8 +17,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 from distill_ner.config import TrainConfig
 from distill_ner.records import SFTDataset

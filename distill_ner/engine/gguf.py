@@ -206,7 +206,7 @@ def full_model_folder(local: str, workdir: Path) -> str:
 
     if not is_adapter(local):
         return local
-    from distill_ner.engine.engine import save_merged_adapter
+    from distill_ner.engine.common import save_merged_adapter
     from distill_ner.serving import bundled_adapter_view
 
     adapter = bundled_adapter_view(Path(local), workdir / "adapter") or Path(local)
@@ -274,7 +274,7 @@ _OLLAMA_CHATML = (
 def write_modelfile(gguf: Path, model_dir: str, max_new_tokens: int = 256) -> Path:
     """An Ollama Modelfile beside `gguf`: greedy, the project's stop tokens, the prompt template."""
     from distill_ner.chat import render_text
-    from distill_ner.engine.engine import _generation_config, stop_token_ids
+    from distill_ner.engine.common import _generation_config, stop_token_ids
     from distill_ner.models import CHATML_TEMPLATE, load_tokenizer
 
     tokenizer = load_tokenizer(model_dir)
