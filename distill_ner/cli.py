@@ -17,8 +17,8 @@ import argparse
 import json
 import os
 import re
-import subprocess
 import sys
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -99,16 +99,24 @@ def cmd_mlflow_uri(args: argparse.Namespace) -> None:
     print(tracking_uri_of_active_stack())
 
 
-def cmd_ui(args: argparse.Namespace) -> None:
-    from distill_ner.stack import tracking_uri_of_active_stack
+def tracking_uri() -> str:
+    """MLFLOW_TRACKING_URI when set, else the active ZenML stack's experiment tracker."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:
+        from distill_ner.stack import tracking_uri_of_active_stack
 
-    uri = tracking_uri_of_active_stack()
+        uri = tracking_uri_of_active_stack()
+    return uri
+
+
+def cmd_ui(args: argparse.Namespace) -> None:
+    from distill_ner.processes import run_process_group
+
+    uri = tracking_uri()
     print(f"MLflow UI on http://127.0.0.1:{args.port} for {uri}", flush=True)
-    sys.exit(
-        subprocess.call(
-            [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(args.port)]
-        )
-    )
+    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(args.port),
+               "--workers", str(args.workers)]
+    sys.exit(run_process_group(command))
 
 
 def cmd_compare(args: argparse.Namespace) -> None:
@@ -134,50 +142,85 @@ def use_tracking_uri() -> str:
     """MLFLOW_TRACKING_URI when set, else the active ZenML stack's experiment tracker; set for MLflow."""
     import mlflow
 
-    uri = os.environ.get("MLFLOW_TRACKING_URI")
-    if not uri:
-        from distill_ner.stack import tracking_uri_of_active_stack
-
-        uri = tracking_uri_of_active_stack()
+    uri = tracking_uri()
     mlflow.set_tracking_uri(uri)
     return uri
 
 
-def _prediction_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
-    """Texts from the command line with --types, or JSONL {"text", "types"} from stdin (--types as default)."""
-    if args.texts:
-        if not args.types:
-            raise SystemExit("predict: --types is required with texts on the command line")
-        return [{"text": text, "types": args.types} for text in args.texts]
-    rows = []
+def check_model(model_uri: str) -> None:
+    """Exit with one line listing the registered names/aliases when a models:/ URI names none of them."""
+    from mlflow import MlflowClient
+
+    from distill_ner.registry.lookup import ModelNotFoundError, check_model_uri
+
+    try:
+        check_model_uri(MlflowClient(), model_uri)
+    except ModelNotFoundError as exc:
+        raise SystemExit(f"{model_uri}: {exc}") from None
+
+
+def check_registered_name(model_name: str, version: str | None = None) -> None:
+    from mlflow import MlflowClient
+
+    from distill_ner.registry.lookup import ModelNotFoundError, check_registered
+
+    try:
+        check_registered(MlflowClient(), model_name, version=version)
+    except ModelNotFoundError as exc:
+        raise SystemExit(str(exc)) from None
+
+
+def _stdin_rows(default_types: list[str] | None) -> Iterator[dict[str, Any]]:
+    """JSONL {"text", "types"} from stdin, one row as each line arrives (--types where a line has none)."""
     for n, line in enumerate(sys.stdin, 1):
         if not line.strip():
             continue
-        record = json.loads(line)
-        types = record.get("types") or args.types
-        if not isinstance(record.get("text"), str) or not types:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise SystemExit(f"predict: stdin line {n}: not JSON ({exc})") from None
+        types = record.get("types") if isinstance(record, dict) else None
+        types = types or default_types
+        if not isinstance(record, dict) or not isinstance(record.get("text"), str) or not types:
             raise SystemExit(f"predict: stdin line {n}: needs a string `text` and `types` (or --types)")
-        rows.append({"text": record["text"], "types": types})
-    return rows
+        yield {"text": record["text"], "types": types}
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
+    # the arguments first: a usage error must not wait for MLflow and the model to load
+    if args.texts and not args.types:
+        raise SystemExit("predict: --types is required with texts on the command line, e.g. --types person,location")
+    if not args.texts and sys.stdin.isatty():
+        print('predict: reading JSONL {"text", "types"} lines from stdin (Ctrl-D ends)', file=sys.stderr)
     import mlflow.pyfunc
 
     results_only_on_stdout()
-    use_tracking_uri()
-    rows = _prediction_rows(args)
-    if not rows:
-        return
-    model = mlflow.pyfunc.load_model(args.model)
-    for result in model.predict(rows):
-        print(json.dumps(result, ensure_ascii=False), flush=True)
+    if args.model.startswith(("models:/", "runs:/")):
+        use_tracking_uri()
+        check_model(args.model)
+    model = mlflow.pyfunc.load_model(args.model)  # once: every row below goes through this loaded model
+    if args.texts:
+        batches: Iterable[list[dict[str, Any]]] = [[{"text": text, "types": args.types} for text in args.texts]]
+    else:
+        batches = ([row] for row in _stdin_rows(args.types))
+    from mlflow.exceptions import MlflowException
+
+    for rows in batches:
+        try:
+            results = model.predict(rows)
+        except MlflowException as exc:  # a bad row (distill_ner.serving.invalid_input): its message says which
+            if exc.error_code != "INVALID_PARAMETER_VALUE":
+                raise
+            raise SystemExit(f"predict: {exc.message}") from None
+        for result in results:
+            print(json.dumps(result, ensure_ascii=False), flush=True)
 
 
 def cmd_promote(args: argparse.Namespace) -> None:
     from distill_ner import registry
 
     use_tracking_uri()
+    check_registered_name(args.model_name, str(args.version))
     replaced = registry.promote(args.model_name, args.version)
     print(f"{args.model_name}: production -> v{args.version}" + (f" (previous: v{replaced})" if replaced and replaced != str(args.version) else ""))
 
@@ -186,6 +229,7 @@ def cmd_rollback(args: argparse.Namespace) -> None:
     from distill_ner import registry
 
     use_tracking_uri()
+    check_registered_name(args.model_name)
     current = registry.production_version(args.model_name)
     try:
         restored = registry.rollback(args.model_name)
@@ -195,23 +239,34 @@ def cmd_rollback(args: argparse.Namespace) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
+    from distill_ner.processes import run_process_group
+
     uri = use_tracking_uri()
+    check_model(args.model)
     print(f"serving {args.model} on http://127.0.0.1:{args.port}/invocations (tracking {uri})", flush=True)
     command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", args.model, "--env-manager", "local"]
     command += ["--host", "127.0.0.1", "-p", str(args.port), "--workers", str(args.workers)]
     # the server resolves models:/ URIs itself: it needs the same tracking URI
-    sys.exit(subprocess.call(command, env={**os.environ, "MLFLOW_TRACKING_URI": uri}))
+    sys.exit(run_process_group(command, env={**os.environ, "MLFLOW_TRACKING_URI": uri}))
+
+
+class _SubcommandParser(argparse.ArgumentParser):
+    """A subcommand's parser: its --help shows each option's default."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        super().__init__(*args, **kwargs)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="distill-ner", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_SubcommandParser)
 
     p = sub.add_parser("fetch-student", help="get the offline default student (SmolLM2-135M-Instruct) or the tiny test model")
     p.add_argument("--tiny", action="store_true", help="build the tiny random Llama used by tests and configs/smoke.yaml")
-    p.add_argument("--dest", default=None)
+    p.add_argument("--dest", default=None, help=f"folder to write; default {DEFAULT_STUDENT_DIR}, or {TINY_STUDENT_DIR} with --tiny")
     p.set_defaults(func=cmd_fetch_student)
 
     p = sub.add_parser("stack", help="register (once) and activate the ZenML stack with MLflow tracker and registry")
@@ -219,20 +274,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_stack)
 
     p = sub.add_parser("setup", help="fetch-student (both) + stack: everything the demo needs")
-    p.add_argument("--tracking-uri", default=None)
+    p.add_argument("--tracking-uri", default=None, help="remote MLflow server; default: a local sqlite store")
     p.set_defaults(func=cmd_setup)
 
     p = sub.add_parser("mlflow-uri", help="print the MLflow tracking URI of the active stack")
     p.set_defaults(func=cmd_mlflow_uri)
 
-    p = sub.add_parser("ui", help="serve the MLflow UI of the active stack on 127.0.0.1")
-    p.add_argument("--port", type=int, default=5055)
+    p = sub.add_parser("ui", help="serve the MLflow UI (MLFLOW_TRACKING_URI, else the active stack's) on 127.0.0.1")
+    p.add_argument("--port", type=int, default=5055, help="port on 127.0.0.1")
+    p.add_argument("--workers", type=int, default=1, help="server processes (MLflow's own default, 4, only costs memory for one user)")
     p.set_defaults(func=cmd_ui)
 
     p = sub.add_parser("compare", help="MLflow runs side by side: differing params and every metric, plus the UI link")
     p.add_argument("runs", nargs="*", help="run ids or run names (ZenML run names); default: the last --last runs")
     p.add_argument("--experiment", default=None, help="MLflow experiment (the pipeline name, e.g. distill_ner)")
-    p.add_argument("--last", type=int, default=2)
+    p.add_argument("--last", type=int, default=2, help="without run names: this many latest finished runs (1 shows one run)")
     p.add_argument("--all-params", action="store_true", help="every parameter, not only those that differ")
     p.add_argument("--keys", default=None, help="regular expression: only the rows whose key it finds, e.g. 'learning_rate|f1'")
     p.add_argument("--port", type=int, default=5055, help="port of `distill-ner ui`, for the link")
@@ -246,17 +302,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("promote", help="move the `production` alias (and ZenML stage) to a version, no gate")
-    p.add_argument("--model-name", default="distill-ner")
-    p.add_argument("--version", required=True)
+    p.add_argument("--model-name", default="distill-ner", help="registered model name")
+    p.add_argument("--version", required=True, help="registered version number")
     p.set_defaults(func=cmd_promote)
 
     p = sub.add_parser("rollback", help="production <- previous (and ZenML stage)")
-    p.add_argument("--model-name", default="distill-ner")
+    p.add_argument("--model-name", default="distill-ner", help="registered model name")
     p.set_defaults(func=cmd_rollback)
 
     p = sub.add_parser("serve", help="mlflow models serve a model on 127.0.0.1 from this environment")
-    p.add_argument("--model", default="models:/distill-ner@production")
-    p.add_argument("--port", type=int, default=5001)
+    p.add_argument("--model", default="models:/distill-ner@production", help="MLflow model URI")
+    p.add_argument("--port", type=int, default=5001, help="port on 127.0.0.1")
     p.add_argument("--workers", type=int, default=1, help="each worker loads its own copy of the model")
     p.set_defaults(func=cmd_serve)
 

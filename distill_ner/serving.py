@@ -119,6 +119,14 @@ def to_rows(model_input: Any) -> list[tuple[str, list[str]]]:
     return rows
 
 
+def invalid_input(exc: Exception) -> Exception:
+    """A bad request row as MLflow's INVALID_PARAMETER_VALUE: the scoring server answers 400 with this message
+    and no stack trace (any other exception becomes "unexpected error" followed by a traceback)."""
+    from mlflow.exceptions import MlflowException
+
+    return MlflowException.invalid_parameter_value(str(exc))
+
+
 class NERModel(mlflow.pyfunc.PythonModel):
     """Open NER with the distilled student: one generation per (text, type), as in UniversalNER."""
 
@@ -155,7 +163,10 @@ class NERModel(mlflow.pyfunc.PythonModel):
     # `model_input` carries no type hint on purpose: MLflow 3 reads that hint as the input schema and
     # would then bypass the signature's DataFrame handling (see `to_rows` for what is accepted)
     def predict(self, context: Any, model_input, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:  # noqa: ANN001
-        rows = to_rows(model_input)
+        try:
+            rows = to_rows(model_input)
+        except (TypeError, ValueError) as exc:
+            raise invalid_input(exc) from None
         # the engine takes one type list per call: group rows that ask for the same types
         groups: dict[tuple[str, ...], list[int]] = {}
         for i, (_, types) in enumerate(rows):

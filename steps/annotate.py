@@ -4,6 +4,7 @@ import mlflow
 from zenml import step
 from zenml.config.cache_policy import CachePolicy
 
+from distill_ner import tracking, views
 from distill_ner.config import TeacherConfig
 from distill_ner.records import AnnotationSet, PassageSet
 from distill_ner.ner import annotate as ner_annotate
@@ -23,7 +24,9 @@ def annotate(passages: PassageSet, config: TeacherConfig, recorded_fingerprint: 
     then parse and filter the answers. The API key comes from the environment or a ZenML secret only."""
     annotations = ner_annotate.annotate_passages(passages.passages, config)
     if mlflow.active_run():
-        mlflow.log_params({f"teacher.{k}": v for k, v in config.model_dump(exclude={"recorded_responses"}).items()})
+        tracking.log_dataset([p.model_dump() for p in passages.passages], "corpus_sample", "corpus")
+        mlflow.log_params(tracking.teacher_params(config))
+        tracking.log_text_view(views.annotations_html(annotations), "views/annotations.html")
         mlflow.log_metrics({f"teacher.{k}": float(v) for k, v in annotations.usage.items()})
         mlflow.log_metrics({f"teacher.filtered.{k}": float(v) for k, v in annotations.filter_counts.items()})
         mlflow.log_metrics(

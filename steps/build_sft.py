@@ -4,6 +4,7 @@ import mlflow
 from zenml import step
 from zenml.config.cache_policy import CachePolicy
 
+from distill_ner import tracking, views
 from distill_ner.ner import conversations, supervised
 from distill_ner.config import SFTConfig, StudentConfig
 from distill_ner.models import load_tokenizer
@@ -26,4 +27,6 @@ def build_sft(
     dataset = conversations.build_sft_dataset(annotations, config, load_tokenizer(student.model), mixed)
     if mlflow.active_run():
         mlflow.log_metrics({f"sft.{k}": float(v) for k, v in dataset.stats.items()})
+        tracking.log_dataset([c.model_dump() for c in dataset.conversations], "sft_set", "training")
+        tracking.log_text_view(views.sft_html(dataset), "views/sft_dataset.html")
     return dataset

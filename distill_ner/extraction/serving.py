@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from distill_ner.serving import NERModel
+from distill_ner.serving import NERModel, invalid_input
 
 CODE_FILE = Path(__file__).resolve().parent / "pyfunc_extraction.py"
 
@@ -83,7 +83,10 @@ class ExtractionModel(NERModel):
         from distill_ner.corpus import normalize_whitespace
 
         # whitespace collapsed as for the training passages (the student never saw anything else)
-        rows = [(template, normalize_whitespace(text)) for text, template in to_rows(model_input)]
+        try:
+            rows = [(template, normalize_whitespace(text)) for text, template in to_rows(model_input)]
+        except (TypeError, ValueError) as exc:
+            raise invalid_input(exc) from None
         fillings = self.extractor.fill(rows)
         return [{"text": text, "filled": f.value, "raw": f.raw} for (_, text), f in zip(rows, fillings)]
 
