@@ -5,11 +5,10 @@ from __future__ import annotations
 import colorsys
 import hashlib
 import re
-from collections import Counter
 from collections.abc import Iterable, Sequence
 from html import escape
 
-from distill_ner.records import AnnotationSet, EvalReport, PassageSet, PromotionDecision, SFTDataset
+from distill_ner.records import PassageSet, PromotionDecision, SFTDataset
 
 _STYLE = """<style>
 body{font-family:system-ui,sans-serif;font-size:14px;margin:1em}
@@ -22,7 +21,8 @@ pre{white-space:pre-wrap;word-break:break-word}
 </style>"""
 
 
-def _page(title: str, body: str) -> str:
+def page(title: str, body: str) -> str:
+    """A standalone HTML page with the shared style."""
     return f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(title)}</title>{_STYLE}</head><body><h2>{escape(title)}</h2>{body}</body></html>"
 
 
@@ -32,7 +32,8 @@ def _colour(label: str) -> str:
     return f"#{int(r * 255):02x}{int(g * 255):02x}{int(b * 255):02x}"
 
 
-def _counts_table(counts: dict[str, float], headers: tuple[str, str] = ("", "count")) -> str:
+def counts_table(counts: dict[str, float], headers: tuple[str, str] = ("", "count")) -> str:
+    """A two-column table of named counts."""
     rows = "".join(f"<tr><td>{escape(str(k))}</td><td class=num>{v:g}</td></tr>" for k, v in counts.items())
     return f"<table><tr><th>{headers[0]}</th><th>{headers[1]}</th></tr>{rows}</table>"
 
@@ -67,42 +68,16 @@ def highlight(text: str, entities: list[tuple[str, str]]) -> str:
 
 
 def passages_html(data: PassageSet, limit: int = 50) -> str:
-    body = _counts_table(data.stats, ("sampling", "count"))
+    body = counts_table(data.stats, ("sampling", "count"))
     body += f"<p>{len(data.passages)} passages; first {min(limit, len(data.passages))}:</p>"
     for p in data.passages[:limit]:
         body += f"<div class=p><span class=id>{escape(p.id)} · {escape(p.source)}</span><br>{escape(p.text)}</div>"
-    return _page("Passages", body)
+    return page("Passages", body)
 
-
-def annotations_html(data: AnnotationSet, limit: int = 40, top_types: int = 40) -> str:
-    n_ents = sum(len(p.entities) for p in data.passages)
-    body = (
-        f"<p>{len(data.passages)} passages, {n_ents} entities, {len(data.type_counts)} types, "
-        f"{len(data.failures)} failed passages. Teacher: {escape(data.teacher)}</p>"
-    )
-    body += "<h3>Filtered out</h3>" + _counts_table(data.filter_counts, ("reason", "count"))
-    if data.usage:
-        body += "<h3>Teacher usage</h3>" + _counts_table(data.usage, ("", "value"))
-    top = Counter(data.type_counts).most_common(top_types)
-    if top:
-        peak = top[0][1]
-        rows = "".join(
-            f"<tr><td>{escape(t)}</td><td class=num>{c}</td><td><span class=bar style='width:{200 * c // peak}px'></span></td></tr>"
-            for t, c in top
-        )
-        body += f"<h3>Type frequency (top {len(top)})</h3><table><tr><th>type</th><th>mentions</th><th></th></tr>{rows}</table>"
-    body += "<h3>Passages</h3>"
-    for p in data.passages[:limit]:
-        neg = f"<br><span class=u>negatives: {escape(', '.join(p.negatives))}</span>" if p.negatives else ""
-        body += f"<div class=p><span class=id>{escape(p.id)}</span><br>{highlight(p.text, [(e.text, e.type) for e in p.entities])}{neg}</div>"
-    if data.failures:
-        rows = [(f.passage_id, f.reason, f.detail[:200]) for f in data.failures[:100]]
-        body += "<h3>Failures</h3>" + html_table(("passage", "reason", "detail"), rows)
-    return _page("Teacher annotations", body)
 
 
 def sft_html(data: SFTDataset) -> str:
-    body = f"<p>Tokenizer: {escape(data.tokenizer)}</p>" + _counts_table(data.stats, ("", "value"))
+    body = f"<p>Tokenizer: {escape(data.tokenizer)}</p>" + counts_table(data.stats, ("", "value"))
     body += "<p>Rendered rows; <span class=t>highlighted</span> tokens carry the loss.</p>"
     for i, segments in enumerate(data.preview):
         pieces = "".join(
@@ -110,46 +85,8 @@ def sft_html(data: SFTDataset) -> str:
             for text, trained in segments
         )
         body += f"<h4>row {i}</h4><pre>{pieces}</pre>"
-    return _page("SFT dataset", body)
+    return page("SFT dataset", body)
 
-
-def eval_html(report: EvalReport, errors_per_type: int = 5) -> str:
-    rows = "".join(
-        f"<tr><td>{escape(name)}</td><td class=num>{s.n_sentences}</td><td class=num>{s.n_queries}</td>"
-        f"<td class=num>{100 * s.precision:.2f}</td><td class=num>{100 * s.recall:.2f}</td><td class=num><b>{100 * s.f1:.2f}</b></td>"
-        f"<td class=num>{'' if s.span_f1 is None else f'{100 * s.span_f1:.2f}'}</td></tr>"
-        for name, s in report.per_dataset.items()
-    )
-    body = (
-        f"<p>Model: {escape(report.model)}</p><table><tr><th>benchmark</th><th>sentences</th><th>queries</th>"
-        f"<th>P</th><th>R</th><th>F1</th><th>span F1 (seqeval)</th></tr>{rows}"
-        f"<tr><th>average</th><td></td><td></td><td></td><td></td><th class=num>{100 * report.average_f1:.2f}</th><td></td></tr></table>"
-    )
-    # errors grouped by (benchmark, type): what the model added and what it missed
-    from distill_ner.ner.metrics import normalize
-
-    by_type: dict[tuple[str, str], list[tuple[str, list[str], list[str]]]] = {}
-    for p in report.predictions:
-        gold = {normalize(g) for g in p.gold}
-        pred = {normalize(x) for x in p.predicted}
-        fp = [x for x in p.predicted if normalize(x) not in gold]
-        fn = [g for g in p.gold if normalize(g) not in pred]
-        if fp or fn:
-            by_type.setdefault((p.dataset, p.type), []).append((p.text, fp, fn))
-    if by_type:
-        body += "<h3>Errors by type (false positives / false negatives)</h3>"
-    for (dataset, typ), errs in sorted(by_type.items(), key=lambda kv: -len(kv[1])):
-        n_fp = sum(len(e[1]) for e in errs)
-        n_fn = sum(len(e[2]) for e in errs)
-        items = "".join(
-            f"<tr><td>{escape(text[:160])}</td><td>{escape(', '.join(fp))}</td><td>{escape(', '.join(fn))}</td></tr>"
-            for text, fp, fn in errs[:errors_per_type]
-        )
-        body += (
-            f"<h4>{escape(dataset)} · {escape(typ)}: {n_fp} FP, {n_fn} FN</h4>"
-            f"<table><tr><th>sentence</th><th>false positives</th><th>false negatives</th></tr>{items}</table>"
-        )
-    return _page("Evaluation", body)
 
 
 def decision_markdown(d: PromotionDecision) -> str:

@@ -15,6 +15,7 @@ from zenml.io import fileio
 from zenml.materializers.base_materializer import BaseMaterializer
 
 from distill_ner import views
+from distill_ner.ner import views as ner_views
 from distill_ner.records import (
     AnnotationSet,
     EvalReport,
@@ -86,7 +87,7 @@ class AnnotationSetMaterializer(_RecordMaterializer):
     ROWS_FIELD = "passages"
 
     def html(self, data: AnnotationSet) -> str:
-        return views.annotations_html(data)
+        return ner_views.annotations_html(data)
 
     def extract_metadata(self, data: AnnotationSet) -> dict[str, Any]:
         return {
@@ -145,7 +146,7 @@ class EvalReportMaterializer(_RecordMaterializer):
     ROWS_FIELD = "predictions"
 
     def html(self, data: EvalReport) -> str:
-        return views.eval_html(data)
+        return ner_views.eval_html(data)
 
     def extract_metadata(self, data: EvalReport) -> dict[str, Any]:
         meta: dict[str, Any] = {"average_f1": data.average_f1, "predictions": len(data.predictions)}

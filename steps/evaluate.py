@@ -15,7 +15,7 @@ from zenml.config.cache_policy import CachePolicy
 
 from distill_ner import tracking, views
 from distill_ner.ner import evaluation, inference, metrics
-from distill_ner.config import EvalConfig
+from distill_ner.ner.config import EvalConfig
 from distill_ner.records import EvalReport
 from materializers import EvalReportMaterializer
 from steps._stack import experiment_tracker_name

@@ -4,7 +4,7 @@ from zenml import step
 from zenml.config.cache_policy import CachePolicy
 
 from distill_ner.ner import negatives
-from distill_ner.config import NegativesConfig
+from distill_ner.ner.config import NegativesConfig
 from distill_ner.records import AnnotationSet
 from materializers import AnnotationSetMaterializer
 

@@ -12,7 +12,7 @@ import yaml
 from pydantic import ValidationError
 from zenml.config.pipeline_run_configuration import PipelineRunConfiguration
 
-from distill_ner.config import DistillConfig
+from distill_ner.ner.config import DistillConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs").rglob("*.yaml"))
@@ -89,7 +89,7 @@ def test_config_validates(path: Path):
     assert set(raw.get("steps") or {}) <= set(pipeline.invocations or {}) | set(_step_names(pipeline)), raw["steps"]
     schema = config_schema(pipeline)
     schema.model_validate(raw["parameters"]["config"], context={"skip_path_checks": True})
-    from distill_ner.config import looks_local
+    from distill_ner.paths import looks_local
 
     for key, value in path_values(raw["parameters"]["config"]):
         if looks_local(value) and not value.startswith(SETUP_MADE):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from distill_ner.config import SFTConfig
+from distill_ner.ner.config import SFTConfig
 from distill_ner.chat import IGNORE_INDEX, ChatEncoder, as_messages, tokenize_conversation
 from distill_ner.ner.conversations import (
     READ_REPLY,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from distill_ner.config import EvalConfig, EvaluateNERConfig
+from distill_ner.ner.config import EvalConfig, EvaluateNERConfig
 from distill_ner.ner.evaluation import (
     PREDICTIONS_TABLE,
     benchmark_queries,

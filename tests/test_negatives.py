@@ -8,7 +8,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from distill_ner.config import NegativesConfig
+from distill_ner.ner.config import NegativesConfig
 from distill_ner.ner.negatives import add_negatives, normalize_type, type_frequencies
 from distill_ner.records import AnnotatedPassage, AnnotationSet, Entity
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from distill_ner.config import SFTConfig, SupervisedSource
+from distill_ner.ner.config import SFTConfig, SupervisedSource
 from distill_ner.ner.conversations import build_sft_dataset, query_messages, query_prompt_ids, render_text
 from distill_ner.models import load_tokenizer
 from distill_ner.ner.data import NERSentence
@@ -170,7 +170,7 @@ def test_load_supervised_bio_jsonl_and_format_errors(tmp_path: Path):
 
 def test_training_on_a_benchmark_file_is_refused():
     from distill_ner.ner.benchmarks import benchmark_paths
-    from distill_ner.config import SupervisedSource
+    from distill_ner.ner.config import SupervisedSource
     from distill_ner.ner.supervised import load_supervised
 
     benchmark = benchmark_paths(["distill_ner_demo"])[0]

@@ -6,7 +6,7 @@ from html import escape
 
 from distill_ner.extraction.data import ExtractionSet
 from distill_ner.extraction.prompts import dump_json
-from distill_ner.views import _counts_table, _page, html_table
+from distill_ner.views import counts_table, html_table, page
 
 _GRID = (
     "<style>.ex{display:grid;grid-template-columns:1fr 1.4fr 1fr;gap:8px;margin:.8em 0;padding-top:.4em;"
@@ -21,11 +21,11 @@ def extraction_set_html(data: ExtractionSet, limit: int = 30) -> str:
         f"{sum(ex.shortened for ex in data.examples)} shortened (negatives). Teacher: {escape(data.teacher)}</p>"
     )
     if data.stats:
-        body += "<h3>Counts</h3>" + _counts_table(data.stats, ("", "value"))
+        body += "<h3>Counts</h3>" + counts_table(data.stats, ("", "value"))
     if data.filter_counts:
-        body += "<h3>Filtered out</h3>" + _counts_table(data.filter_counts, ("reason", "count"))
+        body += "<h3>Filtered out</h3>" + counts_table(data.filter_counts, ("reason", "count"))
     if data.usage:
-        body += "<h3>Teacher usage</h3>" + _counts_table(data.usage, ("", "value"))
+        body += "<h3>Teacher usage</h3>" + counts_table(data.usage, ("", "value"))
     body += f"<h3>Examples (first {min(limit, len(data.examples))})</h3>"
     body += "<div class=ex><b>template</b><b>text</b><b>filled</b></div>"
     for ex in data.examples[:limit]:
@@ -40,4 +40,4 @@ def extraction_set_html(data: ExtractionSet, limit: int = 30) -> str:
     if data.failures:
         rows = [(f.id, f.stage, f.reason, f.detail[:200]) for f in data.failures[:100]]
         body += "<h3>Failures</h3>" + html_table(("id", "stage", "reason", "detail"), rows)
-    return _page("Extraction examples", body)
+    return page("Extraction examples", body)

@@ -32,6 +32,7 @@ from distill_ner.ner.data import (
     load_conll,
     load_uniner_json,
 )
+from distill_ner.paths import looks_local
 
 BENCHMARK_DIR = DATA_DIR / "benchmarks"
 
@@ -208,17 +209,13 @@ def _load_corpus(spec: BenchmarkSpec) -> NERCorpus:
     )
 
 
-def _looks_like_path(ref: str | Path) -> bool:
-    return isinstance(ref, Path) or "/" in str(ref) or Path(str(ref)).suffix in (".json", ".jsonl", ".yaml", ".yml")
-
-
 def _spec_for(name_or_path: str | Path) -> BenchmarkSpec:
     ref = str(name_or_path)
     specs = benchmark_specs()
     if ref in specs:
         return specs[ref]
     path = Path(ref).expanduser()
-    if not _looks_like_path(name_or_path):
+    if not looks_local(name_or_path, suffixes=(".json", ".jsonl", ".yaml", ".yml")):
         raise ValueError(f"unknown benchmark {ref!r}; known: {', '.join(sorted(specs))}")
     if not path.exists():
         raise FileNotFoundError(f"benchmark file not found: {ref}")

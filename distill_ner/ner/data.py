@@ -21,7 +21,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
-from distill_ner.paths import DATA_DIR, PROJECT_ROOT  # noqa: F401  (PROJECT_ROOT: resolving local paths)
+from distill_ner.jsonl import iter_jsonl
+from distill_ner.paths import DATA_DIR, PROJECT_ROOT, looks_local  # noqa: F401  (PROJECT_ROOT: resolving local paths)
 
 LABEL_MAP_DIR = DATA_DIR / "label_maps"
 
@@ -289,24 +290,12 @@ def _iter_json_list(raw: str, where: str) -> Iterator[tuple[int, int, Any]]:
         )
 
 
-def _iter_jsonl(raw: str, where: str) -> Iterator[tuple[int, int, Any]]:
-    index = 0
-    for lineno, line in enumerate(raw.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            value = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{where}: invalid JSON in entry {index} (line {lineno}): {e.msg}") from None
-        yield index, lineno, value
-        index += 1
-
-
 def _iter_json_records(path: Path) -> Iterator[tuple[int, int, Any]]:
-    raw = path.read_text(encoding="utf-8")
+    """(index, line, value) per entry of a JSON list file or a JSONL file (read by the one JSONL reader)."""
     if path.suffix == ".jsonl":
-        return _iter_jsonl(raw, str(path))
-    return _iter_json_list(raw, str(path))
+        # iter_jsonl names each line as `file:line`
+        return ((i, int(where.rsplit(":", 1)[1]), v) for i, (where, v) in enumerate(iter_jsonl(path, objects=False)))
+    return _iter_json_list(path.read_text(encoding="utf-8"), str(path))
 
 
 def _parse_uniner_entry(entry: Any, where: str) -> tuple[str, str, list[tuple[str, str, list[str]]]]:
@@ -528,14 +517,6 @@ def _classlabel_names(feature: Any) -> list[str] | None:
     return list(inner.names) if isinstance(inner, datasets.ClassLabel) else None
 
 
-def _looks_like_path(ref: str) -> bool:
-    return (
-        ref.startswith(("/", "./", "../", "~"))
-        or ref.endswith((".json", ".jsonl", ".parquet"))
-        or Path(ref).expanduser().exists()
-    )
-
-
 def _open_bio_source(
     source: Any, split: str, hf_config: str | None
 ) -> tuple[list[str], Iterator[tuple[int, str, dict[str, Any]]], dict[str, Any]]:
@@ -564,7 +545,7 @@ def _open_bio_source(
             return table.column_names, ((i, f"row {i}", r) for i, r in enumerate(table.to_pylist())), features
         if path.is_dir():
             ds = datasets.load_from_disk(str(path))
-        elif _looks_like_path(ref):
+        elif looks_local(ref, suffixes=(".json", ".jsonl", ".parquet")):
             raise FileNotFoundError(f"BIO dataset not found: {ref}")
         else:
             ds = datasets.load_dataset(ref, hf_config, split=split)

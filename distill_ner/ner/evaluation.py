@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from distill_ner.ner.benchmarks import Benchmark, load_benchmark
-from distill_ner.config import EvalConfig
+from distill_ner.ner.config import EvalConfig
 from distill_ner.ner.metrics import average, normalize_items, parse_answer, span_scores, uniner_scores
 from distill_ner.records import EvalReport, Prediction, Scores
 

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from distill_ner.config import NegativesConfig
+from distill_ner.ner.config import NegativesConfig
 from distill_ner.rng import stable_rng
 from distill_ner.records import AnnotatedPassage, AnnotationSet
 from distill_ner.ner.parse import normalize_type  # one definition of a type's comparison key

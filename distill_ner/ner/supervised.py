@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol
 
-from distill_ner.config import SupervisedSource
+from distill_ner.ner.config import SupervisedSource
 from distill_ner.rng import stable_rng
 from distill_ner.records import AnnotatedPassage, Entity
 

@@ -30,7 +30,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from distill_ner.chat import IGNORE_INDEX
-from distill_ner.config import TrainConfig, looks_local
+from distill_ner.config import TrainConfig
+from distill_ner.paths import looks_local
 from distill_ner.records import SFTDataset, SFTRow
 
 logger = logging.getLogger(__name__)
