@@ -4,11 +4,11 @@ import mlflow
 from zenml import step
 from zenml.config.cache_policy import CachePolicy
 
-from distill_ner import tracking, views
+from distill_ner import tracking
 from distill_ner.config import TeacherConfig
 from distill_ner.records import AnnotationSet, PassageSet
 from distill_ner.ner import annotate as ner_annotate
-from distill_ner.ner import parse, prompt
+from distill_ner.ner import parse, prompt, views
 from distill_ner.teacher import client as teacher_client
 from materializers import AnnotationSetMaterializer
 from steps._stack import experiment_tracker_name

@@ -13,8 +13,8 @@ from typing import Annotated
 from zenml import step
 from zenml.config.cache_policy import CachePolicy
 
-from distill_ner import tracking, views
-from distill_ner.ner import evaluation, inference, metrics
+from distill_ner import tracking
+from distill_ner.ner import evaluation, inference, metrics, views
 from distill_ner.ner.config import EvalConfig
 from distill_ner.records import EvalReport
 from materializers import EvalReportMaterializer
