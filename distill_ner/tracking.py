@@ -47,16 +47,18 @@ def system_metrics(sampling_interval_s: float = 5.0) -> Iterator[None]:
 
 def log_dataset(records: Sequence[Mapping[str, Any]], name: str, context: str, source: str | None = None) -> bool:
     """Log rows as an MLflow dataset input of the active run (its digest is MLflow's hash of the rows).
-    Lists and dicts become JSON strings: MLflow's digest only reads string and number columns."""
+    Lists, dicts and None become JSON strings and missing keys "": MLflow's digest reads only the columns
+    whose every value is a string or a number."""
     if _active_run() is None or not records:
         return False
     import mlflow
     import mlflow.data
     import pandas as pd
 
-    frame = pd.DataFrame(
-        [{k: json.dumps(v, ensure_ascii=False) if isinstance(v, (list, dict)) else v for k, v in r.items()} for r in records]
-    )
+    def cell(value: Any) -> Any:
+        return value if isinstance(value, (str, int, float, bool)) else json.dumps(value, ensure_ascii=False)
+
+    frame = pd.DataFrame([{k: cell(v) for k, v in r.items()} for r in records]).fillna("")
     mlflow.log_input(mlflow.data.from_pandas(frame, source=source, name=name), context=context)
     return True
 
