@@ -14,7 +14,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -23,7 +22,7 @@ from pathlib import Path
 import pytest
 
 # one migrated, empty MLflow sqlite file, copied per store (a fixture that belongs in conftest.py)
-from test_cli_startup import kill_tree, stop_by_pid_and_check_tree
+from test_cli_startup import kill_tree, stop_by_pid_and_check_tree, wait_until_answering
 from test_registry import mlflow_template  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -250,16 +249,7 @@ def test_serve_production_over_http(production: str, tmp_path: Path) -> None:
         cwd=tmp_path, env=env, stdout=log_file, stderr=subprocess.STDOUT,
     )
     try:
-        deadline = time.monotonic() + 150
-        while True:
-            assert server.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "server did not answer /ping in 150 s:\n" + (tmp_path / "serve.log").read_text()[-3000:]
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.5)
+        wait_until_answering(server, f"http://127.0.0.1:{port}/ping", tmp_path / "serve.log")
         body = json.dumps({"dataframe_records": [{"text": TEXT, "types": ["person", "location"]}, {"text": TEXT, "types": "location"}]})
         request = urllib.request.Request(
             f"http://127.0.0.1:{port}/invocations", data=body.encode(), headers={"Content-Type": "application/json"}

@@ -43,7 +43,7 @@ def check_registered(client: "MlflowClient", name: str, alias: str | None = None
         raise ModelNotFoundError(
             f"no registered model {name!r}; registered: {', '.join(names) or 'none (run the pipeline first: make demo)'}"
         ) from None
-    versions = sorted((v.version for v in client.search_model_versions(f"name = '{name}'")), key=int)
+    versions = sorted((str(v.version) for v in client.search_model_versions(f"name = '{name}'")), key=int)
     if alias is not None and alias not in model.aliases:
         aliases = ", ".join(f"{a} -> v{v}" for a, v in sorted(model.aliases.items())) or "none"
         raise ModelNotFoundError(
