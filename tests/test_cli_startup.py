@@ -120,10 +120,17 @@ def stop_by_pid_and_check_tree(process: subprocess.Popen, port: int, log: Path) 
     except subprocess.TimeoutExpired:
         pytest.fail("the command did not exit within 60 s of SIGTERM:\n" + log.read_text()[-3000:])
     _, alive = psutil.wait_procs(started, timeout=15)
-    survivors = [p for p in alive if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
-    for p in survivors:  # leave nothing behind, then fail
-        p.kill()
-    assert not survivors, [p.cmdline() for p in survivors]
+    survivors, described = [], []
+    for p in alive:
+        try:
+            if p.status() == psutil.STATUS_ZOMBIE:
+                continue
+            described.append(" ".join(p.cmdline())[:160])
+            survivors.append(p)
+            p.kill()  # leave nothing behind, then fail
+        except psutil.NoSuchProcess:
+            continue
+    assert not survivors, described
     assert not port_open(port)
 
 
