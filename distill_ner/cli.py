@@ -55,9 +55,13 @@ class _CurrentStderr:
 
 def results_only_on_stdout() -> None:
     """Keep stdout for a command's results (JSON lines, tables): ZenML's console handler, which also shows
-    Python warnings once ZenML is imported, writes to stdout and would break `| jq`."""
+    Python warnings once ZenML is imported, writes to stdout and would break `| jq`. Without ZenML imported
+    there is nothing to route (and importing it here would cost seconds): use_tracking_uri calls this again
+    after it may have imported ZenML."""
     import logging
 
+    if "zenml.logger" not in sys.modules:
+        return
     from zenml.logger import ZenMLConsoleHandler
 
     for handler in logging.root.handlers:
@@ -143,6 +147,7 @@ def use_tracking_uri() -> str:
     import mlflow
 
     uri = tracking_uri()
+    results_only_on_stdout()  # ZenML may be imported by now
     mlflow.set_tracking_uri(uri)
     return uri
 
