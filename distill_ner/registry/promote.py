@@ -485,7 +485,7 @@ def _register_locked(
         logged = logged or log_model()  # None when found before the lock and deleted since
         _ensure_registered_model(client, name)
         version = client.create_model_version(name, source=logged.model_uri, run_id=run_id, tags=dict(version_tags), model_id=logged.model_id)
-        _link_logged_model(client, version)
+        _link_logged_model(client, version, logged.model_id)
         return version
     logger.info("%s: content %s already registered as v%s; reusing it", name, content_hash[:12], existing.version)
     # the latest evaluation, run and ZenML version describe it from now on; `mlflow.run_id` stays the logging run
@@ -495,10 +495,10 @@ def _register_locked(
     return client.get_model_version(name, existing.version)
 
 
-def _link_logged_model(client: "MlflowClient", version: "ModelVersion") -> None:
+def _link_logged_model(client: "MlflowClient", version: "ModelVersion", model_id: str | None) -> None:
     """List the version on its logged model's page: MLflow reads the `mlflow.modelVersions` tag there, which
-    mlflow.register_model sets and MlflowClient.create_model_version does not."""
-    model_id = getattr(version, "model_id", None)
+    mlflow.register_model sets and MlflowClient.create_model_version does not (nor does the version returned
+    by a sqlite registry carry the model id, hence the argument)."""
     if not model_id:
         return
     try:
