@@ -65,7 +65,7 @@ def wait_for(url: str, process: subprocess.Popen, timeout_s: float) -> None:
 def screenshot(chromium: str, url: str, out: Path, size: str, wait_ms: int) -> None:
     with tempfile.TemporaryDirectory(prefix="chromium_") as profile:
         subprocess.run([chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--window-size={size}",
-                        f"--virtual-time-budget={wait_ms}", f"--screenshot={out}", url],
+                        f"--timeout={wait_ms}", f"--screenshot={out}", url],
                        check=True, capture_output=True, timeout=300)
     if not out.exists() or out.stat().st_size == 0:
         raise SystemExit(f"chromium wrote no screenshot of {url}")
@@ -78,7 +78,8 @@ def main() -> None:
     parser.add_argument("--run", default=None, help="run id (default: the latest finished run with the F1 chart)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "images")
     parser.add_argument("--chromium", default=shutil.which("chromium") or "/usr/bin/chromium")
-    parser.add_argument("--wait-ms", type=int, default=20000, help="page time (virtual) before the screenshot")
+    parser.add_argument("--wait-ms", type=int, default=60000, help="time the page gets to load before the screenshot "
+                        "(the MLflow UI keeps polling, so there is no 'loaded' moment to wait for)")
     args = parser.parse_args()
 
     from mlflow import MlflowClient
