@@ -25,30 +25,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from distill_ner.cli import DEFAULT_STUDENT_DIR, TINY_STUDENT_DIR, quiet_defaults  # noqa: E402
+from distill_ner.cli import DEFAULT_STUDENT_DIR, TINY_STUDENT_DIR  # noqa: E402
+from distill_ner.console import quiet_defaults  # noqa: E402
+from distill_ner.testing import plain_greedy  # noqa: E402
 
 quiet_defaults()
-
-
-def plain_loop(model, prompts: list[list[int]], max_new_tokens: int, stop_ids: list[int], pad_id: int) -> list[list[int]]:
-    """The reference: one query at a time through model.generate, greedy; ids without the final stop token."""
-    import torch
-
-    out = []
-    with torch.inference_mode():
-        for ids in prompts:
-            generated = model.generate(
-                torch.tensor([ids]),
-                attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-                do_sample=False,
-                max_new_tokens=max_new_tokens,
-                eos_token_id=stop_ids,
-                pad_token_id=pad_id,
-            )[0, len(ids) :].tolist()
-            if generated and generated[-1] in stop_ids:
-                generated = generated[:-1]
-            out.append(generated)
-    return out
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -67,9 +48,9 @@ def main(argv: list[str] | None = None) -> None:
 
     import torch
 
+    from distill_ner.models import load_model, load_tokenizer, make_tiny_model
     from distill_ner.ner.benchmarks import load_benchmark
     from distill_ner.ner.inference import NEREngine
-    from distill_ner.models import load_model, load_tokenizer, make_tiny_model
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -99,7 +80,7 @@ def main(argv: list[str] | None = None) -> None:
 
     # warm-up: the first forward passes of a process are slow (allocator, kernel selection)
     engine.generate(queries[:8], progress=False, max_new_tokens=4)
-    plain_loop(model, prompts[:1], 4, engine.stop_ids, engine.tokenizer.pad_token_id)
+    plain_greedy(model, prompts[:1], 4, engine.stop_ids, engine.tokenizer.pad_token_id)
 
     t0 = time.perf_counter()
     generations = engine.generate(queries, progress=True)
@@ -108,7 +89,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"engine : {t_engine:8.1f} s  {len(queries) / t_engine:6.2f} queries/s  {tokens / t_engine:7.1f} generated tok/s", flush=True)
 
     t0 = time.perf_counter()
-    reference = plain_loop(model, prompts[:n_plain], args.max_new_tokens, engine.stop_ids, engine.tokenizer.pad_token_id)
+    reference = plain_greedy(model, prompts[:n_plain], args.max_new_tokens, engine.stop_ids, engine.tokenizer.pad_token_id)
     t_plain_measured = time.perf_counter() - t0
     t_plain = t_plain_measured * len(queries) / n_plain
     note = "" if n_plain == len(queries) else f"  (EXTRAPOLATED from {n_plain} queries measured in {t_plain_measured:.1f} s)"

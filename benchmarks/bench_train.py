@@ -23,15 +23,17 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from distill_ner.cli import quiet_defaults  # noqa: E402
+from distill_ner.console import quiet_defaults  # noqa: E402
 
 quiet_defaults()
 # peft 0.21 calls a transformers property deprecated in 5.x on every model it wraps: noise here
 warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
 
+from distill_ner.chat import IGNORE_INDEX  # noqa: E402
 from distill_ner.config import TrainConfig  # noqa: E402
 from distill_ner.records import SFTDataset, SFTRow  # noqa: E402
-from distill_ner.training.train import IGNORE_INDEX, SeededBatchOrderSampler, train_student  # noqa: E402
+from distill_ner.training.train import train_student  # noqa: E402
+from distill_ner.training.trainer import SeededBatchOrderSampler  # noqa: E402
 
 MIN_RATIO = 1.5
 DEFAULT_MODEL = REPO / ".cache/models/SmolLM2-135M-Instruct"

@@ -14,73 +14,26 @@ The MLflow tracking URI is MLFLOW_TRACKING_URI when set, else the active ZenML s
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import sys
-from collections.abc import Iterable, Iterator
-from pathlib import Path
 from typing import Any
 
-from distill_ner.extraction.cli import add_extract_parser
+from distill_ner.console import check_model, quiet_defaults, results_only_on_stdout, tracking_uri, use_tracking_uri
+from distill_ner.extraction.cli import add_commands as add_extraction_commands
+from distill_ner.ner.cli import add_commands as add_ner_commands
 
 DEFAULT_STUDENT_DIR = ".cache/models/SmolLM2-135M-Instruct"
 TINY_STUDENT_DIR = ".cache/models/tiny-random-llama"
-
-
-def quiet_defaults() -> None:
-    """No analytics or telemetry calls (they hang where traffic is dropped), no hub look-ups."""
-    for key, value in {
-        "ZENML_ANALYTICS_OPT_IN": "false",
-        "MLFLOW_DISABLE_TELEMETRY": "true",
-        "DO_NOT_TRACK": "1",
-        "HF_HUB_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-        "HF_DATASETS_OFFLINE": "1",
-        "HF_EVALUATE_OFFLINE": "1",
-        "TOKENIZERS_PARALLELISM": "false",
-    }.items():
-        os.environ.setdefault(key, value)
-
-
-class _CurrentStderr:
-    """Whatever sys.stderr is at the time of writing (it is swapped while tests capture output)."""
-
-    def write(self, text: str) -> int:
-        return sys.stderr.write(text)
-
-    def flush(self) -> None:
-        sys.stderr.flush()
-
-
-def results_only_on_stdout() -> None:
-    """Keep stdout for a command's results (JSON lines, tables): ZenML's console handler, which also shows
-    Python warnings once ZenML is imported, writes to stdout and would break `| jq`. Without ZenML imported
-    there is nothing to route (and importing it here would cost seconds): use_tracking_uri calls this again
-    after it may have imported ZenML."""
-    import logging
-
-    if "zenml.logger" not in sys.modules:
-        return
-    from zenml.logger import ZenMLConsoleHandler
-
-    for handler in logging.root.handlers:
-        if isinstance(handler, ZenMLConsoleHandler) and not isinstance(handler.stream, _CurrentStderr):
-            with handler.lock:  # not setStream: it flushes the old stream, which may be closed by now
-                handler.stream = _CurrentStderr()
+# each recipe adds its own subcommands (a light module: heavy imports stay inside the commands)
+RECIPE_COMMANDS = (add_ner_commands, add_extraction_commands)
 
 
 def cmd_fetch_student(args: argparse.Namespace) -> None:
     from distill_ner import models
 
     if args.tiny:
-        texts = []
-        demo = Path("data/demo/corpus.jsonl")
-        if demo.exists():
-            import json
-
-            texts = [json.loads(line)["text"] for line in demo.read_text().splitlines() if line.strip()]
-        print(models.make_tiny_model(args.dest or TINY_STUDENT_DIR, texts))
+        print(models.make_tiny_model(args.dest or TINY_STUDENT_DIR, models.demo_corpus_texts()))
     else:
         print(models.fetch_smollm2(args.dest or DEFAULT_STUDENT_DIR))
 
@@ -101,16 +54,6 @@ def cmd_mlflow_uri(args: argparse.Namespace) -> None:
     from distill_ner.stack import tracking_uri_of_active_stack
 
     print(tracking_uri_of_active_stack())
-
-
-def tracking_uri() -> str:
-    """MLFLOW_TRACKING_URI when set, else the active ZenML stack's experiment tracker."""
-    uri = os.environ.get("MLFLOW_TRACKING_URI")
-    if not uri:
-        from distill_ner.stack import tracking_uri_of_active_stack
-
-        uri = tracking_uri_of_active_stack()
-    return uri
 
 
 def cmd_ui(args: argparse.Namespace) -> None:
@@ -142,29 +85,8 @@ def cmd_compare(args: argparse.Namespace) -> None:
     print(f"\nIn the MLflow UI (distill-ner ui --port {args.port}): {ui_compare_url(runs, f'http://127.0.0.1:{args.port}')}")
 
 
-def use_tracking_uri() -> str:
-    """MLFLOW_TRACKING_URI when set, else the active ZenML stack's experiment tracker; set for MLflow."""
-    import mlflow
-
-    uri = tracking_uri()
-    results_only_on_stdout()  # ZenML may be imported by now
-    mlflow.set_tracking_uri(uri)
-    return uri
-
-
-def check_model(model_uri: str) -> None:
-    """Exit with one line listing the registered names/aliases when a models:/ URI names none of them."""
-    from mlflow import MlflowClient
-
-    from distill_ner.registry.lookup import ModelNotFoundError, check_model_uri
-
-    try:
-        check_model_uri(MlflowClient(), model_uri)
-    except ModelNotFoundError as exc:
-        raise SystemExit(f"{model_uri}: {exc}") from None
-
-
 def check_registered_name(model_name: str, version: str | None = None) -> None:
+    """Exit with one line listing what is registered when `model_name` (or its `version`) is not."""
     from mlflow import MlflowClient
 
     from distill_ner.registry.lookup import ModelNotFoundError, check_registered
@@ -173,52 +95,6 @@ def check_registered_name(model_name: str, version: str | None = None) -> None:
         check_registered(MlflowClient(), model_name, version=version)
     except ModelNotFoundError as exc:
         raise SystemExit(str(exc)) from None
-
-
-def _stdin_rows(default_types: list[str] | None) -> Iterator[dict[str, Any]]:
-    """JSONL {"text", "types"} from stdin, one row as each line arrives (--types where a line has none)."""
-    for n, line in enumerate(sys.stdin, 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise SystemExit(f"predict: stdin line {n}: not JSON ({exc})") from None
-        types = record.get("types") if isinstance(record, dict) else None
-        types = types or default_types
-        if not isinstance(record, dict) or not isinstance(record.get("text"), str) or not types:
-            raise SystemExit(f"predict: stdin line {n}: needs a string `text` and `types` (or --types)")
-        yield {"text": record["text"], "types": types}
-
-
-def cmd_predict(args: argparse.Namespace) -> None:
-    # the arguments first: a usage error must not wait for MLflow and the model to load
-    if args.texts and not args.types:
-        raise SystemExit("predict: --types is required with texts on the command line, e.g. --types person,location")
-    if not args.texts and sys.stdin.isatty():
-        print('predict: reading JSONL {"text", "types"} lines from stdin (Ctrl-D ends)', file=sys.stderr)
-    import mlflow.pyfunc
-
-    results_only_on_stdout()
-    if args.model.startswith(("models:/", "runs:/")):
-        use_tracking_uri()
-        check_model(args.model)
-    model = mlflow.pyfunc.load_model(args.model)  # once: every row below goes through this loaded model
-    if args.texts:
-        batches: Iterable[list[dict[str, Any]]] = [[{"text": text, "types": args.types} for text in args.texts]]
-    else:
-        batches = ([row] for row in _stdin_rows(args.types))
-    from mlflow.exceptions import MlflowException
-
-    for rows in batches:
-        try:
-            results = model.predict(rows)
-        except MlflowException as exc:  # a bad row (distill_ner.serving.invalid_input): its message says which
-            if exc.error_code != "INVALID_PARAMETER_VALUE":
-                raise
-            raise SystemExit(f"predict: {exc.message}") from None
-        for result in results:
-            print(json.dumps(result, ensure_ascii=False), flush=True)
 
 
 def cmd_promote(args: argparse.Namespace) -> None:
@@ -256,7 +132,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
 
 class _SubcommandParser(argparse.ArgumentParser):
-    """A subcommand's parser: its --help shows each option's default."""
+    """A subcommand's parser (the recipes' too): its --help shows each option's default."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
@@ -299,13 +175,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=5055, help="port of `distill-ner ui`, for the link")
     p.set_defaults(func=cmd_compare)
 
-    p = sub.add_parser("predict", help="entities from a logged/registered model, texts as arguments or JSONL on stdin")
-    p.add_argument("--model", default="models:/distill-ner@production", help="MLflow model URI")
-    p.add_argument("--types", type=lambda v: [t.strip() for t in v.split(",") if t.strip()], default=None,
-                   help="comma-separated entity types, e.g. person,location")
-    p.add_argument("texts", nargs="*", help="texts; without any, JSONL {\"text\", \"types\"} is read from stdin")
-    p.set_defaults(func=cmd_predict)
-
     p = sub.add_parser("promote", help="move the `production` alias (and ZenML stage) to a version, no gate")
     p.add_argument("--model-name", default="distill-ner", help="registered model name")
     p.add_argument("--version", required=True, help="registered version number")
@@ -321,7 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1, help="each worker loads its own copy of the model")
     p.set_defaults(func=cmd_serve)
 
-    add_extract_parser(sub)
+    for add_commands in RECIPE_COMMANDS:
+        add_commands(sub)
     return parser
 
 

@@ -42,12 +42,12 @@ class CorpusSource(StrictModel):
 
     path: str | None = Field(None, description="local file or folder of .txt/.jsonl/.parquet")
     hf_dataset: str | None = Field(None, description="HF dataset hub id or local dataset folder")
-    hf_config: str | None = None
-    split: str = "train"
-    text_field: str = "text"
+    hf_config: str | None = Field(None, description="HF dataset configuration name, if it has several")
+    split: str = Field("train", description="dataset split to read")
+    text_field: str = Field("text", description="column (or JSONL key) holding the text")
     id_field: str | None = Field(None, description="column holding a stable document id, if any")
-    streaming: bool = True
-    max_documents: int | None = Field(None, gt=0)
+    streaming: bool = Field(True, description="stream a hub dataset instead of downloading it whole")
+    max_documents: int | None = Field(None, gt=0, description="read at most this many documents from this source")
 
     @model_validator(mode="after")
     def _one_source(self, info: ValidationInfo) -> "CorpusSource":
@@ -61,27 +61,27 @@ class CorpusSource(StrictModel):
 
 
 class CorpusConfig(StrictModel):
-    sources: list[CorpusSource]
+    sources: list[CorpusSource] = Field(..., description="where the passages come from (files, folders or HF datasets)")
     max_tokens: int = Field(256, gt=8, description="passage length limit in student tokens")
     num_passages: int = Field(50_000, gt=0, description="passages sampled (seeded)")
     min_words: int = Field(5, ge=0, description="passages with fewer words are dropped as near-empty")
-    seed: int = 0
+    seed: int = Field(0, description="seed of every random choice of this stage")
 
 
 class TeacherConfig(StrictModel):
-    backend: Literal["openai", "transformers"] = "openai"
-    model: str = "gpt-3.5-turbo-0301"
+    backend: Literal["openai", "transformers"] = Field("openai", description="how the teacher is called: an OpenAI-compatible API or a local transformers model")
+    model: str = Field("gpt-3.5-turbo-0301", description="teacher model name (API) or hub id / local folder (transformers)")
     base_url: str | None = Field(None, description="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
     api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the API key")
     api_key_secret: str | None = Field(
         None, description="ZenML secret name (key `api_key`) used when the env variable is unset"
     )
-    prompt: Literal["entities", "entities_with_descriptions"] = "entities"
-    temperature: float = 0.0
-    max_tokens: int = Field(1024, gt=0)
-    concurrency: int = Field(8, gt=0)
-    timeout_s: float = Field(60.0, gt=0)
-    max_retries: int = Field(6, ge=0)
+    prompt: Literal["entities", "entities_with_descriptions"] = Field("entities", description="teacher prompt: entity types only, or types with a short description")
+    temperature: float = Field(0.0, description="teacher sampling temperature (0: greedy)")
+    max_tokens: int = Field(1024, gt=0, description="answer length limit per teacher request")
+    concurrency: int = Field(8, gt=0, description="teacher requests in flight at once")
+    timeout_s: float = Field(60.0, gt=0, description="seconds before one teacher request is abandoned (and retried)")
+    max_retries: int = Field(6, ge=0, description="retries of a failed teacher request (rate limit, timeout, server error)")
     retry_backoff_s: float = Field(1.0, gt=0, description="first retry delay; doubles per attempt, with jitter")
     retry_backoff_max_s: float = Field(60.0, gt=0, description="cap on one backoff delay (Retry-After wins)")
     cache_path: str = Field(".cache/teacher_cache.sqlite", description="persistent response cache")
@@ -89,8 +89,8 @@ class TeacherConfig(StrictModel):
         default_factory=list, description="JSONL files in the cache's export format, loaded into the cache"
     )
     offline: bool = Field(False, description="a cache miss is an error instead of a request")
-    price_per_1k_prompt_tokens: float = 0.0
-    price_per_1k_completion_tokens: float = 0.0
+    price_per_1k_prompt_tokens: float = Field(0.0, description="teacher price per 1000 prompt tokens, for the cost estimate")
+    price_per_1k_completion_tokens: float = Field(0.0, description="teacher price per 1000 completion tokens, for the cost estimate")
 
     @field_validator("recorded_responses")
     @classmethod
@@ -113,38 +113,38 @@ class StudentConfig(StrictModel):
 
 
 class TrainConfig(StrictModel):
-    method: Literal["lora", "qlora", "full"] = "lora"
-    epochs: float = Field(3.0, gt=0)
+    method: Literal["lora", "qlora", "full"] = Field("lora", description="LoRA adapter, QLoRA (4-bit base, CUDA only) or full fine-tuning")
+    epochs: float = Field(3.0, gt=0, description="passes over the SFT set (ignored when max_steps > 0)")
     max_steps: int = Field(-1, description="overrides epochs when > 0")
-    learning_rate: float = Field(2e-5, gt=0)
-    lr_scheduler: str = "cosine"
-    warmup_ratio: float = Field(0.04, ge=0, le=1)
-    weight_decay: float = Field(0.0, ge=0)
-    per_device_batch_size: int = Field(4, gt=0)
-    gradient_accumulation_steps: int = Field(1, gt=0)
-    lora_r: int = Field(16, gt=0)
-    lora_alpha: int = Field(32, gt=0)
-    lora_dropout: float = Field(0.05, ge=0, lt=1)
+    learning_rate: float = Field(2e-5, gt=0, description="peak learning rate")
+    lr_scheduler: str = Field("cosine", description="transformers learning-rate schedule name, e.g. cosine or linear")
+    warmup_ratio: float = Field(0.04, ge=0, le=1, description="fraction of the steps spent warming the learning rate up")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
+    per_device_batch_size: int = Field(4, gt=0, description="rows per device per step (before accumulation)")
+    gradient_accumulation_steps: int = Field(1, gt=0, description="steps whose gradients add up before one optimiser update")
+    lora_r: int = Field(16, gt=0, description="LoRA rank")
+    lora_alpha: int = Field(32, gt=0, description="LoRA scaling numerator (scale = alpha / r)")
+    lora_dropout: float = Field(0.05, ge=0, lt=1, description="dropout on the LoRA path")
     target_modules: list[str] | None = Field(None, description="default: chosen per architecture")
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
-    gradient_checkpointing: bool = False
-    group_by_length: bool = True
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="auto: bf16/fp16 on a GPU that has it, fp32 on CPU")
+    gradient_checkpointing: bool = Field(False, description="recompute activations in the backward pass: less memory, more time")
+    group_by_length: bool = Field(True, description="batch rows of similar length together (seeded), so less padding is computed")
     pad_to_multiple_of: int | None = Field(
         None, gt=0, description="round each batch's padded length up to a multiple (e.g. 8 for tensor cores)"
     )
     attn_implementation: str | None = Field(None, description="e.g. sdpa or flash_attention_2")
-    distributed: Literal["none", "ddp", "fsdp"] = "none"
-    num_processes: int = Field(1, gt=0)
+    distributed: Literal["none", "ddp", "fsdp"] = Field("none", description="multi-process training: DDP or FSDP (with num_processes > 1)")
+    num_processes: int = Field(1, gt=0, description="processes (GPUs, or CPU ranks) of a distributed run")
     checkpoint_every: int = Field(0, ge=0, description="steps between checkpoints (0: none)")
     resume: bool = Field(True, description="resume from the last checkpoint of an identical run")
     merge_adapter: bool = Field(False, description="also save the merged model")
-    logging_steps: int = Field(1, gt=0)
-    seed: int = 0
+    logging_steps: int = Field(1, gt=0, description="steps between logged training metrics")
+    seed: int = Field(0, description="seed of every random choice of this stage")
 
 
 
 class GateConfig(StrictModel):
-    model_name: str = "distill-ner"
+    model_name: str = Field("distill-ner", description="registered model name in the MLflow registry")
     min_f1: float = Field(0.0, ge=0, le=1, description="absolute floor on the average F1")
     margin: float = Field(0.0, description="candidate avg F1 must be >= production's + margin")
     max_drop: float = Field(0.05, ge=0, description="largest drop allowed on any single benchmark")

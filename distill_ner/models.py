@@ -134,6 +134,17 @@ def fetch_smollm2(dest: str | Path = ".cache/models/SmolLM2-135M-Instruct") -> P
     return dest
 
 
+DEMO_CORPUS = Path("data/demo/corpus.jsonl")
+
+
+def demo_corpus_texts(root: str | Path = ".") -> list[str]:
+    """The demo corpus's texts under `root` (the tiny model's tokenizer is trained on them); [] without it."""
+    from distill_ner.jsonl import iter_jsonl
+
+    path = Path(root) / DEMO_CORPUS
+    return [record["text"] for _, record in iter_jsonl(path)] if path.exists() else []
+
+
 TINY_TRAINING_TEXT = (
     "A virtual assistant answers questions from a user based on the provided text. "
     "Text: I've read this text. What describes person in the text? What describes location in the text? "

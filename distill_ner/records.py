@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 
 class Passage(BaseModel):
@@ -102,19 +102,41 @@ class Prediction(BaseModel):
     dataset: str
     id: str
     text: str
-    type: str
+    # the entity type asked for (NER); empty where a query has no type (a whole document)
+    type: str = ""
     gold: list[str]
     predicted: list[str]
     raw: str = ""
 
 
 class EvalReport(BaseModel):
+    """A model scored on named datasets (benchmarks, document kinds). The gate reads `primary` (the value of
+    `metric` per dataset) and `coverage` (how many `unit`s were scored per dataset), whatever the recipe."""
+
     model: str
-    per_dataset: dict[str, Scores]
-    predictions: list[Prediction] = Field(default_factory=list)
-    # sentences actually evaluated per dataset, so a gate can compare like with like
+    metric: str = Field("F1", description="name of the primary metric, as reasons and views print it")
+    unit: str = Field("sentences", description="what `coverage` counts: sentences, documents, ...")
+    primary: dict[str, float] = Field(default_factory=dict, description="dataset -> primary metric")
+    # items actually scored per dataset, so a gate can compare like with like
     coverage: dict[str, int] = Field(default_factory=dict)
+    # the NER recipe's precision/recall/F1 detail per benchmark (empty for recipes that score otherwise)
+    per_dataset: dict[str, Scores] = Field(default_factory=dict)
+    # other named numbers per dataset (e.g. extraction's leaf precision and recall)
+    details: dict[str, dict[str, float]] = Field(default_factory=dict)
+    predictions: list[Prediction] = Field(default_factory=list)
     stats: dict[str, float] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _primary_from_f1(self) -> "EvalReport":
+        # reports written before `primary` existed carried their primary metric as per_dataset F1
+        if not self.primary and self.per_dataset:
+            self.primary = {name: float(s.f1) for name, s in self.per_dataset.items()}
+        return self
+
+    @property
+    def average(self) -> float:
+        """The primary metric averaged over datasets (0 for an empty report)."""
+        return sum(self.primary.values()) / len(self.primary) if self.primary else 0.0
 
     @property
     def average_f1(self) -> float:

@@ -105,15 +105,17 @@ def log_text_view(text: str, artifact_file: str) -> bool:
 
 
 def run_description(
-    *, recipe: str, teacher: str, student: str, counts: Mapping[str, Any], f1: Mapping[str, float], outcome: Sequence[str]
+    *, recipe: str, teacher: str, student: str, counts: Mapping[str, Any], f1: Mapping[str, float], outcome: Sequence[str],
+    metric: str = "F1",
 ) -> str:
-    """The run's description (MLflow shows it at the top of the run page), in Markdown."""
+    """The run's description (MLflow shows it at the top of the run page), in Markdown. `f1`: the recipe's
+    primary metric per benchmark, named `metric`."""
     lines = [f"**{recipe}**: teacher `{teacher}` distilled into student `{student}`.", ""]
     if counts:
         lines += ["Data: " + ", ".join(f"{k} {v}" for k, v in counts.items()), ""]
     if f1:
         avg = sum(f1.values()) / len(f1)
-        lines += ["| benchmark | F1 |", "|---|---|", *[f"| {n} | {v:.4f} |" for n, v in sorted(f1.items())]]
+        lines += [f"| benchmark | {metric} |", "|---|---|", *[f"| {n} | {v:.4f} |" for n, v in sorted(f1.items())]]
         if len(f1) > 1:
             lines.append(f"| average | {avg:.4f} |")
         lines.append("")

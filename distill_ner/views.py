@@ -8,7 +8,7 @@ import re
 from collections.abc import Iterable, Sequence
 from html import escape
 
-from distill_ner.records import PassageSet, PromotionDecision, SFTDataset
+from distill_ner.records import EvalReport, PassageSet, PromotionDecision, SFTDataset
 
 _STYLE = """<style>
 body{font-family:system-ui,sans-serif;font-size:14px;margin:1em}
@@ -102,3 +102,24 @@ def decision_markdown(d: PromotionDecision) -> str:
     if d.production_version_before:
         lines += ["", f"Production before: v{d.production_version_before}"]
     return "\n".join(lines) + "\n"
+
+
+def report_html(report: EvalReport) -> str:
+    """Any recipe's evaluation report: the primary metric and coverage per dataset, with its other numbers."""
+    detail_names = sorted({name for numbers in report.details.values() for name in numbers})
+    headers = ["dataset", report.unit, report.metric, *detail_names]
+    rows = [
+        [name, str(report.coverage.get(name, "")), f"{100 * value:.2f}",
+         *(f"{100 * report.details.get(name, {})[d]:.2f}" if d in report.details.get(name, {}) else "" for d in detail_names)]
+        for name, value in report.primary.items()
+    ]
+    rows.append(["average", str(sum(report.coverage.values())), f"{100 * report.average:.2f}", *[""] * len(detail_names)])
+    body = f"<p>Model: {escape(report.model)}</p>" + html_table(headers, rows)
+    misses = [p for p in report.predictions if p.gold != p.predicted][:20]
+    if misses:
+        body += "<h3>Predictions that differ from gold (first 20)</h3>" + html_table(
+            ("dataset", "id", "missed", "invented"),
+            [(p.dataset, p.id, "; ".join(sorted(set(p.gold) - set(p.predicted))), "; ".join(sorted(set(p.predicted) - set(p.gold))))
+             for p in misses],
+        )
+    return page("Evaluation", body)

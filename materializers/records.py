@@ -146,12 +146,18 @@ class EvalReportMaterializer(_RecordMaterializer):
     ROWS_FIELD = "predictions"
 
     def html(self, data: EvalReport) -> str:
-        return ner_views.eval_html(data)
+        # the NER recipe's report carries P/R/F1 and typed errors; any other recipe's is shown generically
+        return ner_views.eval_html(data) if data.per_dataset else views.report_html(data)
 
     def extract_metadata(self, data: EvalReport) -> dict[str, Any]:
-        meta: dict[str, Any] = {"average_f1": data.average_f1, "predictions": len(data.predictions)}
-        for name, s in data.per_dataset.items():
-            meta[f"{name}.f1"] = s.f1
+        meta: dict[str, Any] = {"predictions": len(data.predictions), "primary_metric": data.metric, "unit": data.unit}
+        if data.per_dataset:
+            meta["average_f1"] = data.average_f1
+            for name, s in data.per_dataset.items():
+                meta[f"{name}.f1"] = s.f1
+        else:
+            meta["average"] = data.average
+            meta.update({f"{name}.primary": value for name, value in data.primary.items()})
         return meta
 
 

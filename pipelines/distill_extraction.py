@@ -6,7 +6,7 @@ Run: zenml pipeline run pipelines.distill_extraction.distill_extraction -c confi
 
 from zenml import pipeline
 
-from distill_ner.extraction.config import DistillExtractionConfig
+from distill_ner.extraction.config import DistillExtractionConfig, ExtractionServing
 from distill_ner.fingerprint import fingerprint_paths
 from steps import register_and_promote, sample_corpus, train
 from steps.extraction import (
@@ -32,9 +32,7 @@ def distill_extraction(config: DistillExtractionConfig) -> None:
     sft = build_extraction_sft(with_negatives, config.sft, config.prompt, config.student)
     model = train(sft, config.student, config.train)
     report = evaluate_extraction(model, config.eval, config.prompt, benchmark_fp)
-    register_and_promote(
-        model, report, config.gate, config.teacher.model,
-        flavour="extraction",
-        serving_settings={"prompt_format": config.prompt.format, "indent": config.prompt.indent,
-                          "max_new_tokens": config.eval.max_new_tokens},
+    serving = ExtractionServing(
+        prompt_format=config.prompt.format, indent=config.prompt.indent, max_new_tokens=config.eval.max_new_tokens
     )
+    register_and_promote(model, report, config.gate, config.teacher.model, serving)

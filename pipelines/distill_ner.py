@@ -5,9 +5,9 @@ Run: zenml pipeline run pipelines.distill_ner.distill_ner -c configs/demo.yaml
 
 from zenml import pipeline
 
+from distill_ner.fingerprint import fingerprint_paths
 from distill_ner.ner.benchmarks import benchmark_paths
 from distill_ner.ner.config import DistillConfig
-from distill_ner.fingerprint import fingerprint_paths
 from steps import add_negatives, annotate, build_sft, evaluate, register_and_promote, sample_corpus, train
 
 

@@ -5,10 +5,10 @@ Run: zenml pipeline run pipelines.evaluate_ner.evaluate_ner -c configs/evaluate_
 
 from zenml import pipeline
 
+from distill_ner.fingerprint import fingerprint_paths
 from distill_ner.ner.benchmarks import benchmark_paths
 from distill_ner.ner.config import EvaluateNERConfig
 from distill_ner.ner.evaluation import is_registry_reference, model_fingerprint
-from distill_ner.fingerprint import fingerprint_paths
 from steps.evaluate import evaluate_reference
 
 

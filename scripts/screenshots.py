@@ -84,7 +84,7 @@ def main() -> None:
 
     from mlflow import MlflowClient
 
-    from distill_ner.cli import tracking_uri
+    from distill_ner.console import tracking_uri
 
     if args.tracking_uri:
         os.environ["MLFLOW_TRACKING_URI"] = args.tracking_uri

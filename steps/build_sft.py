@@ -5,10 +5,10 @@ from zenml import step
 from zenml.config.cache_policy import CachePolicy
 
 from distill_ner import tracking, views
-from distill_ner.ner import conversations, supervised
 from distill_ner.config import StudentConfig
-from distill_ner.ner.config import SFTConfig
 from distill_ner.models import load_tokenizer
+from distill_ner.ner import conversations, supervised
+from distill_ner.ner.config import SFTConfig
 from distill_ner.records import AnnotationSet, SFTDataset
 from materializers import SFTDatasetMaterializer
 from steps._stack import experiment_tracker_name

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from distill_ner.cli import DEFAULT_STUDENT_DIR, TINY_STUDENT_DIR, quiet_defaults
+from distill_ner.cli import DEFAULT_STUDENT_DIR, TINY_STUDENT_DIR
+from distill_ner.console import OFFLINE_ENV, quiet_defaults
 
 quiet_defaults()
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,6 +30,15 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module that runs the tiny model (distill_ner.testing.one_thread says why)."""
+    from distill_ner.testing import one_thread as single_thread
+
+    with single_thread():
+        yield
+
+
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return ROOT
@@ -37,15 +47,9 @@ def repo_root() -> Path:
 @pytest.fixture(scope="session")
 def tiny_student() -> Path:
     """The tiny random Llama that configs/smoke.yaml names, built once (0.1 s) where it is missing."""
-    from distill_ner.models import make_tiny_model
+    from distill_ner.models import demo_corpus_texts, make_tiny_model
 
-    demo = ROOT / "data/demo/corpus.jsonl"
-    texts = []
-    if demo.exists():
-        import json
-
-        texts = [json.loads(line)["text"] for line in demo.read_text().splitlines() if line.strip()]
-    return make_tiny_model(ROOT / TINY_STUDENT_DIR, texts)
+    return make_tiny_model(ROOT / TINY_STUDENT_DIR, demo_corpus_texts(ROOT))
 
 
 @pytest.fixture(scope="session")
@@ -61,10 +65,9 @@ def zenml_env(tmp_path: Path) -> dict[str, str]:
     """Environment for a subprocess that uses its own ZenML store (and so its own MLflow store)."""
     env = dict(os.environ)
     env.update(
+        OFFLINE_ENV,
         ZENML_CONFIG_PATH=str(tmp_path / "zenml"),
         ZENML_LOGGING_COLORS_DISABLED="true",
-        ZENML_ANALYTICS_OPT_IN="false",
-        MLFLOW_DISABLE_TELEMETRY="true",
         PYTHONUNBUFFERED="1",
     )
     env.pop("MLFLOW_TRACKING_URI", None)

@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
+import datasets
 import pytest
 
-for _var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HF_EVALUATE_OFFLINE"):
-    os.environ.setdefault(_var, "1")
-
-import datasets  # noqa: E402
-
-from distill_ner.ner.benchmarks import (  # noqa: E402
+from distill_ner.ner.benchmarks import (
     BENCHMARK_DIR,
     BenchmarkSpec,
     benchmark_paths,

@@ -15,7 +15,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from test_registry import mlflow_template  # noqa: F401  (one migrated, empty MLflow sqlite store)
 
 ROOT = Path(__file__).resolve().parents[1]

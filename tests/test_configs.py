@@ -123,3 +123,22 @@ def test_missing_data_path_is_named(tmp_path: Path):
     raw["student"]["model"] = str(tmp_path)
     with pytest.raises(ValidationError, match="nowhere.jsonl"):
         DistillConfig.model_validate(raw)
+
+
+def test_every_config_field_is_described():
+    """Descriptions appear in validation errors and generated docs: no field without one."""
+    from pydantic import BaseModel
+
+    from distill_ner import config as core_config
+    from distill_ner.extraction import config as extraction_config
+    from distill_ner.ner import config as ner_config
+
+    undescribed = [
+        f"{cls.__module__}.{cls.__name__}.{name}"
+        for module in (core_config, ner_config, extraction_config)
+        for cls in vars(module).values()
+        if isinstance(cls, type) and issubclass(cls, BaseModel) and cls.__module__ == module.__name__
+        for name, field in cls.model_fields.items()
+        if not field.description
+    ]
+    assert undescribed == []

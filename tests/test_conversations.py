@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from distill_ner.ner.config import SFTConfig
 from distill_ner.chat import IGNORE_INDEX, ChatEncoder, as_messages, tokenize_conversation
+from distill_ner.models import CHATML_TEMPLATE, load_tokenizer
+from distill_ner.ner.config import SFTConfig
 from distill_ner.ner.conversations import (
     READ_REPLY,
     SYSTEM_PROMPT,
@@ -19,9 +20,7 @@ from distill_ner.ner.conversations import (
     query_messages,
     query_prompt_ids,
 )
-from distill_ner.models import CHATML_TEMPLATE, load_tokenizer
 from distill_ner.records import AnnotatedPassage, AnnotationSet, Conversation, Entity, SFTRow
-
 
 # Llama-2 chat: system folded into the first [INST] inside <<SYS>>; the reply is ' ' + answer + ' ' + eos.
 LLAMA2_TEMPLATE = (

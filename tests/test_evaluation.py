@@ -8,6 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from distill_ner.engine import EngineStats
+from distill_ner.models import load_model, load_tokenizer, make_tiny_model
+from distill_ner.ner.benchmarks import load_benchmark
 from distill_ner.ner.config import EvalConfig, EvaluateNERConfig
 from distill_ner.ner.evaluation import (
     PREDICTIONS_TABLE,
@@ -17,11 +20,8 @@ from distill_ner.ner.evaluation import (
     predictions_table,
     report_metrics,
 )
-from distill_ner.engine import EngineStats
 from distill_ner.ner.inference import NEREngine
-from distill_ner.ner.benchmarks import load_benchmark
 from distill_ner.ner.metrics import parse_answer, uniner_scores
-from distill_ner.models import load_model, load_tokenizer, make_tiny_model
 
 SENTENCES = {
     "Marie Curie was born in Warsaw .": {"person": ["Marie Curie"], "location": ["Warsaw"], "organization": []},
@@ -81,13 +81,7 @@ class ScriptedEngine:
         return [self.answers.get(q, "[]") for q in queries]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The tiny model is all per-op overhead; a second intra-op thread only waits (see test_inference)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

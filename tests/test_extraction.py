@@ -374,10 +374,11 @@ def test_kind_scores_feed_the_gate():
         score_document("memo", None, {"b": "y"}),
     ]
     per_kind = kind_scores(docs)
-    assert per_kind["invoice"].f1 == pytest.approx(0.5)
-    assert per_kind["invoice"].precision == 1.0 and per_kind["invoice"].recall == pytest.approx(0.5)
-    assert per_kind["invoice"].n_sentences == 2
-    assert per_kind["memo"].f1 == 0.0 and per_kind["memo"].precision == 1.0 and per_kind["memo"].recall == 0.0
+    assert per_kind["invoice"].tree_score == pytest.approx(0.5)
+    assert per_kind["invoice"].leaf_precision == 1.0 and per_kind["invoice"].leaf_recall == pytest.approx(0.5)
+    assert per_kind["invoice"].documents == 2
+    memo = per_kind["memo"]
+    assert memo.tree_score == 0.0 and memo.leaf_precision == 1.0 and memo.leaf_recall == 0.0
 
 
 def test_assignment_fallbacks_agree_with_hungarian():

@@ -14,13 +14,18 @@ import pytest
 
 from distill_ner.config import GateConfig, TeacherConfig
 from distill_ner.extraction import evaluation, sft
-from distill_ner.extraction.config import ExtractionEvalConfig, ExtractionPromptConfig, ExtractionSFTConfig, TemplatesConfig
+from distill_ner.extraction.config import (
+    ExtractionEvalConfig,
+    ExtractionPromptConfig,
+    ExtractionSFTConfig,
+    TemplatesConfig,
+)
 from distill_ner.extraction.data import ExtractionExample, ExtractionSet
 from distill_ner.extraction.inference import Filling
 from distill_ner.extraction.prompts import dump_json
 from distill_ner.records import Passage
-from distill_ner.teacher.client import TeacherCacheMissError
 from distill_ner.teacher.backends import Completion
+from distill_ner.teacher.client import TeacherCacheMissError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -147,23 +152,29 @@ def test_evaluation_report_feeds_the_registry_gate():
     config = ExtractionEvalConfig(kinds=["invoice", "news_event"], max_per_kind=2)
     docs = {d.text: d.filled for d in load_examples(config.benchmark)}
     report = evaluation.evaluate_extraction("stub", config, ExtractionPromptConfig(), extractor=GoldExtractor(docs), progress=False)
-    assert set(report.per_dataset) == {"invoice", "news_event"} and report.coverage == {"invoice": 2, "news_event": 2}
+    assert set(report.primary) == {"invoice", "news_event"} and report.coverage == {"invoice": 2, "news_event": 2}
+    assert (report.metric, report.unit, report.per_dataset) == ("tree score", "documents", {})
     assert report.stats["valid_json"] == 0.5 and report.stats["tree_score"] == pytest.approx(0.5)
-    assert len(report.predictions) == 4 and report.predictions[0].type == "template"
+    assert len(report.predictions) == 4 and report.predictions[0].type == ""
     assert report.predictions[0].gold == report.predictions[0].predicted != []
     # the same subset every time (seeded)
     again = evaluation.evaluate_extraction("stub", config, ExtractionPromptConfig(), extractor=GoldExtractor(docs), progress=False)
     assert [p.id for p in again.predictions] == [p.id for p in report.predictions]
-    f1, coverage = registry.metrics_from_report(report)
-    passed, reasons = registry.decide(f1, None, GateConfig(min_f1=0.4), coverage)
+    primary, coverage = registry.metrics_from_report(report)
+    passed, reasons = registry.decide(primary, None, GateConfig(min_f1=0.4), coverage, metric=report.metric, unit=report.unit)
     assert passed, reasons
-    assert evaluation.report_metrics(report)["extract.avg_tree_score"] == pytest.approx(report.average_f1)
+    assert reasons[0].startswith("pass: floor: avg tree score ")
+    failed, reasons = registry.decide(primary, {"invoice": 0.5}, GateConfig(), coverage, {"invoice": 2},
+                                      metric=report.metric, unit=report.unit)
+    assert not failed and "missing" in reasons[-1]
+    assert evaluation.report_metrics(report)["extract.avg_tree_score"] == pytest.approx(report.average)
     with pytest.raises(ValueError, match="not in"):
         evaluation.select_documents(load_examples(config.benchmark), ExtractionEvalConfig(kinds=["poems"]))
 
 
 def test_pyfunc_fills_rows(tiny_student: Path):
-    from distill_ner.extraction.serving import ExtractionModel, log_kwargs, to_rows
+    from distill_ner.extraction.config import ExtractionServing
+    from distill_ner.extraction.serving import ExtractionModel, to_rows
 
     model = ExtractionModel()
     model.load_context(SimpleNamespace(artifacts={"model": str(tiny_student)}, model_config={"max_new_tokens": 6}))
@@ -172,16 +183,16 @@ def test_pyfunc_fills_rows(tiny_student: Path):
     assert [r["text"] for r in out] == ["Ann met Bo.", "Cy left."] and all("raw" in r and "filled" in r for r in out)
     with pytest.raises(ValueError, match="template leaf"):
         to_rows([{"text": "x", "template": {"who": "Ann"}}])
-    kwargs = log_kwargs()
-    assert set(kwargs) == {"python_model", "signature", "input_example", "model_config"}
-    assert Path(kwargs["python_model"]).name == "pyfunc_extraction.py"  # logged from code, never pickled
+    settings = ExtractionServing()
+    assert set(settings.pyfunc_config()) == {"prompt_format", "indent", "batch_size", "max_new_tokens"}
+    assert settings.python_model().name == "pyfunc_extraction.py"  # logged from code, never pickled
 
 
 def test_cli_parser():
-    from distill_ner.extraction.cli import add_extract_parser
+    from distill_ner.extraction.cli import add_commands
 
     parser = argparse.ArgumentParser()
-    add_extract_parser(parser.add_subparsers(dest="command"))
+    add_commands(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["extract", "--template", "t.json", "--indent", "none", "doc.txt"])
     assert (args.model, args.template, args.file, args.indent, args.prompt_format) == (
         "models:/distill-extract@production", "t.json", "doc.txt", None, "1.5")
@@ -189,12 +200,12 @@ def test_cli_parser():
 
 
 def test_cli_extract_end_to_end(tiny_student: Path, tmp_path: Path, capsys):
-    from distill_ner.extraction.cli import add_extract_parser
+    from distill_ner.extraction.cli import add_commands
 
     (tmp_path / "t.json").write_text('{"who": []}')
     (tmp_path / "doc.txt").write_text("Ann met Bo.")
     parser = argparse.ArgumentParser()
-    add_extract_parser(parser.add_subparsers(dest="command"))
+    add_commands(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["extract", "--model", str(tiny_student), "--template", str(tmp_path / "t.json"),
                               "--max-new-tokens", "4", str(tmp_path / "doc.txt")])
     # a random tiny model writes no JSON: the command says so and exits 1 (a trained one prints the JSON)

@@ -81,7 +81,7 @@ def test_extraction_pipeline_end_to_end(tiny_student, zenml_env, tmp_path):
     # the registered version is the extraction pyfunc (logged from code): template rows in, fillings out
     load = run_cli([sys.executable, "-c", textwrap.dedent(f"""
         import json, mlflow
-        from distill_ner.cli import use_tracking_uri
+        from distill_ner.console import use_tracking_uri
         use_tracking_uri()
         model = mlflow.pyfunc.load_model("models:/{MODEL_NAME}@production")
         out = model.predict([{{"text": "Ann met Bo.", "template": json.dumps({{"who": []}})}}])

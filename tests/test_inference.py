@@ -14,12 +14,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from distill_ner.ner.conversations import query_prompt_ids
 from distill_ner.engine import common_prefix_length, plan_chunks, stop_token_ids
+from distill_ner.models import load_model, load_tokenizer, make_tiny_model
+from distill_ner.ner.conversations import query_prompt_ids
 from distill_ner.ner.inference import NEREngine as Engine
 from distill_ner.ner.inference import Predictor
 from distill_ner.ner.metrics import extract_items, parse_answer
-from distill_ner.models import load_model, load_tokenizer, make_tiny_model
+from distill_ner.testing import plain_greedy
 
 SENTENCES = [
     "Marie Curie was born in Warsaw and worked in Paris.",
@@ -32,13 +33,7 @@ SENTENCES = [
 TYPES = ["person", "location", "programming language", "an unusually long and specific entity type name", "x"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The tiny model is all per-op overhead; a second intra-op thread only waits (10x slower on a busy box)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def scrambled_tiny_model(dest: Path) -> Path:
@@ -75,22 +70,8 @@ def queries() -> list[tuple[str, str]]:
 
 def plain_generate(model, tokenizer, qs, max_new_tokens: int, stop_ids: list[int]) -> list[list[int]]:
     """The reference: one query at a time, greedy, same stop tokens; ids without the final stop token."""
-    out: list[list[int]] = []
-    with torch.inference_mode():
-        for text, entity_type in qs:
-            ids = query_prompt_ids(tokenizer, text, entity_type)
-            generated = model.generate(
-                torch.tensor([ids]),
-                attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-                do_sample=False,
-                max_new_tokens=max_new_tokens,
-                eos_token_id=stop_ids,
-                pad_token_id=tokenizer.pad_token_id,
-            )[0, len(ids) :].tolist()
-            if generated and generated[-1] in stop_ids:
-                generated = generated[:-1]
-            out.append(generated)
-    return out
+    prompts = [query_prompt_ids(tokenizer, text, entity_type) for text, entity_type in qs]
+    return plain_greedy(model, prompts, max_new_tokens, stop_ids, tokenizer.pad_token_id)
 
 
 def test_common_prefix_and_plan():

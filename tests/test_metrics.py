@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 import random
 from pathlib import Path
 
 import pytest
 
-for _var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HF_EVALUATE_OFFLINE"):
-    os.environ.setdefault(_var, "1")
-
-from distill_ner.ner.benchmarks import load_benchmark  # noqa: E402
-from distill_ner.ner.metrics import (  # noqa: E402
+from distill_ner.ner.benchmarks import load_benchmark
+from distill_ner.ner.data import NERSentence, sentence_from_bio
+from distill_ner.ner.metrics import (
     average,
     extract_items,
     normalize,
@@ -23,8 +20,7 @@ from distill_ner.ner.metrics import (  # noqa: E402
     strings_to_tags,
     uniner_scores,
 )
-from distill_ner.ner.data import NERSentence, sentence_from_bio  # noqa: E402
-from distill_ner.records import Scores  # noqa: E402
+from distill_ner.records import Scores
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SHARED = PROJECT_ROOT.parent / "shared" / "benchmarks" / "uniner"

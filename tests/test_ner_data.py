@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
+import datasets
 import pytest
 
-for _var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HF_EVALUATE_OFFLINE"):
-    os.environ.setdefault(_var, "1")
-
-import datasets  # noqa: E402
-
-from distill_ner.ner.data import (  # noqa: E402
+from distill_ner.ner.data import (
     expand_label,
     list_label_maps,
     load_bio,
@@ -21,9 +16,9 @@ from distill_ner.ner.data import (  # noqa: E402
     load_label_map,
     load_uniner_json,
     sentence_from_bio,
+    spans_from_bio,
     split_bio,
     split_sentences,
-    spans_from_bio,
 )
 
 CONLL_NAMES = ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC"]

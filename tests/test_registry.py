@@ -16,6 +16,7 @@ import pytest
 
 from distill_ner import registry
 from distill_ner.config import GateConfig
+from distill_ner.ner.config import NERServing
 from distill_ner.records import EvalReport, Scores
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -111,7 +112,7 @@ def zenml_store(tmp_path_factory: pytest.TempPathFactory):
     GlobalConfiguration._reset_instance()
     Client._reset_instance()
     client = Client()
-    client.zen_store  # creates the store and its default stack once, before any subprocess uses it
+    client.zen_store  # noqa: B018  creates the store and its default stack once, before any subprocess uses it
     try:
         yield {"client": client, "env": {"ZENML_CONFIG_PATH": str(root / "config")}, "cwd": root}
     finally:
@@ -213,7 +214,7 @@ def state(name: str) -> dict[str, str | None]:
 def register(path: Path, f1: dict[str, float], name: str, zmv=None, coverage: dict[str, int] | None = None, **gate_kw: float):
     return registry.register_and_gate(
         path, report(f1, coverage), GateConfig(model_name=name, **{**GATE, **gate_kw}),
-        tags={"zenml_run": f"run-{path.name}", "teacher": "demo-teacher"}, zenml_model_version=zmv, log_kwargs={"max_new_tokens": 4},
+        tags={"zenml_run": f"run-{path.name}", "teacher": "demo-teacher"}, zenml_model_version=zmv, flavour=NERServing(max_new_tokens=4),
     )
 
 
@@ -343,6 +344,7 @@ from pathlib import Path
 from zenml.client import Client
 from distill_ner import registry
 from distill_ner.config import GateConfig
+from distill_ner.ner.config import NERServing
 from distill_ner.records import EvalReport
 
 args = json.loads(sys.argv[1])
@@ -353,7 +355,7 @@ while not go.exists():  # both start the registration together
     time.sleep(0.01)
 decision = registry.register_and_gate(
     Path(args["model_dir"]), EvalReport.model_validate(args["report"]), GateConfig(**args["gate"]),
-    tags={"zenml_run": args["label"]}, zenml_model_version=zmv, log_kwargs={"max_new_tokens": 4},
+    tags={"zenml_run": args["label"]}, zenml_model_version=zmv, flavour=NERServing(max_new_tokens=4),
 )
 print("DECISION " + decision.model_dump_json())
 """

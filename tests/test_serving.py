@@ -35,8 +35,8 @@ def adapter_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from distill_ner.ner.conversations import query_prompt_ids
     from distill_ner.models import load_model, load_tokenizer, make_tiny_model
+    from distill_ner.ner.conversations import query_prompt_ids
 
     root = tmp_path_factory.mktemp("adapter")
     base = make_tiny_model(root / "base", [TEXT])
@@ -91,7 +91,7 @@ def log(model_dir: Path):
     """The ModelInfo of the folder logged by serving.log_ner_model, in a run of its own."""
     import mlflow
 
-    from distill_ner import serving
+    from distill_ner.ner import serving
 
     with mlflow.start_run():
         return serving.log_ner_model(model_dir, max_new_tokens=12)
@@ -115,7 +115,7 @@ def test_logged_adapter_is_self_contained_and_answers_like_the_local_model(adapt
     import mlflow
     import pandas as pd
 
-    from distill_ner import serving
+    from distill_ner.ner import serving
     from distill_ner.ner.inference import Predictor
 
     # a private copy of the adapter and its base, so that the base can be removed after logging
@@ -179,7 +179,7 @@ def test_wrong_model_name_alias_or_version_lists_what_exists(production: str) ->
         (["predict", "--model", "models:/no-such-model@production", "--types", "person", TEXT],
          ["no registered model 'no-such-model'; registered: ", name]),
         (["predict", "--model", f"models:/{name}@staging", "--types", "person", TEXT],
-         [f"has no alias 'staging'; its aliases: production -> v1; versions: 1", "distill-ner promote"]),
+         ["has no alias 'staging'; its aliases: production -> v1; versions: 1", "distill-ner promote"]),
         (["serve", "--model", f"models:/{name}/7"], ["has no version '7'; its versions: 1"]),
         (["promote", "--model-name", name, "--version", "9"], ["has no version '9'"]),
         (["rollback", "--model-name", "no-such-model"], ["no registered model 'no-such-model'", name]),
@@ -279,10 +279,15 @@ def test_serve_production_over_http(production: str, tmp_path: Path) -> None:
 
 
 def test_flavours_pick_what_is_logged():
-    from distill_ner.serving import flavour_log_kwargs
+    from distill_ner.extraction.config import ExtractionServing
+    from distill_ner.ner.config import NERServing
+    from distill_ner.serving import Flavour
 
-    assert flavour_log_kwargs("ner", {"max_new_tokens": 64}) == {"max_new_tokens": 64}
-    extraction = flavour_log_kwargs("extraction", {"prompt_format": "1.0", "indent": None})
-    assert extraction["model_config"]["prompt_format"] == "1.0" and extraction["python_model"].endswith("pyfunc_extraction.py")
-    with pytest.raises(ValueError, match="unknown model flavour 'spans'"):
-        flavour_log_kwargs("spans")
+    ner = NERServing(max_new_tokens=64)
+    assert isinstance(ner, Flavour) and ner.pyfunc_config()["max_new_tokens"] == 64
+    assert ner.python_model().name == "pyfunc.py"
+    extraction = ExtractionServing(prompt_format="1.0", indent=None)
+    assert isinstance(extraction, Flavour) and extraction.pyfunc_config()["prompt_format"] == "1.0"
+    assert extraction.python_model().name == "pyfunc_extraction.py"
+    with pytest.raises(ValueError, match="prompt_format"):
+        ExtractionServing(prompt_format="2.0")

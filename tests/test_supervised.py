@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from distill_ner.models import load_tokenizer
 from distill_ner.ner.config import SFTConfig, SupervisedSource
 from distill_ner.ner.conversations import build_sft_dataset, query_messages, query_prompt_ids, render_text
-from distill_ner.models import load_tokenizer
 from distill_ner.ner.data import NERSentence
-from distill_ner.records import AnnotatedPassage, AnnotationSet, Entity
 from distill_ner.ner.supervised import load_supervised, to_annotated_passages
+from distill_ner.records import AnnotatedPassage, AnnotationSet, Entity
 
 CONLL = """-DOCSTART- -X- O O
 

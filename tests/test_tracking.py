@@ -8,10 +8,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+from test_registry import mlflow_template  # noqa: F401
 
 from distill_ner import tracking
 from distill_ner.config import TeacherConfig
-from test_registry import mlflow_template  # noqa: F401
 
 
 @pytest.fixture()

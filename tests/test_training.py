@@ -20,22 +20,19 @@ from pathlib import Path
 import pytest
 import torch
 
+from distill_ner.chat import IGNORE_INDEX
 from distill_ner.config import TrainConfig
 from distill_ner.models import load_model, make_tiny_model
 from distill_ner.records import SFTDataset, SFTRow
+from distill_ner.training.checkpoints import data_hash, last_checkpoint, run_key
 from distill_ner.training.train import (
     ALL_LINEAR,
-    IGNORE_INDEX,
-    PadToLongestCollator,
-    SeededBatchOrderSampler,
     TrainResult,
-    data_hash,
-    last_checkpoint,
     resolve_precision,
-    run_key,
     target_modules_for,
     train_student,
 )
+from distill_ner.training.trainer import PadToLongestCollator, SeededBatchOrderSampler
 
 REPO = Path(__file__).resolve().parents[1]
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -513,14 +510,14 @@ def test_two_process_ddp_on_cpu(tiny, sft, tmp_path, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", str(REPO))
     config = lora_config(max_steps=6, distributed="ddp", num_processes=2, per_device_batch_size=2)
     result = train_distributed(sft, str(tiny), config, tmp_path / "out", cpu=True)
-    assert result["metrics"]["steps"] == 6
+    assert isinstance(result, TrainResult) and result.metrics["steps"] == 6
     record = json.loads((tmp_path / "out" / "training_config.json").read_text())
     assert record["world_size"] == 2
-    losses = [h["loss"] for h in result["history"]]
+    losses = [h["loss"] for h in result.history]
     assert len(losses) == 6 and all(map(math.isfinite, losses))
     # one process with the same global batch (4) sees the same rows: the ranks split each batch, not copy it
     single = train_student(sft, str(tiny), lora_config(max_steps=6, per_device_batch_size=4), tmp_path / "one",
                            log_to_mlflow=False)
-    assert result["metrics"]["trained_tokens"] == single.metrics["trained_tokens"]
+    assert result.metrics["trained_tokens"] == single.metrics["trained_tokens"]
     assert losses[0] == pytest.approx(single.history[0]["loss"], rel=0.05)
     load_model(str(tmp_path / "out"))

@@ -2,8 +2,8 @@
 
 from distill_ner.extraction.data import ExtractionFailure, ExtractionSet
 from distill_ner.extraction.views import extraction_set_html
-from distill_ner.records import AnnotationFailure, AnnotationSet
 from distill_ner.ner.views import annotations_html
+from distill_ner.records import AnnotationFailure, AnnotationSet
 from distill_ner.views import html_table
 
 

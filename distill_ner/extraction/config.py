@@ -7,7 +7,9 @@ StudentConfig, TrainConfig, GateConfig); only what is specific to template extra
 
 from __future__ import annotations
 
-from typing import Literal
+import json
+from pathlib import Path
+from typing import Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
@@ -36,7 +38,7 @@ class ExtractionNegativesConfig(StrictModel):
     fraction: float = Field(0.5, ge=0, le=1, description="share of examples whose text is shortened")
     min_drop: float = Field(0.3, gt=0, lt=1, description="smallest share of sentences removed")
     max_drop: float = Field(0.6, gt=0, lt=1, description="largest share of sentences removed")
-    seed: int = 0
+    seed: int = Field(0, description="seed of every random choice of this stage")
 
     @model_validator(mode="after")
     def _ordered(self) -> "ExtractionNegativesConfig":
@@ -54,17 +56,17 @@ class ExtractionPromptConfig(StrictModel):
 
 class ExtractionSFTConfig(StrictModel):
     max_length: int = Field(1024, gt=16, description="examples longer than this (in tokens) are dropped, counted")
-    seed: int = 0
+    seed: int = Field(0, description="seed of every random choice of this stage")
 
 
 class ExtractionEvalConfig(StrictModel):
     benchmark: str = Field(DEFAULT_BENCHMARK, description="JSONL of {id, kind, text, template, gold}")
     kinds: list[str] | None = Field(None, description="document kinds to score (default: all)")
     max_per_kind: int | None = Field(None, gt=0, description="seeded subset of documents per kind")
-    leaf_metric: Literal["edit", "exact"] = Field("edit", description="leaf similarity the gate reads as f1")
-    max_new_tokens: int = Field(512, gt=0)
-    batch_size: int = Field(8, gt=0)
-    seed: int = 0
+    leaf_metric: Literal["edit", "exact"] = Field("edit", description="leaf similarity of the tree score (the primary metric the gate reads)")
+    max_new_tokens: int = Field(512, gt=0, description="answer length limit per document")
+    batch_size: int = Field(8, gt=0, description="documents decoded together")
+    seed: int = Field(0, description="seed of every random choice of this stage")
 
     @field_validator("benchmark")
     @classmethod
@@ -75,13 +77,61 @@ class ExtractionEvalConfig(StrictModel):
 class DistillExtractionConfig(StrictModel):
     """Everything `distill_extraction` needs; `parameters.config` in the YAML."""
 
-    corpus: CorpusConfig
-    teacher: TeacherConfig
-    templates: TemplatesConfig = TemplatesConfig()
-    negatives: ExtractionNegativesConfig = ExtractionNegativesConfig()
-    prompt: ExtractionPromptConfig = ExtractionPromptConfig()
-    sft: ExtractionSFTConfig = ExtractionSFTConfig()
-    student: StudentConfig
-    train: TrainConfig = TrainConfig()
-    eval: ExtractionEvalConfig
-    gate: GateConfig = GateConfig(model_name="distill-extract")
+    corpus: CorpusConfig = Field(..., description="the corpus stage")
+    teacher: TeacherConfig = Field(..., description="the teacher stage")
+    templates: TemplatesConfig = Field(TemplatesConfig(), description="template generation and the checks on the teacher's answers")
+    negatives: ExtractionNegativesConfig = Field(ExtractionNegativesConfig(), description="shortened texts whose vanished values are blanked")
+    prompt: ExtractionPromptConfig = Field(ExtractionPromptConfig(), description="the NuExtract prompt the student is trained and served with")
+    sft: ExtractionSFTConfig = Field(ExtractionSFTConfig(), description="building the SFT conversations")
+    student: StudentConfig = Field(..., description="the student model")
+    train: TrainConfig = Field(TrainConfig(), description="fine-tuning")
+    eval: ExtractionEvalConfig = Field(..., description="the extraction benchmark scored before the gate")
+    gate: GateConfig = Field(GateConfig(model_name="distill-extract"), description="the promotion gate of the registry")
+
+
+class ExtractionServing(StrictModel):
+    """How the extraction student is served (the `Flavour` of distill_ner.serving); prompt settings must
+    match training."""
+
+    flavour: Literal["extraction"] = Field("extraction", description="which recipe's pyfunc serves the model")
+    prompt_format: Literal["1.5", "1.0"] = Field("1.5", description="NuExtract prompt version used in training")
+    indent: int | None = Field(4, description="JSON indent used in training (None: compact)")
+    batch_size: int = Field(8, gt=0, description="rows decoded together")
+    max_new_tokens: int = Field(512, gt=0, description="answer length limit")
+    base_dtype: str | None = Field(None, description="dtype of the bundled local base, e.g. float16; None: as trained")
+
+    def python_model(self) -> Path:
+        return Path(__file__).resolve().parent / "pyfunc_extraction.py"
+
+    def signature(self) -> Any:
+        return signature()
+
+    def input_example(self) -> Any:
+        return INPUT_EXAMPLE
+
+    def pyfunc_config(self) -> dict[str, Any]:
+        return {
+            "prompt_format": self.prompt_format,
+            "indent": self.indent,
+            "batch_size": self.batch_size,
+            "max_new_tokens": self.max_new_tokens,
+        }
+
+
+INPUT_EXAMPLE = [
+    {
+        "text": "Invoice INV-7 from Birch Supplies, due 4 March 2025.",
+        "template": json.dumps({"invoice_number": "", "vendor": "", "due_date": ""}),
+    }
+]
+
+
+def signature():
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import AnyType, ColSpec, DataType, Schema
+
+    return ModelSignature(
+        # `template` is a JSON object or its JSON text: AnyType accepts both
+        inputs=Schema([ColSpec(DataType.string, "text"), ColSpec(AnyType(), "template")]),
+        outputs=Schema([ColSpec(DataType.string, "text"), ColSpec(AnyType(), "filled"), ColSpec(DataType.string, "raw")]),
+    )

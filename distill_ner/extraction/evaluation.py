@@ -1,14 +1,13 @@
-"""Score a student on the extraction benchmark: an EvalReport the shared registry gate reads unchanged.
+"""Score a student on the extraction benchmark: an EvalReport the shared registry gate reads.
 
-Per document kind (EvalReport.per_dataset[kind]): `f1` is the mean tree score of its documents
-(metric.py; the leaf similarity is `eval.leaf_metric`), `precision` / `recall` are the leaf precision
-and recall pooled over its documents, `n_queries` = `n_sentences` = documents scored. The gate averages
-`f1` over kinds and compares kind by kind with production, exactly as it does for NER benchmarks.
-`coverage[kind]` = documents, so a subset of another size is never compared with production.
+The primary metric is the tree score (metric.py; the leaf similarity is `eval.leaf_metric`): per document
+kind, `primary[kind]` is the mean tree score of its documents and `coverage[kind]` the documents scored
+(unit "documents"), so a subset of another size is never compared with production. The gate averages
+it over kinds and compares kind by kind with production, as it does for NER benchmarks.
+`details[kind]` adds the leaf precision and recall pooled over its documents.
 
-Each Prediction is one document: `type` is "template", `gold` / `predicted` are the filled strings as
-`path = value` lines (so the shared report view lists what was missed and what was invented) and `raw`
-is what the model wrote.
+Each Prediction is one document: `gold` / `predicted` are the filled strings as `path = value` lines
+(what was missed and what was invented) and `raw` is what the model wrote.
 """
 
 from __future__ import annotations
@@ -22,8 +21,10 @@ from distill_ner.extraction.data import ExtractionExample, load_examples
 from distill_ner.extraction.inference import Extractor
 from distill_ner.extraction.metric import kind_scores, score_document
 from distill_ner.extraction.templates import conforms, string_leaves
-from distill_ner.rng import stable_rng
 from distill_ner.records import EvalReport, Prediction
+from distill_ner.rng import stable_rng
+
+PRIMARY_METRIC = "tree score"
 
 
 def select_documents(examples: list[ExtractionExample], config: ExtractionEvalConfig) -> list[ExtractionExample]:
@@ -79,23 +80,26 @@ def evaluate_extraction(
         "documents_per_s": n / seconds if seconds > 0 else 0.0,
     }
     predictions = [
-        Prediction(dataset=d.kind, id=d.id, text=d.text, type="template", gold=_lines(d.filled), predicted=_lines(f.value), raw=f.raw)
+        Prediction(dataset=d.kind, id=d.id, text=d.text, gold=_lines(d.filled), predicted=_lines(f.value), raw=f.raw)
         for d, f in zip(documents, fillings)
     ]
     return EvalReport(
         model=model_ref,
-        per_dataset=per_kind,
+        metric=PRIMARY_METRIC,
+        unit="documents",
+        primary={kind: s.tree_score for kind, s in per_kind.items()},
+        coverage={kind: s.documents for kind, s in per_kind.items()},
+        details={kind: {"leaf_precision": s.leaf_precision, "leaf_recall": s.leaf_recall} for kind, s in per_kind.items()},
         predictions=predictions,
-        coverage={kind: s.n_sentences for kind, s in per_kind.items()},
         stats=stats,
     )
 
 
 def report_metrics(report: EvalReport) -> dict[str, float]:
     """What a person compares runs by, named for MLflow."""
-    metrics = {f"extract.{kind}.tree_score": s.f1 for kind, s in report.per_dataset.items()}
-    metrics.update({f"extract.{kind}.leaf_precision": s.precision for kind, s in report.per_dataset.items()})
-    metrics.update({f"extract.{kind}.leaf_recall": s.recall for kind, s in report.per_dataset.items()})
-    metrics["extract.avg_tree_score"] = report.average_f1
+    metrics = {f"extract.{kind}.tree_score": value for kind, value in report.primary.items()}
+    for kind, numbers in report.details.items():
+        metrics.update({f"extract.{kind}.{name}": value for name, value in numbers.items()})
+    metrics["extract.avg_tree_score"] = report.average
     metrics.update({f"extract.{k}": v for k, v in report.stats.items()})
     return metrics

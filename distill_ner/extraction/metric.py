@@ -18,7 +18,7 @@ The gold filling's shape drives the alignment; every node scores in [0, 1]:
 Every key of an object weighs the same whatever the size of its subtree (a 10-field address counts as
 much as a name): that is what aligning "by key" means, and it keeps small templates from being drowned.
 
-Leaf precision / recall (reported next to the tree score; the tree score is what the gate reads as f1):
+Leaf precision / recall (reported next to the tree score; the tree score is the primary metric the gate reads):
 over the alignment above, `matched` sums the similarity of every paired (gold, predicted) string leaf
 where both are non-empty; precision = matched / non-empty predicted strings (extra keys and unpaired list
 elements included), recall = matched / non-empty gold strings. With nothing predicted precision is 1, with
@@ -32,7 +32,6 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from distill_ner.extraction.templates import string_leaves
-from distill_ner.records import Scores
 
 LeafMetric = Literal["edit", "exact"]
 MAX_EXACT_ASSIGNMENT = 16  # 2**16 subsets × the larger side: still instant
@@ -177,21 +176,31 @@ def score_document(kind: str, predicted: Any, gold: dict[str, Any]) -> ScoredDoc
     return ScoredDocument(kind, tree_score(predicted, gold, "edit"), tree_score(predicted, gold, "exact"))
 
 
-def kind_scores(docs: Iterable[ScoredDocument], leaf: LeafMetric = "edit") -> dict[str, Scores]:
-    """Per document kind: f1 = mean tree score, precision/recall pooled over leaves (module doc)."""
+@dataclass(frozen=True)
+class KindScore:
+    """One document kind's evaluation: the mean tree score (the gate's primary metric) and the leaf
+    precision/recall pooled over its documents."""
+
+    tree_score: float
+    leaf_precision: float
+    leaf_recall: float
+    documents: int
+
+
+def kind_scores(docs: Iterable[ScoredDocument], leaf: LeafMetric = "edit") -> dict[str, KindScore]:
+    """Per document kind: mean tree score, precision/recall pooled over leaves (module doc)."""
     by_kind: dict[str, list[TreeScore]] = {}
     for doc in docs:
         by_kind.setdefault(doc.kind, []).append(doc.edit if leaf == "edit" else doc.exact)
-    out: dict[str, Scores] = {}
+    out: dict[str, KindScore] = {}
     for kind, scores in sorted(by_kind.items()):
         matched = sum(s.matched for s in scores)
         n_pred = sum(s.n_pred for s in scores)
         n_gold = sum(s.n_gold for s in scores)
-        out[kind] = Scores(
-            precision=matched / n_pred if n_pred else 1.0,
-            recall=matched / n_gold if n_gold else 1.0,
-            f1=sum(s.score for s in scores) / len(scores),
-            n_queries=len(scores),
-            n_sentences=len(scores),
+        out[kind] = KindScore(
+            tree_score=sum(s.score for s in scores) / len(scores),
+            leaf_precision=matched / n_pred if n_pred else 1.0,
+            leaf_recall=matched / n_gold if n_gold else 1.0,
+            documents=len(scores),
         )
     return out

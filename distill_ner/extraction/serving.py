@@ -1,39 +1,18 @@
 """The extraction student as an MLflow pyfunc: rows {"text", "template"} in, {"text", "filled", "raw"} out.
 
-Staging and loading of the model folder (adapter + bundled local base) are the shared serving module's:
-ExtractionModel inherits NERModel's adapter/base resolution and replaces only what differs, the call
-shape. `log_kwargs()` gives what `serving.log_ner_model` needs to log this flavour instead of NER's;
-the model is logged from code (pyfunc_extraction.py), never as a pickled instance.
+Staging, logging and loading of the model folder (adapter + bundled local base) are the core's
+(distill_ner.serving): `ExtractionServing` is this recipe's `Flavour` (typed settings, signature, example),
+and the model is logged from code (pyfunc_extraction.py), never as a pickled instance.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
-from distill_ner.serving import NERModel, invalid_input
-
-CODE_FILE = Path(__file__).resolve().parent / "pyfunc_extraction.py"
-
-INPUT_EXAMPLE = [
-    {
-        "text": "Invoice INV-7 from Birch Supplies, due 4 March 2025.",
-        "template": json.dumps({"invoice_number": "", "vendor": "", "due_date": ""}),
-    }
-]
-
-
-def signature():
-    from mlflow.models import ModelSignature
-    from mlflow.types.schema import AnyType, ColSpec, DataType, Schema
-
-    return ModelSignature(
-        # `template` is a JSON object or its JSON text: AnyType accepts both
-        inputs=Schema([ColSpec(DataType.string, "text"), ColSpec(AnyType(), "template")]),
-        outputs=Schema([ColSpec(DataType.string, "text"), ColSpec(AnyType(), "filled"), ColSpec(DataType.string, "raw")]),
-    )
+from distill_ner.extraction.config import INPUT_EXAMPLE, ExtractionServing, signature  # noqa: F401  (this flavour's)
+from distill_ner.serving import StagedModel, invalid_input
 
 
 def to_rows(model_input: Any) -> list[tuple[str, dict[str, Any]]]:
@@ -60,7 +39,7 @@ def to_rows(model_input: Any) -> list[tuple[str, dict[str, Any]]]:
     return rows
 
 
-class ExtractionModel(NERModel):
+class ExtractionModel(StagedModel):
     """Template filling with the distilled student (greedy), one generation per row."""
 
     def load_context(self, context: Any) -> None:
@@ -68,10 +47,8 @@ class ExtractionModel(NERModel):
         from distill_ner.extraction.inference import Extractor
 
         config = dict(context.model_config or {})
-        self._tmp = None
-        ref = self._model_ref(Path(context.artifacts["model"]))
         self.extractor = Extractor.load(
-            ref,
+            self.model_ref(context),
             ExtractionPromptConfig(format=config.get("prompt_format", "1.5"), indent=config.get("indent", 4)),
             batch_size=int(config.get("batch_size", 8)),
             max_new_tokens=int(config.get("max_new_tokens", 512)),
@@ -89,13 +66,3 @@ class ExtractionModel(NERModel):
             raise invalid_input(exc) from None
         fillings = self.extractor.fill(rows)
         return [{"text": text, "filled": f.value, "raw": f.raw} for (_, text), f in zip(rows, fillings)]
-
-
-def log_kwargs(prompt_format: str = "1.5", indent: int | None = 4, batch_size: int = 8, max_new_tokens: int = 512) -> dict[str, Any]:
-    """Arguments that make the shared model logger write this flavour."""
-    return {
-        "python_model": str(CODE_FILE),
-        "signature": signature(),
-        "input_example": INPUT_EXAMPLE,
-        "model_config": {"prompt_format": prompt_format, "indent": indent, "batch_size": batch_size, "max_new_tokens": max_new_tokens},
-    }

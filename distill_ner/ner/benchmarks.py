@@ -34,6 +34,9 @@ from distill_ner.ner.data import (
 )
 from distill_ner.paths import looks_local
 
+# a benchmark reference with one of these endings is a file (spec or UniNER data), not a registry name
+BENCHMARK_SUFFIXES = (".json", ".jsonl", ".yaml", ".yml")
+
 BENCHMARK_DIR = DATA_DIR / "benchmarks"
 
 
@@ -156,7 +159,7 @@ def benchmark_paths(names_or_paths: Iterable[str | Path] | None = None) -> list[
             path = specs[str(ref)].resolved_path()
             if path is not None:
                 out.append(str(path))
-        elif _looks_like_path(ref):
+        elif looks_local(ref, suffixes=BENCHMARK_SUFFIXES):
             out.append(str(Path(ref).expanduser().resolve()))
         else:
             raise ValueError(f"unknown benchmark {str(ref)!r}; known: {', '.join(sorted(specs))}")
@@ -215,7 +218,7 @@ def _spec_for(name_or_path: str | Path) -> BenchmarkSpec:
     if ref in specs:
         return specs[ref]
     path = Path(ref).expanduser()
-    if not looks_local(name_or_path, suffixes=(".json", ".jsonl", ".yaml", ".yml")):
+    if not looks_local(name_or_path, suffixes=BENCHMARK_SUFFIXES):
         raise ValueError(f"unknown benchmark {ref!r}; known: {', '.join(sorted(specs))}")
     if not path.exists():
         raise FileNotFoundError(f"benchmark file not found: {ref}")

@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
@@ -19,23 +20,22 @@ from distill_ner.config import (
 )
 
 
-
 class NegativesConfig(StrictModel):
-    strategy: Literal["frequency", "uniform", "none"] = "frequency"
+    strategy: Literal["frequency", "uniform", "none"] = Field("frequency", description="how negative types are drawn: by type frequency, uniformly, or none")
     per_passage: int = Field(4, ge=0, description="negative types added to each passage")
-    seed: int = 0
+    seed: int = Field(0, description="seed of every random choice of this stage")
 
 
 class SupervisedSource(StrictModel):
     """A human-annotated NER dataset mixed in with its name in the first user turn."""
 
-    name: str
-    path: str | None = None
-    hf_dataset: str | None = None
-    format: Literal["bio", "conll", "uniner"] = "bio"
-    split: str = "train"
+    name: str = Field(..., description="dataset name, written in the first user turn of its conversations")
+    path: str | None = Field(None, description="local file or folder of the dataset")
+    hf_dataset: str | None = Field(None, description="HF dataset hub id or local dataset folder")
+    format: Literal["bio", "conll", "uniner"] = Field("bio", description="annotation format: BIO tags, CoNLL columns or UniNER conversations")
+    split: str = Field("train", description="dataset split to read")
     label_map: str | None = Field(None, description="label-map name in the registry or a JSON file")
-    max_examples: int | None = Field(None, gt=0)
+    max_examples: int | None = Field(None, gt=0, description="use at most this many examples (seeded)")
 
     @model_validator(mode="after")
     def _one_source(self, info: ValidationInfo) -> "SupervisedSource":
@@ -47,9 +47,9 @@ class SupervisedSource(StrictModel):
 
 
 class SFTConfig(StrictModel):
-    max_length: int = Field(1024, gt=16)
-    seed: int = 0
-    supervised: list[SupervisedSource] = Field(default_factory=list)
+    max_length: int = Field(1024, gt=16, description="rows longer than this many tokens are split or dropped")
+    seed: int = Field(0, description="seed of every random choice of this stage")
+    supervised: list[SupervisedSource] = Field(default_factory=list, description="human-annotated NER datasets mixed into the teacher data")
     supervised_ratio: float = Field(
         1.0, ge=0, description="supervised conversations per teacher conversation, at most"
     )
@@ -58,32 +58,73 @@ class SFTConfig(StrictModel):
 class EvalConfig(StrictModel):
     benchmarks: list[str] = Field(..., description="benchmark names from the registry, or UniNER JSON paths")
     max_sentences: int | None = Field(None, gt=0, description="seeded subset of sentences per benchmark")
-    max_new_tokens: int = Field(256, gt=0)
-    batch_size: int = Field(16, gt=0)
-    backend: Literal["transformers", "vllm"] = "transformers"
-    seed: int = 0
+    max_new_tokens: int = Field(256, gt=0, description="answer length limit per query (UniNER's 256)")
+    batch_size: int = Field(16, gt=0, description="queries decoded together")
+    backend: Literal["transformers", "vllm"] = Field("transformers", description="inference engine: transformers (CPU/GPU) or vLLM (GPU)")
+    seed: int = Field(0, description="seed of every random choice of this stage")
 
 
 class DistillConfig(StrictModel):
     """Everything `distill_ner` needs; `parameters.config` in the YAML."""
 
-    corpus: CorpusConfig
-    teacher: TeacherConfig
-    negatives: NegativesConfig = NegativesConfig()
-    sft: SFTConfig = SFTConfig()
-    student: StudentConfig
-    train: TrainConfig = TrainConfig()
-    eval: EvalConfig
-    gate: GateConfig = GateConfig()
+    corpus: CorpusConfig = Field(..., description="the corpus stage")
+    teacher: TeacherConfig = Field(..., description="the teacher stage")
+    negatives: NegativesConfig = Field(NegativesConfig(), description="negative types (known absent, answer [])")
+    sft: SFTConfig = Field(SFTConfig(), description="building the SFT conversations")
+    student: StudentConfig = Field(..., description="the student model")
+    train: TrainConfig = Field(TrainConfig(), description="fine-tuning")
+    eval: EvalConfig = Field(..., description="the benchmarks scored before the gate")
+    gate: GateConfig = Field(GateConfig(), description="the promotion gate of the registry")
 
 
 class EvaluateNERConfig(StrictModel):
     """Everything `evaluate_ner` needs: any model scored on the benchmarks, e.g. a base model next to a student."""
 
     model: str = Field(..., description="hub id, local folder (model or adapter) or models:/name@alias")
-    eval: EvalConfig
+    eval: EvalConfig = Field(..., description="the benchmarks scored before the gate")
 
     @field_validator("model")
     @classmethod
     def _model_exists(cls, v: str, info: ValidationInfo) -> str:
         return check_model_ref(v, "model", info)
+
+
+class NERServing(StrictModel):
+    """How the NER student is served (the `Flavour` of distill_ner.serving)."""
+
+    flavour: Literal["ner"] = Field("ner", description="which recipe's pyfunc serves the model")
+    batch_size: int = Field(16, gt=0, description="(text, type) queries decoded together")
+    max_new_tokens: int = Field(256, gt=0, description="answer length limit (UniNER's 256)")
+    base_dtype: str | None = Field(None, description="dtype of the bundled local base, e.g. float16; None: as trained")
+
+    def python_model(self) -> Path:
+        return Path(__file__).resolve().parent / "pyfunc.py"
+
+    def signature(self) -> Any:
+        return ner_signature()
+
+    def input_example(self) -> Any:
+        return INPUT_EXAMPLE
+
+    def pyfunc_config(self) -> dict[str, Any]:
+        return {
+            "backend": "transformers",
+            "batch_size": self.batch_size,
+            "max_new_tokens": self.max_new_tokens,
+            "surface_forms": True,
+        }
+
+
+INPUT_EXAMPLE = [{"text": "Marie Curie was born in Warsaw.", "types": ["person", "location"]}]
+
+
+def ner_signature() -> Any:
+    """text + types in; text + entities (type -> strings) out."""
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import AnyType, Array, ColSpec, DataType, Map, Schema
+
+    return ModelSignature(
+        # `types` is a list of strings or one comma-separated string: AnyType accepts both
+        inputs=Schema([ColSpec(DataType.string, "text"), ColSpec(AnyType(), "types")]),
+        outputs=Schema([ColSpec(DataType.string, "text"), ColSpec(Map(Array(DataType.string)), "entities")]),
+    )

@@ -16,11 +16,20 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from distill_ner.chat import IGNORE_INDEX, ChatEncoder, Message, as_messages, conversation_rows, encode_text, preview_segments, render_text
+from distill_ner.chat import (
+    IGNORE_INDEX,
+    ChatEncoder,
+    Message,
+    as_messages,
+    conversation_rows,
+    encode_text,
+    preview_segments,
+    render_text,
+)
 from distill_ner.ner.config import SFTConfig
 from distill_ner.ner.negatives import normalize_type
-from distill_ner.rng import stable_rng
 from distill_ner.records import AnnotatedPassage, AnnotationSet, Conversation, SFTDataset, SFTRow, Turn
+from distill_ner.rng import stable_rng
 
 logger = logging.getLogger(__name__)
 

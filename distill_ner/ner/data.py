@@ -512,7 +512,7 @@ def _classlabel_names(feature: Any) -> list[str] | None:
         inner = feature.feature
     elif isinstance(feature, list) and feature:
         inner = feature[0]
-    elif hasattr(datasets, "List") and isinstance(feature, getattr(datasets, "List")):
+    elif hasattr(datasets, "List") and isinstance(feature, datasets.List):
         inner = feature.feature
     return list(inner.names) if isinstance(inner, datasets.ClassLabel) else None
 

@@ -113,7 +113,16 @@ def evaluate_model(model_ref: str, config: EvalConfig, engine: NEREngine | None 
         queries_per_s=total_queries / total_seconds if total_seconds > 0 else 0.0,
         generated_tokens_per_s=total_tokens / total_seconds if total_seconds > 0 else 0.0,
     )
-    return EvalReport(model=model_ref, per_dataset=per_dataset, predictions=predictions, coverage=coverage, stats=stats)
+    return EvalReport(
+        model=model_ref,
+        metric="F1",
+        unit="sentences",
+        primary={name: scores.f1 for name, scores in per_dataset.items()},
+        coverage=coverage,
+        per_dataset=per_dataset,
+        predictions=predictions,
+        stats=stats,
+    )
 
 
 def _metric_key(name: str) -> str:

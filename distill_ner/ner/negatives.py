@@ -18,9 +18,9 @@ from collections.abc import Iterable
 import numpy as np
 
 from distill_ner.ner.config import NegativesConfig
-from distill_ner.rng import stable_rng
-from distill_ner.records import AnnotatedPassage, AnnotationSet
 from distill_ner.ner.parse import normalize_type  # one definition of a type's comparison key
+from distill_ner.records import AnnotatedPassage, AnnotationSet
+from distill_ner.rng import stable_rng
 
 # Rejection sampling below redraws when it hits a type of the passage (or one already chosen); past this
 # many redraws per wanted negative the allowed mass is tiny and an exact masked draw is cheaper.

@@ -5,6 +5,6 @@ Logging this file (not a PythonModel instance) means MLflow stores source code, 
 
 import mlflow
 
-from distill_ner.serving import NERModel
+from distill_ner.ner.serving import NERModel
 
 mlflow.models.set_model(NERModel())

@@ -12,8 +12,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol
 
 from distill_ner.ner.config import SupervisedSource
-from distill_ner.rng import stable_rng
 from distill_ner.records import AnnotatedPassage, Entity
+from distill_ner.rng import stable_rng
 
 
 class GoldSentence(Protocol):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -20,6 +21,7 @@ from pathlib import Path
 
 from distill_ner.config import TrainConfig
 from distill_ner.records import SFTDataset
+from distill_ner.training.train import TrainResult
 
 
 def launch_command(config: TrainConfig, work: Path, *, cpu: bool = False) -> list[str]:
@@ -42,8 +44,8 @@ def train_distributed(
     *,
     checkpoint_dir: Path | None = None,
     cpu: bool | None = None,
-) -> dict:
-    """Run `training.train_student` on `config.num_processes` processes; returns rank 0's TrainResult dict.
+) -> TrainResult:
+    """Run `training.train_student` on `config.num_processes` processes; returns rank 0's TrainResult.
 
     `cpu`: ranks on CPU processes (gloo) instead of GPUs; default: when CUDA is absent.
     """
@@ -73,7 +75,26 @@ def train_distributed(
 
             cpu = not torch.cuda.is_available()
         subprocess.run(launch_command(config, work, cpu=cpu), check=True, env=env)
-        return json.loads((work / "result.json").read_text())
+        return TrainResult.model_validate_json((work / "result.json").read_text())
+
+
+def run_training(sft: SFTDataset, student: str, config: TrainConfig, output_dir: Path, *, artifact_store: str) -> TrainResult:
+    """Train in this process, or on `config.num_processes` processes when `config.distributed` asks for it.
+
+    Checkpoints go under the artifact store, keyed by the config and data (checkpoints.checkpoint_dir_for),
+    so a rerun after a crash resumes where the last one stopped; once the run is done they only cost disk
+    (GBs for a 7B) and are removed.
+    """
+    from distill_ner.training.checkpoints import checkpoint_dir_for
+    from distill_ner.training.train import train_student
+
+    checkpoint_dir = checkpoint_dir_for(sft, student, config, artifact_store)
+    if config.distributed != "none" and config.num_processes > 1:
+        result = train_distributed(sft, student, config, output_dir, checkpoint_dir=checkpoint_dir)
+    else:
+        result = train_student(sft, student, config, output_dir, checkpoint_dir=checkpoint_dir)
+    shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    return result
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -12,18 +12,13 @@ states (dropout) saved in the checkpoint.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import math
 import os
-import random
 import resource
 import shutil
 import tempfile
-import time
-from collections.abc import Iterator, Sequence
-from functools import cache
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -31,8 +26,14 @@ from pydantic import BaseModel, Field
 
 from distill_ner.chat import IGNORE_INDEX
 from distill_ner.config import TrainConfig
-from distill_ner.paths import looks_local
 from distill_ner.records import SFTDataset, SFTRow
+from distill_ner.training.checkpoints import (
+    FINGERPRINT_FILE,
+    data_hash,
+    last_checkpoint,
+    run_fingerprint,
+    student_reference,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -57,10 +58,6 @@ TARGET_MODULES: dict[str, list[str]] = {
 ALL_LINEAR = "all-linear"
 
 # TrainConfig fields that do not change the optimisation trajectory: a checkpoint stays valid across them.
-_NOT_IN_FINGERPRINT = {"checkpoint_every", "resume", "merge_adapter", "logging_steps"}
-FINGERPRINT_FILE = "run_fingerprint.json"
-
-
 class TrainResult(BaseModel):
     output_dir: str
     metrics: dict[str, float]
@@ -70,15 +67,6 @@ class TrainResult(BaseModel):
 
 
 # --------------------------------------------------------------------------------------------- pure parts
-
-
-def data_hash(rows: Sequence[SFTRow]) -> str:
-    """sha256 over the token ids and labels of the rows, in order (order decides the batches)."""
-    digest = hashlib.sha256()
-    for row in rows:
-        digest.update(json.dumps([row.input_ids, row.labels], separators=(",", ":")).encode())
-        digest.update(b"\n")
-    return digest.hexdigest()
 
 
 def target_modules_for(model_type: str, override: Sequence[str] | None = None) -> list[str] | str:
@@ -101,130 +89,6 @@ def resolve_precision(requested: str, *, cuda: bool, bf16_supported: bool) -> Pr
     if requested not in ("fp32", "bf16", "fp16"):
         raise ValueError(f"train.precision: unknown value {requested!r}")
     return requested  # type: ignore[return-value]
-
-
-class PadToLongestCollator:
-    """Pads a batch to its own longest row (optionally rounded up to `pad_to_multiple_of`).
-
-    Right padding; labels are -100 and attention 0 on padding *by position*, so a pad id equal to the eos id
-    (SmolLM2) never masks a real eos target. Rows are never concatenated: no cross-example attention.
-    """
-
-    def __init__(self, pad_token_id: int, pad_to_multiple_of: int | None = None) -> None:
-        self.pad_token_id = pad_token_id
-        self.pad_to_multiple_of = pad_to_multiple_of
-
-    def __call__(self, features: Sequence[dict[str, Sequence[int]]]) -> dict[str, Any]:
-        import torch
-
-        width = max(len(f["input_ids"]) for f in features)
-        if self.pad_to_multiple_of:
-            width = -(-width // self.pad_to_multiple_of) * self.pad_to_multiple_of
-        n = len(features)
-        input_ids = torch.full((n, width), self.pad_token_id, dtype=torch.long)
-        labels = torch.full((n, width), IGNORE_INDEX, dtype=torch.long)
-        attention_mask = torch.zeros((n, width), dtype=torch.long)
-        for i, feature in enumerate(features):
-            k = len(feature["input_ids"])
-            input_ids[i, :k] = torch.as_tensor(feature["input_ids"], dtype=torch.long)
-            labels[i, :k] = torch.as_tensor(feature["labels"], dtype=torch.long)
-            attention_mask[i, :k] = 1
-        return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
-
-
-class SeededBatchOrderSampler:
-    """Row order for one epoch, a pure function of (seed, epoch), so a resumed run sees the same batches.
-
-    With `group_by_length`: shuffle, cut into mega-batches (up to 50 groups), sort each by length, cut into
-    groups of `group_size` rows (per-device batch x processes: one micro-step on every rank), shuffle the
-    groups, and put the group holding the longest row first so an out-of-memory shows at step 1.
-    Without it: a plain seeded permutation. It uses its own `random.Random`, never the global RNGs.
-    """
-
-    def __init__(
-        self,
-        lengths: Sequence[int],
-        group_size: int,
-        *,
-        seed: int,
-        group_by_length: bool = True,
-        mega_batch_mult: int = 50,
-    ) -> None:
-        self.lengths = list(lengths)
-        self.group_size = max(1, group_size)
-        self.seed = seed
-        self.group_by_length = group_by_length
-        self.mega_batch_mult = mega_batch_mult
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:  # called by the Trainer / accelerate at each epoch
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return len(self.lengths)
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(self.order(self.epoch))
-
-    def order(self, epoch: int) -> list[int]:
-        rng = random.Random(self.seed * 1_000_003 + epoch)
-        order = list(range(len(self.lengths)))
-        rng.shuffle(order)
-        if not self.group_by_length or len(order) <= self.group_size:
-            return order
-        size = self.group_size
-        mult = max(1, min(self.mega_batch_mult, len(order) // (size * 4)))
-        mega = size * mult
-        groups: list[list[int]] = []
-        for start in range(0, len(order), mega):
-            chunk = sorted(order[start : start + mega], key=lambda i: -self.lengths[i])
-            groups += [chunk[j : j + size] for j in range(0, len(chunk), size)]
-        # only the very last group can be short; keep it last so the others stay aligned with batch boundaries
-        tail = [groups.pop()] if len(groups[-1]) < size else []
-        rng.shuffle(groups)
-        if groups:
-            longest = max(range(len(groups)), key=lambda g: self.lengths[groups[g][0]])
-            groups[0], groups[longest] = groups[longest], groups[0]
-        return [i for group in groups + tail for i in group]
-
-
-def last_checkpoint(checkpoint_dir: Path) -> Path | None:
-    """The newest complete Trainer checkpoint. trainer_state.json is written last, so a folder without it
-    was cut off while saving and is skipped."""
-    best: tuple[int, Path] | None = None
-    if not checkpoint_dir.is_dir():
-        return None
-    for path in checkpoint_dir.glob("checkpoint-*"):
-        step = path.name.split("-", 1)[1]
-        if step.isdigit() and (path / "trainer_state.json").is_file():
-            if best is None or int(step) > best[0]:
-                best = (int(step), path)
-    return best[1] if best else None
-
-
-def run_fingerprint(config: TrainConfig, student: str, rows_hash: str, world_size: int) -> dict[str, Any]:
-    """What must be identical for a checkpoint to be resumed."""
-    train = {k: v for k, v in config.model_dump().items() if k not in _NOT_IN_FINGERPRINT}
-    return {"train": train, "student": student, "data_hash": rows_hash, "world_size": world_size}
-
-
-def run_key(sft: SFTDataset, student: str, config: TrainConfig) -> str:
-    """A short stable key for a run (config, student, data, process count): name its checkpoint folder with it.
-
-    Two runs with the same key are the same optimisation, so one may resume the other's checkpoints.
-    """
-    world_size = config.num_processes if config.distributed != "none" else 1
-    fingerprint = run_fingerprint(config, student_reference(student), data_hash(sft.rows), world_size)
-    return hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def student_reference(student: str) -> str:
-    """The reference recorded in the adapter: a hub id or an MLflow URI as given, a local path made absolute."""
-    if "://" in student or student.startswith(("models:/", "runs:/")):
-        return student
-    if looks_local(student):
-        return str(Path(student).expanduser().resolve())
-    return student
 
 
 def _trainable_rows(rows: Sequence[SFTRow]) -> tuple[list[dict[str, list[int]]], int]:
@@ -252,100 +116,6 @@ def _looks_like_result(path: Path) -> bool:
 
 def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
-
-
-# ------------------------------------------------------------------------------------------------- MLflow
-
-
-class _MlflowRun:
-    """Logs into the active MLflow run (ZenML's tracker starts one inside the step), or into MLFLOW_RUN_ID
-    in processes started by `accelerate launch`, where no run is active. Uses the client with an explicit
-    run id, so it never starts, nests or ends a run."""
-
-    def __init__(self, client: Any, run_id: str) -> None:
-        self.client = client
-        self.run_id = run_id
-
-    @classmethod
-    def find(cls) -> _MlflowRun | None:
-        try:
-            import mlflow
-        except ImportError:
-            return None
-        run = mlflow.active_run()
-        run_id = run.info.run_id if run else os.environ.get("MLFLOW_RUN_ID")
-        return cls(mlflow.MlflowClient(), run_id) if run_id else None
-
-    def log_params(self, params: dict[str, Any]) -> None:
-        from mlflow.entities import Param
-        from mlflow.exceptions import MlflowException
-
-        items = [Param(k, str(v)[:6000]) for k, v in params.items()]
-        try:
-            self.client.log_batch(self.run_id, params=items)
-        except MlflowException:
-            # a param already logged with another value (e.g. a retried step): keep the rest
-            for item in items:
-                try:
-                    self.client.log_batch(self.run_id, params=[item])
-                except MlflowException as exc:
-                    logger.warning("MLflow param %s not logged: %s", item.key, exc)
-
-    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        from mlflow.entities import Metric
-
-        now = int(time.time() * 1000)
-        items = [Metric(k, float(v), now, step or 0) for k, v in metrics.items() if v is not None and math.isfinite(v)]
-        if items:
-            self.client.log_batch(self.run_id, metrics=items)
-
-
-# ------------------------------------------------------------------------------------ Trainer extensions
-
-
-@cache
-def _trainer_classes() -> tuple[type, type]:
-    """Our Trainer (seeded length-grouped sampler) and tracking callback; built on first use (heavy imports)."""
-    from transformers import Trainer, TrainerCallback
-
-    class StudentTrainer(Trainer):
-        def __init__(self, *args: Any, batch_order: SeededBatchOrderSampler, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            self.batch_order = batch_order
-
-        def _get_train_sampler(self, train_dataset: Any = None) -> SeededBatchOrderSampler:
-            return self.batch_order
-
-    class TrackingCallback(TrainerCallback):
-        """Times the training loop, counts this run's tokens, and sends per-step metrics to MLflow."""
-
-        def __init__(self, mlflow_run: _MlflowRun | None) -> None:
-            self.mlflow_run = mlflow_run
-            self.started = self.ended = self.cpu_started = self.cpu_ended = 0.0
-            self.start_step = self.start_tokens = self.end_tokens = 0
-
-        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            # the state is already restored from the checkpoint here: count only what this call trains
-            self.start_step = state.global_step
-            self.start_tokens = state.num_input_tokens_seen
-            self.started = time.perf_counter()
-            self.cpu_started = time.process_time()
-
-        def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kwargs: Any) -> None:
-            if not logs or "loss" not in logs or not state.is_world_process_zero or self.mlflow_run is None:
-                return
-            metrics = {f"train/{k}": logs[k] for k in ("loss", "learning_rate", "grad_norm") if k in logs}
-            try:
-                self.mlflow_run.log_metrics(metrics, step=state.global_step)
-            except Exception as exc:  # tracking must never kill a long training run
-                logger.warning("MLflow logging failed at step %d: %s", state.global_step, exc)
-
-        def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            self.ended = time.perf_counter()
-            self.cpu_ended = time.process_time()
-            self.end_tokens = state.num_input_tokens_seen
-
-    return StudentTrainer, TrackingCallback
 
 
 # ------------------------------------------------------------------------------------------ model setup
@@ -604,6 +374,14 @@ def train_student(
             fsdp=fsdp or None,
             fsdp_config=_fsdp_config(model, config) if fsdp else None,
         )
+        from distill_ner.training.trainer import (
+            MlflowRun,
+            PadToLongestCollator,
+            SeededBatchOrderSampler,
+            StudentTrainer,
+            TrackingCallback,
+        )
+
         batch_order = SeededBatchOrderSampler(
             [len(f["input_ids"]) for f in features],
             config.per_device_batch_size * args.world_size,
@@ -611,8 +389,7 @@ def train_student(
             group_by_length=config.group_by_length,
         )
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        StudentTrainer, TrackingCallback = _trainer_classes()
-        mlflow_run = _MlflowRun.find() if (log_to_mlflow and args.process_index == 0) else None
+        mlflow_run = MlflowRun.find() if (log_to_mlflow and args.process_index == 0) else None
         tracking = TrackingCallback(mlflow_run)
         trainer = StudentTrainer(
             model=model,

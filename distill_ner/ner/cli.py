@@ -1,0 +1,74 @@
+"""`distill-ner predict`: entities from a logged or registered NER model.
+
+    distill-ner predict --types person,location "Marie Curie was born in Warsaw."
+    echo '{"text": "...", "types": ["person"]}' | distill-ner predict --model models:/distill-ner@production
+
+prints one JSON line per text, in input order.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+
+def _stdin_rows(default_types: list[str] | None) -> Iterator[dict[str, Any]]:
+    """JSONL {"text", "types"} from stdin, one row as each line arrives (--types where a line has none)."""
+    for n, line in enumerate(sys.stdin, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise SystemExit(f"predict: stdin line {n}: not JSON ({exc})") from None
+        types = record.get("types") if isinstance(record, dict) else None
+        types = types or default_types
+        if not isinstance(record, dict) or not isinstance(record.get("text"), str) or not types:
+            raise SystemExit(f"predict: stdin line {n}: needs a string `text` and `types` (or --types)")
+        yield {"text": record["text"], "types": types}
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    # the arguments first: a usage error must not wait for MLflow and the model to load
+    if args.texts and not args.types:
+        raise SystemExit("predict: --types is required with texts on the command line, e.g. --types person,location")
+    if not args.texts and sys.stdin.isatty():
+        print('predict: reading JSONL {"text", "types"} lines from stdin (Ctrl-D ends)', file=sys.stderr)
+    import mlflow.pyfunc
+
+    from distill_ner.console import check_model, results_only_on_stdout, use_tracking_uri
+
+    results_only_on_stdout()
+    if args.model.startswith(("models:/", "runs:/")):
+        use_tracking_uri()
+        check_model(args.model)
+    model = mlflow.pyfunc.load_model(args.model)  # once: every row below goes through this loaded model
+    if args.texts:
+        batches: Iterable[list[dict[str, Any]]] = [[{"text": text, "types": args.types} for text in args.texts]]
+    else:
+        batches = ([row] for row in _stdin_rows(args.types))
+    from mlflow.exceptions import MlflowException
+
+    for rows in batches:
+        try:
+            results = model.predict(rows)
+        except MlflowException as exc:  # a bad row (distill_ner.serving.invalid_input): its message says which
+            if exc.error_code != "INVALID_PARAMETER_VALUE":
+                raise
+            raise SystemExit(f"predict: {exc.message}") from None
+        for result in results:
+            print(json.dumps(result, ensure_ascii=False), flush=True)
+
+
+def add_commands(sub: Any) -> None:
+    """Add the NER recipe's subcommands (`predict`) to `distill-ner` (called from distill_ner.cli.build_parser)."""
+    p = sub.add_parser("predict", help="entities from a logged/registered model, texts as arguments or JSONL on stdin")
+    p.add_argument("--model", default="models:/distill-ner@production", help="MLflow model URI")
+    p.add_argument("--types", type=lambda v: [t.strip() for t in v.split(",") if t.strip()], default=None,
+                   help="comma-separated entity types, e.g. person,location")
+    p.add_argument("texts", nargs="*", help="texts; without any, JSONL {\"text\", \"types\"} is read from stdin")
+    p.set_defaults(func=cmd_predict)
+

@@ -1,0 +1,52 @@
+"""The package's layout rules: import contracts (pyproject.toml [tool.importlinter]) and the ruff check."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPES = {"ner", "extraction"}
+# the command line composes the recipes (each registers its subcommands): it is the one non-recipe module
+# allowed to import them
+COMPOSERS = {"cli"}
+
+
+def _tool(name: str) -> str:
+    exe = Path(sys.executable).parent / name
+    if exe.exists():
+        return str(exe)
+    found = shutil.which(name)
+    if found is None:
+        pytest.skip(f"{name} is not installed (pip install -e '.[dev]')")
+    return found
+
+
+def test_import_contracts_hold():
+    """The core never imports a recipe, recipes never import each other, no import cycles."""
+    result = subprocess.run([_tool("lint-imports"), "--no-cache"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 broken" in result.stdout
+
+
+def test_every_core_module_is_under_contract():
+    """A new top-level module is core unless it is a recipe: it must be listed as a source of the contract."""
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
+    (core_contract,) = [c for c in config if c["id"] == "core-never-imports-a-recipe"]
+    listed = {m.removeprefix("distill_ner.") for m in core_contract["source_modules"]}
+    package = ROOT / "distill_ner"
+    present = {p.stem for p in package.glob("*.py") if p.stem != "__init__"}
+    present |= {p.name for p in package.iterdir() if (p / "__init__.py").exists()}
+    assert present - RECIPES - COMPOSERS == listed, "update source_modules of core-never-imports-a-recipe"
+
+
+def test_ruff_check_passes():
+    """ruff (config in pyproject.toml [tool.ruff]) over the files it is enforced on."""
+    result = subprocess.run([_tool("ruff"), "check", "--no-cache"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
