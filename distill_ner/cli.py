@@ -21,11 +21,11 @@ import argparse
 import json
 import os
 import re
-import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
-from distill_ner.console import quiet_defaults, results_only_on_stdout, use_tracking_uri
+from distill_ner.console import check_model, quiet_defaults, results_only_on_stdout, tracking_uri, use_tracking_uri
 from distill_ner.engine.gguf import QUANTS
 from distill_ner.extraction.cli import add_commands as add_extraction_commands
 from distill_ner.ner.cli import add_commands as add_ner_commands
@@ -66,15 +66,13 @@ def cmd_mlflow_uri(args: argparse.Namespace) -> None:
 
 
 def cmd_ui(args: argparse.Namespace) -> None:
-    from distill_ner.stack import tracking_uri_of_active_stack
+    from distill_ner.processes import run_process_group
 
-    uri = tracking_uri_of_active_stack()
+    uri = tracking_uri()
     print(f"MLflow UI on http://127.0.0.1:{args.port} for {uri}", flush=True)
-    sys.exit(
-        subprocess.call(
-            [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(args.port)]
-        )
-    )
+    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(args.port),
+               "--workers", str(args.workers)]
+    sys.exit(run_process_group(command))
 
 
 def cmd_compare(args: argparse.Namespace) -> None:
@@ -109,10 +107,23 @@ def cmd_export(args: argparse.Namespace) -> None:
     print(json.dumps(as_jsonable(result)), flush=True)
 
 
+def check_registered_name(model_name: str, version: str | None = None) -> None:
+    """Exit with one line listing what is registered when `model_name` (or its `version`) is not."""
+    from mlflow import MlflowClient
+
+    from distill_ner.registry.lookup import ModelNotFoundError, check_registered
+
+    try:
+        check_registered(MlflowClient(), model_name, version=version)
+    except ModelNotFoundError as exc:
+        raise SystemExit(str(exc)) from None
+
+
 def cmd_promote(args: argparse.Namespace) -> None:
     from distill_ner import registry
 
     use_tracking_uri()
+    check_registered_name(args.model_name, str(args.version))
     replaced = registry.promote(args.model_name, args.version)
     print(f"{args.model_name}: production -> v{args.version}" + (f" (previous: v{replaced})" if replaced and replaced != str(args.version) else ""))
 
@@ -121,6 +132,7 @@ def cmd_rollback(args: argparse.Namespace) -> None:
     from distill_ner import registry
 
     use_tracking_uri()
+    check_registered_name(args.model_name)
     current = registry.production_version(args.model_name)
     try:
         restored = registry.rollback(args.model_name)
@@ -130,7 +142,10 @@ def cmd_rollback(args: argparse.Namespace) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
+    from distill_ner.processes import run_process_group
+
     uri = use_tracking_uri()
+    check_model(args.model)
     print(f"serving {args.model} on http://127.0.0.1:{args.port}/invocations (tracking {uri})", flush=True)
     command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", args.model, "--env-manager", "local"]
     command += ["--host", "127.0.0.1", "-p", str(args.port), "--workers", str(args.workers)]
@@ -143,7 +158,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     if args.grounded:
         # MLflow's own load-time override of the logged model_config, read by every server worker
         env["MLFLOW_PYFUNC_INFERENCE_CONFIG"] = '{"grounded": true}'
-    sys.exit(subprocess.call(command, env=env))
+    sys.exit(run_process_group(command, env=env))
 
 
 def interpreter_path_env() -> dict[str, str]:
@@ -170,15 +185,23 @@ def cmd_team_stack(args: argparse.Namespace) -> None:
         print(json.dumps(team_stack.status(state_dir), indent=1, sort_keys=True))
 
 
+class _SubcommandParser(argparse.ArgumentParser):
+    """A subcommand's parser (the recipes' too): its --help shows each option's default."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="distill-ner", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_SubcommandParser)
 
     p = sub.add_parser("fetch-student", help="get the offline default student (SmolLM2-135M-Instruct) or the tiny test model")
     p.add_argument("--tiny", action="store_true", help="build the tiny random Llama used by tests and configs/smoke.yaml")
-    p.add_argument("--dest", default=None)
+    p.add_argument("--dest", default=None, help=f"folder to write; default {DEFAULT_STUDENT_DIR}, or {TINY_STUDENT_DIR} with --tiny")
     p.set_defaults(func=cmd_fetch_student)
 
     p = sub.add_parser("stack", help="register (once) and activate the ZenML stack with MLflow tracker and registry")
@@ -186,37 +209,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_stack)
 
     p = sub.add_parser("setup", help="fetch-student (both) + stack: everything the demo needs")
-    p.add_argument("--tracking-uri", default=None)
+    p.add_argument("--tracking-uri", default=None, help="remote MLflow server; default: a local sqlite store")
     p.set_defaults(func=cmd_setup)
 
     p = sub.add_parser("mlflow-uri", help="print the MLflow tracking URI of the active stack")
     p.set_defaults(func=cmd_mlflow_uri)
 
-    p = sub.add_parser("ui", help="serve the MLflow UI of the active stack on 127.0.0.1")
-    p.add_argument("--port", type=int, default=5055)
+    p = sub.add_parser("ui", help="serve the MLflow UI (MLFLOW_TRACKING_URI, else the active stack's) on 127.0.0.1")
+    p.add_argument("--port", type=int, default=5055, help="port on 127.0.0.1")
+    p.add_argument("--workers", type=int, default=1, help="server processes (MLflow's own default, 4, only costs memory for one user)")
     p.set_defaults(func=cmd_ui)
 
     p = sub.add_parser("compare", help="MLflow runs side by side: differing params and every metric, plus the UI link")
     p.add_argument("runs", nargs="*", help="run ids or run names (ZenML run names); default: the last --last runs")
     p.add_argument("--experiment", default=None, help="MLflow experiment (the pipeline name, e.g. distill_ner)")
-    p.add_argument("--last", type=int, default=2)
+    p.add_argument("--last", type=int, default=2, help="without run names: this many latest finished runs (1 shows one run)")
     p.add_argument("--all-params", action="store_true", help="every parameter, not only those that differ")
     p.add_argument("--keys", default=None, help="regular expression: only the rows whose key it finds, e.g. 'learning_rate|f1'")
     p.add_argument("--port", type=int, default=5055, help="port of `distill-ner ui`, for the link")
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("promote", help="move the `production` alias (and ZenML stage) to a version, no gate")
-    p.add_argument("--model-name", default="distill-ner")
-    p.add_argument("--version", required=True)
+    p.add_argument("--model-name", default="distill-ner", help="registered model name")
+    p.add_argument("--version", required=True, help="registered version number")
     p.set_defaults(func=cmd_promote)
 
     p = sub.add_parser("rollback", help="production <- previous (and ZenML stage)")
-    p.add_argument("--model-name", default="distill-ner")
+    p.add_argument("--model-name", default="distill-ner", help="registered model name")
     p.set_defaults(func=cmd_rollback)
 
     p = sub.add_parser("serve", help="mlflow models serve a model on 127.0.0.1 from this environment")
-    p.add_argument("--model", default="models:/distill-ner@production")
-    p.add_argument("--port", type=int, default=5001)
+    p.add_argument("--model", default="models:/distill-ner@production", help="MLflow model URI")
+    p.add_argument("--port", type=int, default=5001, help="port on 127.0.0.1")
     p.add_argument("--workers", type=int, default=1, help="each worker loads its own copy of the model")
     p.add_argument("--backend", choices=BACKENDS, default=None,
                    help="inference backend (default: the logged model's); llamacpp converts the model to GGUF f16 on load")

@@ -24,7 +24,7 @@ class RunNotFoundError(LookupError):
 
 def resolve_runs(client: "MlflowClient", refs: Sequence[str], experiment: str | None = None, last: int = 2) -> list["Run"]:
     """Runs by id or run name (searched in every experiment, or in `experiment`); without refs, the `last`
-    finished runs of `experiment`, oldest first."""
+    finished runs of `experiment` (at least one), oldest first."""
     if experiment is not None:
         found = client.get_experiment_by_name(experiment)
         if found is None:
@@ -36,8 +36,9 @@ def resolve_runs(client: "MlflowClient", refs: Sequence[str], experiment: str | 
     if not refs:
         runs = client.search_runs(experiment_ids, "attributes.status = 'FINISHED'",
                                   order_by=["attributes.start_time DESC"], max_results=last)
-        if len(runs) < 2:
-            raise RunNotFoundError(f"fewer than two finished runs in experiment {experiment!r}")
+        if not runs:
+            where = f"experiment {experiment!r}" if experiment else "any experiment"
+            raise RunNotFoundError(f"no finished run in {where}; run the pipeline first (make demo)")
         return list(reversed(runs))
     runs = []
     for ref in refs:
@@ -68,9 +69,11 @@ def _format(value: float | str | None) -> str:
 def comparison_rows(
     runs: Sequence["Run"], *, all_params: bool = False, keys: str | None = None
 ) -> list[tuple[str, list[str]]]:
-    """(key, one value per run): the parameters and own tags whose values differ (all with `all_params`),
-    then every metric's last value, sorted by key; with `keys` (a regular expression), only the rows it finds."""
+    """(key, one value per run): the parameters and own tags whose values differ (all with `all_params`, or
+    when there is one run), then every metric's last value, sorted by key; with `keys` (a regular
+    expression), only the rows it finds."""
     rows: list[tuple[str, list[str]]] = []
+    all_params = all_params or len(runs) == 1  # nothing to differ from: show the run whole
     param_keys = sorted({k for r in runs for k in r.data.params})
     for key in param_keys:
         values = [r.data.params.get(key) for r in runs]

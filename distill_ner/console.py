@@ -38,9 +38,13 @@ class _CurrentStderr:
 
 def results_only_on_stdout() -> None:
     """Keep stdout for a command's results (JSON lines, tables): ZenML's console handler, which also shows
-    Python warnings once ZenML is imported, writes to stdout and would break `| jq`."""
+    Python warnings once ZenML is imported, writes to stdout and would break `| jq`. Without ZenML imported
+    there is nothing to route (and importing it here would cost seconds): use_tracking_uri calls this again
+    after it may have imported ZenML."""
     import logging
 
+    if "zenml.logger" not in sys.modules:
+        return
     from zenml.logger import ZenMLConsoleHandler
 
     for handler in logging.root.handlers:
@@ -49,14 +53,33 @@ def results_only_on_stdout() -> None:
                 handler.stream = _CurrentStderr()
 
 
-def use_tracking_uri() -> str:
-    """MLFLOW_TRACKING_URI when set, else the active ZenML stack's experiment tracker; set for MLflow."""
-    import mlflow
-
+def tracking_uri() -> str:
+    """MLFLOW_TRACKING_URI when set, else the active ZenML stack's experiment tracker."""
     uri = os.environ.get("MLFLOW_TRACKING_URI")
     if not uri:
         from distill_ner.stack import configure_mlflow_from_active_stack
 
         uri = configure_mlflow_from_active_stack()
+    return uri
+
+
+def use_tracking_uri() -> str:
+    """MLFLOW_TRACKING_URI when set, else the active ZenML stack's experiment tracker; set for MLflow."""
+    import mlflow
+
+    uri = tracking_uri()
+    results_only_on_stdout()  # ZenML may be imported by now
     mlflow.set_tracking_uri(uri)
     return uri
+
+
+def check_model(model_uri: str) -> None:
+    """Exit with one line listing the registered names/aliases when a models:/ URI names none of them."""
+    from mlflow import MlflowClient
+
+    from distill_ner.registry.lookup import ModelNotFoundError, check_model_uri
+
+    try:
+        check_model_uri(MlflowClient(), model_uri)
+    except ModelNotFoundError as exc:
+        raise SystemExit(f"{model_uri}: {exc}") from None

@@ -111,6 +111,14 @@ def bundled_adapter_view(folder: Path, view: Path) -> Path | None:
     return view
 
 
+def invalid_input(exc: Exception) -> Exception:
+    """A bad request row as MLflow's INVALID_PARAMETER_VALUE: the scoring server answers 400 with this message
+    and no stack trace (any other exception becomes "unexpected error" followed by a traceback)."""
+    from mlflow.exceptions import MlflowException
+
+    return MlflowException.invalid_parameter_value(str(exc))
+
+
 class StagedModel(mlflow.pyfunc.PythonModel):
     """Base of every recipe's pyfunc: resolves the staged `model` artifact into a loadable reference."""
 

@@ -1,7 +1,7 @@
 """ZenML materializers for distill-ner's own artifact types (JSON/JSONL/parquet, never pickle)."""
 
 from materializers.extraction import ExtractionSetMaterializer  # noqa: F401  (the extraction recipe's records)
-from materializers.model_folder import StudentFolderMaterializer
+from materializers.model import StudentModelMaterializer
 from materializers.records import (
     AnnotationSetMaterializer,
     EvalReportMaterializer,
@@ -16,5 +16,5 @@ __all__ = [
     "PassageSetMaterializer",
     "PromotionDecisionMaterializer",
     "SFTDatasetMaterializer",
-    "StudentFolderMaterializer",
+    "StudentModelMaterializer",
 ]

@@ -8,10 +8,11 @@ from zenml.config.cache_policy import CachePolicy
 from zenml.utils.time_utils import utc_now
 
 from distill_ner import run_checks
+from distill_ner import tracking
 from distill_ner.config import TeacherConfig
 from distill_ner.records import AnnotationSet, PassageSet
 from distill_ner.ner import annotate as ner_annotate
-from distill_ner.ner import parse, prompt
+from distill_ner.ner import parse, prompt, views
 from distill_ner.teacher import client as teacher_client
 from materializers import AnnotationSetMaterializer
 from steps._stack import experiment_tracker_name
@@ -39,7 +40,9 @@ def annotate(passages: PassageSet, config: TeacherConfig, recorded_fingerprint: 
                     annotations.teacher, len(annotations.failures), len(passages.passages),
                     run_checks.failure_summary(annotations, examples=1))
     if mlflow.active_run():
-        mlflow.log_params({f"teacher.{k}": v for k, v in config.model_dump(exclude={"recorded_responses"}).items()})
+        tracking.log_dataset([p.model_dump() for p in passages.passages], "corpus_sample", "corpus")
+        mlflow.log_params(tracking.teacher_params(config))
+        tracking.log_text_view(views.annotations_html(annotations), "views/annotations.html")
         mlflow.log_metrics({f"teacher.{k}": float(v) for k, v in annotations.usage.items()})
         mlflow.log_metrics({f"teacher.filtered.{k}": float(v) for k, v in annotations.filter_counts.items()})
         mlflow.log_metrics(

@@ -4,6 +4,7 @@ import mlflow
 from zenml import step
 from zenml.config.cache_policy import CachePolicy
 
+from distill_ner import tracking, views
 from distill_ner.config import StudentConfig
 from distill_ner.models import load_tokenizer
 from distill_ner.ner import conversations, supervised
@@ -28,4 +29,6 @@ def build_sft(
     if mlflow.active_run():
         mlflow.log_metrics({f"sft.{k}": float(v) for k, v in dataset.stats.items()})
         mlflow.log_params({"sft.negatives_position": config.negatives_position, "sft.train_read_reply": config.train_read_reply})
+        tracking.log_dataset([c.model_dump() for c in dataset.conversations], "sft_set", "training")
+        tracking.log_text_view(views.sft_html(dataset), "views/sft_dataset.html")
     return dataset

@@ -7,19 +7,20 @@ from zenml.client import Client
 from zenml.config.cache_policy import CachePolicy
 from zenml.enums import ArtifactType
 
+from distill_ner import tracking
 from distill_ner.config import StudentConfig, TrainConfig
 from distill_ner.records import SFTDataset
 from distill_ner.training import checkpoint_store, checkpoints, launch, trainer
 from distill_ner.training import train as training
-from materializers import StudentFolderMaterializer
-from materializers.model_folder import work_folder
+from materializers.model import StudentModelMaterializer, work_folder
 from steps._stack import experiment_tracker_name
 
 
 @step(
+    # the folder as ZenML stores a Path, plus a model card; the working copy is removed once stored
+    output_materializers=StudentModelMaterializer,
     experiment_tracker=experiment_tracker_name(),
     cache_policy=CachePolicy(source_dependencies=[training, trainer, checkpoints, checkpoint_store, launch]),
-    output_materializers=StudentFolderMaterializer,  # removes the working folder once it is stored
 )
 def train(
     sft: SFTDataset, student: StudentConfig, config: TrainConfig
@@ -33,7 +34,8 @@ def train(
     output_dir = work_folder()
     store = Client().active_stack.artifact_store
     try:
-        result = launch.run_training(sft, student.model, config, output_dir, artifact_store=store.path, store=store)
+        with tracking.system_metrics():
+            result = launch.run_training(sft, student.model, config, output_dir, artifact_store=store.path, store=store)
     except BaseException:
         shutil.rmtree(output_dir, ignore_errors=True)  # the checkpoints keep what a rerun resumes from
         raise

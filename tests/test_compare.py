@@ -60,3 +60,23 @@ def test_compare_last_two_and_unknown_names(two_runs, capsys):
         main(["compare", "run-a", "nope"])
     with pytest.raises(SystemExit, match="no MLflow experiment named 'other'"):
         main(["compare", "--experiment", "other"])
+
+
+def test_compare_last_one_shows_that_run_whole(two_runs, capsys):
+    main(["compare", "--experiment", "distill_ner", "--last", "1"])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "| run | run-b |"
+    # one run differs from nothing: every parameter and tag is shown
+    assert "| param train.method | lora |" in lines and "| param train.learning_rate | 2e-3 |" in lines
+    assert "| eval/distill_ner_demo/f1 | 0.25 |" in lines
+
+
+def test_compare_without_finished_runs_says_so(tmp_path, monkeypatch):
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path}/empty.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow.set_tracking_uri(uri)
+    mlflow.MlflowClient().create_experiment("distill_ner", artifact_location=str(tmp_path / "artifacts"))
+    with pytest.raises(SystemExit, match="no finished run in experiment 'distill_ner'; run the pipeline first"):
+        main(["compare", "--experiment", "distill_ner", "--last", "1"])

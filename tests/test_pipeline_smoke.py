@@ -50,6 +50,11 @@ def test_smoke_run_end_to_end_then_cached(tiny_student, zenml_env):
     assert len(state["loss_history"]["train/loss"]) == 4
     versions = state["model_versions"]
     assert len(versions) == 1 and "production" in versions[0]["aliases"]
+    # the run's console ends with what it registered, the gate's decision and what to do next
+    output = first.stdout + first.stderr
+    assert "v1 (models:/" in output and "gate: promoted to production; pass: floor: avg F1" in output
+    assert "F1 per benchmark: distill_ner_demo " in output and "Next: make ui" in output
+    assert "distill-ner predict --model models:/" in output
 
     # ZenML's store, its artifacts and the MLflow store and artifacts all live under ZENML_CONFIG_PATH
     leaked = [

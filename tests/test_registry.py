@@ -330,7 +330,11 @@ def test_same_model_content_reuses_its_version(zenml_store, mlflow_store, tiny_m
     assert MlflowClient().get_model_version(name, "1").tags["gate.reasons"] == "\n".join(d1.reasons)
     assert len(MlflowClient().search_model_versions(f"name = '{name}'")) == 1
     # logged once: the second call found the version before copying the model again
-    assert len(mlflow.search_logged_models(output_format="list")) == 1
+    [logged] = mlflow.search_logged_models(output_format="list")
+    # its page lists the version registered from it; the version's description lists the gate's checks
+    assert json.loads(logged.tags["mlflow.modelVersions"]) == [{"name": name, "version": "1"}]
+    assert MlflowClient().get_model_version(name, "1").description == "\n".join(
+        ["Gate: promoted to production.", "", *[f"- {r}" for r in d1.reasons]])
     # ZenML now shows the re-run's model version as production
     assert state(name)["zenml.production"] == str(z2.id)
     # a full model folder (no adapter) serves too

@@ -11,7 +11,6 @@ import io
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -24,6 +23,7 @@ from pathlib import Path
 import pytest
 
 # one migrated, empty MLflow sqlite file, copied per store (a fixture that belongs in conftest.py)
+from test_cli_startup import kill_tree, stop_by_pid_and_check_tree, wait_until_answering
 from test_registry import mlflow_template  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -191,6 +191,27 @@ def test_cli_predict_grounded(production: str, capsys) -> None:
         assert all(entity in row["text"] for found in row["entities"].values() for entity in found)
 
 
+def test_wrong_model_name_alias_or_version_lists_what_exists(production: str) -> None:
+    """One line that names what is registered, instead of MLflow's traceback."""
+    from distill_ner import cli
+
+    name = production.removeprefix("models:/").split("@")[0]
+    cases = [
+        (["predict", "--model", "models:/no-such-model@production", "--types", "person", TEXT],
+         ["no registered model 'no-such-model'; registered: ", name]),
+        (["predict", "--model", f"models:/{name}@staging", "--types", "person", TEXT],
+         ["has no alias 'staging'; its aliases: production -> v1; versions: 1", "distill-ner promote"]),
+        (["serve", "--model", f"models:/{name}/7"], ["has no version '7'; its versions: 1"]),
+        (["promote", "--model-name", name, "--version", "9"], ["has no version '9'"]),
+        (["rollback", "--model-name", "no-such-model"], ["no registered model 'no-such-model'", name]),
+    ]
+    for argv, expected in cases:
+        with pytest.raises(SystemExit) as exc:
+            cli.main(argv)
+        message = str(exc.value)
+        assert "\n" not in message and all(e in message for e in expected), (argv, message)
+
+
 def test_cli_stdout_holds_only_results(production: str) -> None:
     """Warnings and library logs go to stderr, so `distill-ner predict ... | jq` works."""
     env = {**os.environ, "PYTHONWARNINGS": "always"}
@@ -249,19 +270,10 @@ def test_serve_production_over_http(production: str, tmp_path: Path) -> None:
     log_file = open(tmp_path / "serve.log", "w")
     server = subprocess.Popen(
         [sys.executable, "-m", "distill_ner.cli", "serve", "--model", production, "--port", str(port)],
-        cwd=tmp_path, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
+        cwd=tmp_path, env=env, stdout=log_file, stderr=subprocess.STDOUT,
     )
     try:
-        deadline = time.monotonic() + 150
-        while True:
-            assert server.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "server did not answer /ping in 150 s:\n" + (tmp_path / "serve.log").read_text()[-3000:]
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.5)
+        wait_until_answering(server, f"http://127.0.0.1:{port}/ping", tmp_path / "serve.log")
         body = json.dumps({"dataframe_records": [{"text": TEXT, "types": ["person", "location"]}, {"text": TEXT, "types": "location"}]})
         request = urllib.request.Request(
             f"http://127.0.0.1:{port}/invocations", data=body.encode(), headers={"Content-Type": "application/json"}
@@ -282,16 +294,21 @@ def test_serve_production_over_http(production: str, tmp_path: Path) -> None:
         error = json.loads(refused.value.read())
         assert refused.value.code == 400 and "10000 entity types in one row; at most 100" in error["message"]
         assert "stack_trace" not in error and "Traceback" not in json.dumps(error)
+        # a bad row: 400 with the row's problem in the message, no stack trace
+        for rows, said in (([{"text": TEXT, "types": " , "}], "at least one entity type"),
+                           ([{"text": TEXT, "types": 7}], "`types` must be a list of strings")):
+            bad = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", headers={"Content-Type": "application/json"},
+                                         data=json.dumps({"dataframe_records": rows}).encode())
+            with pytest.raises(urllib.error.HTTPError) as error:
+                urllib.request.urlopen(bad, timeout=60)
+            assert error.value.code == 400
+            body = json.loads(error.value.read())
+            assert said in body["message"] and "stack_trace" not in body and "Traceback" not in body["message"], body
+
+        # SIGTERM to the PID we got (not its group) stops the launcher, uvicorn and its workers too
+        stop_by_pid_and_check_tree(server, port, tmp_path / "serve.log")
     finally:
-        # the server's whole process group (our CLI, mlflow's launcher and its uvicorn worker), started by us
-        try:
-            os.killpg(server.pid, signal.SIGTERM)
-            server.wait(timeout=20)
-        except ProcessLookupError:
-            pass  # it already exited; the assertion above says why
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
+        kill_tree(server)  # the test failed before stopping it: nothing it started may outlive it
         log_file.close()
 
 

@@ -28,7 +28,7 @@ def _read_json(path: str, what: str) -> Any:
 
 
 def cmd_extract(args: argparse.Namespace) -> None:
-    from distill_ner.console import results_only_on_stdout, use_tracking_uri
+    from distill_ner.console import check_model, results_only_on_stdout, use_tracking_uri
     from distill_ner.corpus import normalize_whitespace
     from distill_ner.extraction.config import ExtractionPromptConfig
     from distill_ner.extraction.inference import Extractor
@@ -46,6 +46,7 @@ def cmd_extract(args: argparse.Namespace) -> None:
     prompt = ExtractionPromptConfig(format=args.prompt_format, indent=args.indent)
     if args.model.startswith(("models:/", "runs:/")):
         use_tracking_uri()  # the registry of the active stack, as `distill-ner predict` uses
+        check_model(args.model)
     extractor = Extractor.load(args.model, prompt, batch_size=1, max_new_tokens=args.max_new_tokens)
     [filling] = extractor.fill([(template, normalize_whitespace(raw_text))], examples=examples)
     if filling.value is None:

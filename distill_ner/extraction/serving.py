@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from distill_ner.extraction.config import INPUT_EXAMPLE, ExtractionServing, signature  # noqa: F401  (this flavour's)
-from distill_ner.serving import StagedModel
+from distill_ner.serving import StagedModel, invalid_input
 
 
 def to_rows(model_input: Any) -> list[tuple[str, dict[str, Any]]]:
@@ -60,6 +60,9 @@ class ExtractionModel(StagedModel):
         from distill_ner.corpus import normalize_whitespace
 
         # whitespace collapsed as for the training passages (the student never saw anything else)
-        rows = [(template, normalize_whitespace(text)) for text, template in to_rows(model_input)]
+        try:
+            rows = [(template, normalize_whitespace(text)) for text, template in to_rows(model_input)]
+        except (TypeError, ValueError) as exc:
+            raise invalid_input(exc) from None
         fillings = self.extractor.fill(rows)
         return [{"text": text, "filled": f.value, "raw": f.raw} for (_, text), f in zip(rows, fillings)]

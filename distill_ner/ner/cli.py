@@ -11,17 +11,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 
-def _prediction_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
-    """Texts from the command line with --types, or JSONL {"text", "types"} from stdin (--types as default)."""
-    if args.texts:
-        if not args.types:
-            raise SystemExit("predict: --types is required with texts on the command line")
-        return [{"text": text, "types": args.types} for text in args.texts]
-    rows = []
+def _stdin_rows(default_types: list[str] | None) -> Iterator[dict[str, Any]]:
+    """JSONL {"text", "types"} from stdin, one row as each line arrives (--types where a line has none)."""
     for n, line in enumerate(sys.stdin, 1):
         if not line.strip():
             continue
@@ -29,11 +25,11 @@ def _prediction_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
             raise SystemExit(f"predict: stdin line {n}: invalid JSON ({exc.msg} at column {exc.colno})") from None
-        types = (record.get("types") if isinstance(record, dict) else None) or args.types
+        types = record.get("types") if isinstance(record, dict) else None
+        types = types or default_types
         if not isinstance(record, dict) or not isinstance(record.get("text"), str) or not types:
             raise SystemExit(f"predict: stdin line {n}: needs a string `text` and `types` (or --types)")
-        rows.append({"text": record["text"], "types": types})
-    return rows
+        yield {"text": record["text"], "types": types}
 
 
 def _is_plain_model(ref: str) -> bool:
@@ -42,29 +38,61 @@ def _is_plain_model(ref: str) -> bool:
     return (path.suffix == ".gguf" and path.is_file()) or (path / "config.json").is_file() or (path / "adapter_config.json").is_file()
 
 
+class _PlainModel:
+    """A .gguf file or HF folder with the logged pyfunc's call shape (rows in, `{"text", "entities"}` out)."""
+
+    def __init__(self, ref: str, backend: str | None, grounded: bool) -> None:
+        from distill_ner.ner.inference import Predictor
+
+        backend = backend or ("llamacpp" if ref.endswith(".gguf") else "transformers")
+        self.predictor = Predictor(ref, surface_forms=True, backend=backend, batch_size=16, grounded=grounded)
+
+    def predict(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        from distill_ner.ner.serving import predict_rows, to_rows
+        from distill_ner.serving import invalid_input
+
+        try:
+            parsed = to_rows(rows)
+        except (TypeError, ValueError) as exc:
+            raise invalid_input(exc) from None
+        return predict_rows(self.predictor, parsed)
+
+
 def cmd_predict(args: argparse.Namespace) -> None:
+    # the arguments first: a usage error must not wait for MLflow and the model to load
+    if args.texts and not args.types:
+        raise SystemExit("predict: --types is required with texts on the command line, e.g. --types person,location")
+    if not args.texts and sys.stdin.isatty():
+        print('predict: reading JSONL {"text", "types"} lines from stdin (Ctrl-D ends)', file=sys.stderr)
     import mlflow.pyfunc
 
-    from distill_ner.console import results_only_on_stdout, use_tracking_uri
+    from distill_ner.console import check_model, results_only_on_stdout, use_tracking_uri
 
     results_only_on_stdout()
-    rows = _prediction_rows(args)
-    if not rows:
-        return
     if _is_plain_model(args.model):
-        from distill_ner.ner.inference import Predictor
-        from distill_ner.ner.serving import parse_types, predict_rows
-
-        backend = args.backend or ("llamacpp" if args.model.endswith(".gguf") else "transformers")
-        predictor = Predictor(args.model, surface_forms=True, backend=backend, batch_size=16, grounded=args.grounded)
-        results = predict_rows(predictor, [(row["text"], parse_types(row["types"])) for row in rows])
+        model: Any = _PlainModel(args.model, args.backend, args.grounded)
     else:
-        use_tracking_uri()
+        if args.model.startswith(("models:/", "runs:/")):
+            use_tracking_uri()
+            check_model(args.model)
         overrides = {**({"backend": args.backend} if args.backend else {}), **({"grounded": True} if args.grounded else {})}
+        # once: every row below goes through this loaded model
         model = mlflow.pyfunc.load_model(args.model, model_config=overrides or None)
-        results = model.predict(rows)
-    for result in results:
-        print(json.dumps(result, ensure_ascii=False), flush=True)
+    if args.texts:
+        batches: Iterable[list[dict[str, Any]]] = [[{"text": text, "types": args.types} for text in args.texts]]
+    else:
+        batches = ([row] for row in _stdin_rows(args.types))
+    from mlflow.exceptions import MlflowException
+
+    for rows in batches:
+        try:
+            results = model.predict(rows)
+        except MlflowException as exc:  # a bad row (distill_ner.serving.invalid_input): its message says which
+            if exc.error_code != "INVALID_PARAMETER_VALUE":
+                raise
+            raise SystemExit(f"predict: {exc.message}") from None
+        for result in results:
+            print(json.dumps(result, ensure_ascii=False), flush=True)
 
 
 def add_commands(sub: Any) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 import mlflow.pyfunc
 
 from distill_ner.ner.config import INPUT_EXAMPLE, NERServing, ner_signature  # noqa: F401  (this flavour's)
-from distill_ner.serving import BACKEND_ENV, StagedModel, log_model
+from distill_ner.serving import BACKEND_ENV, StagedModel, invalid_input, log_model
 
 # ------------------------------------------------------------------------------------------ the model
 
@@ -107,8 +107,7 @@ class NERModel(StagedModel):
         try:
             rows = to_rows(model_input)
         except (TypeError, ValueError, KeyError) as exc:
-            # an MlflowException goes back to a REST client as its message alone, without our stack trace
-            raise MlflowException.invalid_parameter_value(f"bad input: {exc}") from None
+            raise invalid_input(exc) from None
         try:
             return self._predict_rows(rows)
         except Exception:

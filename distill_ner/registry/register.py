@@ -181,6 +181,10 @@ def _record_decision(client: "MlflowClient", name: str, version: "ModelVersion",
     if not gated.already_production:
         for key, value in decision_tags.items():
             client.set_model_version_tag(name, version.version, key, value)
+        # the registry page shows the description: the gate's checks as a list
+        verdict = "promoted to production" if gated.passed else "not promoted"
+        client.update_model_version(name, version.version, description="\n".join(
+            [f"Gate: {verdict}.", "", *[f"- {r}" for r in gated.reasons]]))
     mlflow.set_tags({**decision_tags, "registered_model": name, "registered_version": str(version.version)})
 
 
@@ -192,13 +196,31 @@ def _register_locked(
     if existing is None:
         logged = logged or log_model()  # None when found before the lock and deleted since
         _ensure_registered_model(client, name)
-        return client.create_model_version(name, source=logged.model_uri, run_id=run_id, tags=dict(version_tags), model_id=logged.model_id)
+        version = client.create_model_version(name, source=logged.model_uri, run_id=run_id, tags=dict(version_tags), model_id=logged.model_id)
+        _link_logged_model(client, version, logged.model_id)
+        return version
     logger.info("%s: content %s already registered as v%s; reusing it", name, content_hash[:12], existing.version)
     # the latest evaluation, run and ZenML version describe it from now on; `mlflow.run_id` stays the logging run
     for key, value in {**version_tags, "last_run_id": run_id}.items():
         if key != "mlflow.run_id":
             client.set_model_version_tag(name, existing.version, key, value)
     return client.get_model_version(name, existing.version)
+
+
+def _link_logged_model(client: "MlflowClient", version: "ModelVersion", model_id: str | None) -> None:
+    """List the version on its logged model's page: MLflow reads the `mlflow.modelVersions` tag there, which
+    mlflow.register_model sets and MlflowClient.create_model_version does not (nor does the version returned
+    by a sqlite registry carry the model id, hence the argument)."""
+    if not model_id:
+        return
+    try:
+        tags = client.get_logged_model(model_id).tags
+        linked = json.loads(tags.get("mlflow.modelVersions", "[]"))
+        entry = {"name": version.name, "version": str(version.version)}
+        if entry not in linked:
+            client.set_logged_model_tags(model_id, {"mlflow.modelVersions": json.dumps([*linked, entry])})
+    except Exception as exc:  # noqa: BLE001  (the registration stands; only the link is missing)
+        logger.warning("logged model %s not linked to %s v%s: %s", model_id, version.name, version.version, exc)
 
 
 def _find_by_hash(client: "MlflowClient", name: str, content_hash: str) -> "ModelVersion | None":

@@ -410,6 +410,8 @@ def train_student(
                         f"train.{k}": json.dumps(v) if isinstance(v, list) else v
                         for k, v in config.model_dump().items()
                     },
+                    # max_steps overrides epochs: say so rather than show epochs that never ran
+                    **({"train.epochs": f"unused (max_steps {config.max_steps})"} if config.max_steps > 0 else {}),
                     "student": ref,
                     "base_model": base_ref,
                     "data_hash": rows_hash,
