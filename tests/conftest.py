@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -85,6 +88,14 @@ def zenml_repository(folder: Path) -> Path:
             (folder / entry.name).symlink_to(entry)
     (folder / ".zen").mkdir(exist_ok=True)
     return folder
+
+
+# ZenML in this test process (test modules that import the pipelines, whose steps read the active stack)
+# gets a global config and a repository of its own, never the user's ~/.config/zenml or the project's .zen
+_SESSION_ZENML = Path(tempfile.mkdtemp(prefix="distill-ner-tests-zenml-"))
+atexit.register(shutil.rmtree, _SESSION_ZENML, ignore_errors=True)
+os.environ["ZENML_CONFIG_PATH"] = str(_SESSION_ZENML / "config")
+os.environ["ZENML_REPOSITORY_PATH"] = str(zenml_repository(_SESSION_ZENML / "repo"))
 
 
 @pytest.fixture()
