@@ -47,7 +47,7 @@ DEFAULT_ANSWER = '["Radiohead"]'
 
 
 class Scripted(ScriptedEngine):
-    def answer(self, queries, dataset=None, progress=True, max_new_tokens=None) -> list[str]:
+    def answer(self, queries, dataset=None, progress=True, max_new_tokens=None, grounded=False) -> list[str]:
         self.calls.append(list(queries))
         return [self.answers.get(q, DEFAULT_ANSWER) for q in queries]
 
