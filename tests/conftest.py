@@ -63,6 +63,23 @@ def smollm2_student() -> Path:
     return fetch_smollm2(ROOT / DEFAULT_STUDENT_DIR)
 
 
+@pytest.fixture(autouse=True)
+def no_mlflow_run_left_active():
+    """A test that leaves an MLflow run active (a failed assertion inside `start_run`, a step run in-process)
+    would make every later `start_run` in this process fail: end it, whatever store it was in."""
+    yield
+    fluent = sys.modules.get("mlflow.tracking.fluent")
+    if fluent is None:
+        return
+    stack = fluent._active_run_stack.get()
+    if stack:
+        try:
+            while fluent.active_run() is not None:
+                fluent.end_run()
+        except Exception:  # its store may be gone with the test's temp folder
+            stack.clear()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def repository_zenml_state_untouched():
     """The repository's .zen (the user's active stack and project) is the same after the tests as before."""

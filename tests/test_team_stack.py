@@ -318,6 +318,7 @@ def test_train_killed_on_one_client_resumes_on_another(stack, admin, tiny_studen
     from safetensors.torch import load_file
 
     from distill_ner.training import train as training
+    from distill_ner.training.checkpoints import FINGERPRINT_FILE, run_key
     from tests.test_training import lora_config, synthetic_sft
 
     root = tmp_path_factory.mktemp("resume")
@@ -330,7 +331,7 @@ def test_train_killed_on_one_client_resumes_on_another(stack, admin, tiny_studen
     (shared / "sft.json").write_text(data.model_dump_json())
     (shared / "cfg.json").write_text(cfg.model_dump_json())
     args = [str(shared / "sft.json"), str(shared / "cfg.json"), str(tiny_student)]
-    key = training.run_key(data, str(tiny_student), cfg)
+    key = run_key(data, str(tiny_student), cfg)
     prefix = f"zenml/checkpoints/{key}/"
 
     env_a, env_b = client(stack, root, "A"), client(stack, root, "B")
@@ -350,7 +351,7 @@ def test_train_killed_on_one_client_resumes_on_another(stack, admin, tiny_studen
         proc.wait()
     assert proc.returncode == -signal.SIGKILL
     mirrored = sorted({k[len(prefix):].split("/")[0] for k in bucket_keys(stack, admin) if k.startswith(prefix)})
-    assert mirrored == ["checkpoint-2", "checkpoint-4", training.FINGERPRINT_FILE], mirrored
+    assert mirrored == ["checkpoint-2", "checkpoint-4", FINGERPRINT_FILE], mirrored
     assert not out_a.exists()
 
     out_b = Path(env_b["HOME"]) / "out"
@@ -382,6 +383,7 @@ PROMOTER = textwrap.dedent(
 
     registry = importlib.import_module("distill_ner.registry.promote")
     from distill_ner.registry import register_and_gate
+    from distill_ner.ner.config import NERServing
     from distill_ner.config import GateConfig
     from distill_ner.records import EvalReport, Scores
     from distill_ner.stack import configure_mlflow_from_active_stack
@@ -398,7 +400,7 @@ PROMOTER = textwrap.dedent(
         delay["value"] = float(window)
         time.sleep(float(pre))
         d = register_and_gate(model_dir, report, GateConfig(model_name=name, min_f1=0.2, margin=0.0, max_drop=0.05),
-                                       tags={"racer": label}, log_kwargs={"max_new_tokens": 4})
+                                       tags={"racer": label}, flavour=NERServing(max_new_tokens=4))
         print("DECISION " + d.model_dump_json(), flush=True)
     """
 )
