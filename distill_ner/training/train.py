@@ -251,183 +251,45 @@ def train_student(
     import torch
 
     cuda = torch.cuda.is_available()
-    if config.method == "qlora":
-        # before anything is loaded: 4-bit NF4 training runs only on CUDA GPUs
-        if not cuda:
-            raise ValueError(
-                "train.method=qlora needs a CUDA GPU (bitsandbytes 4-bit NF4 training); "
-                "on CPU use method=lora or method=full"
-            )
-        try:
-            import bitsandbytes  # noqa: F401
-        except ImportError as exc:
-            raise ImportError(
-                "train.method=qlora needs the bitsandbytes package (pip install 'bitsandbytes>=0.41.3')"
-            ) from exc
+    _check_method_runs_here(config, cuda)
     precision = resolve_precision(config.precision, cuda=cuda, bf16_supported=cuda and torch.cuda.is_bf16_supported())
-
-    output_dir = Path(output_dir).expanduser().resolve()
-    checkpoint_dir = Path(checkpoint_dir).expanduser().resolve() if checkpoint_dir else None
-    if checkpoint_dir and (checkpoint_dir == output_dir or output_dir in checkpoint_dir.parents):
-        raise ValueError(
-            f"checkpoint_dir {checkpoint_dir} must not be inside output_dir {output_dir} (replaced at the end)"
-        )
-    if not _looks_like_result(output_dir):
-        raise ValueError(
-            f"output_dir {output_dir} exists and does not look like a training result; refusing to replace it"
-        )
+    output_dir, checkpoint_dir = _checked_folders(output_dir, checkpoint_dir)
 
     features, skipped = _trainable_rows(sft.rows)
     if not features:
         raise ValueError(f"no SFT row has a target token ({len(sft.rows)} rows, all labels -100)")
     rows_hash = data_hash(sft.rows)
     ref = student_reference(student)
-
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    world_size = _world_size(config)
     fsdp = config.distributed == "fsdp" and world_size > 1
-    if config.num_processes > 1 and world_size == 1:
-        logger.warning(
-            "train.num_processes=%d but this process was not started by `accelerate launch`: training on one process",
-            config.num_processes,
-        )
-    elif world_size > 1 and config.distributed == "none":
-        logger.warning("launched on %d processes with train.distributed=none: the Trainer uses DDP", world_size)
 
     # checkpoints (before the slow model load): fingerprint the run so that only an identical run is resumed
-    is_main = int(os.environ.get("RANK", "0")) == 0
-    resume_from: Path | None = None
-    fingerprint = run_fingerprint(config, ref, rows_hash, world_size)
+    resume_from = None
     if checkpoint_dir:
-        found = last_checkpoint(checkpoint_dir)
-        saved_fp_path = checkpoint_dir / FINGERPRINT_FILE
-        if config.resume and found:
-            if saved_fp_path.is_file():
-                saved = json.loads(saved_fp_path.read_text())
-                if saved != fingerprint:
-                    diff = sorted(
-                        k for k in set(saved) | set(fingerprint) if saved.get(k) != fingerprint.get(k)
-                    ) + sorted(
-                        f"train.{k}"
-                        for k in set(saved.get("train", {})) | set(fingerprint["train"])
-                        if saved.get("train", {}).get(k) != fingerprint["train"].get(k)
-                    )
-                    raise ValueError(
-                        f"checkpoints in {checkpoint_dir} come from a different run (differs in: {', '.join(diff)}); "
-                        "set train.resume=false to start over (its checkpoints are removed) "
-                        "or use another checkpoint_dir"
-                    )
-            else:
-                logger.warning(
-                    "%s has checkpoints but no %s: resuming without checking", checkpoint_dir, FINGERPRINT_FILE
-                )
-            resume_from = found
-        elif is_main and checkpoint_dir.is_dir():
-            # a fresh start must not leave older, higher-numbered checkpoints for a later resume to pick
-            for old in checkpoint_dir.glob("checkpoint-*"):
-                shutil.rmtree(old, ignore_errors=True)
-        if is_main:
-            checkpoint_dir.mkdir(parents=True, exist_ok=True)
-            saved_fp_path.write_text(json.dumps(fingerprint, indent=1))
-    from transformers import TrainingArguments, set_seed
+        resume_from = _prepare_checkpoints(checkpoint_dir, config, run_fingerprint(config, ref, rows_hash, world_size))
+
+    from transformers import set_seed
 
     # one seed for everything drawn before the Trainer takes over (LoRA A init, dropout)
     set_seed(config.seed)
     model, tokenizer, base_ref, targets = _load_for_training(ref, config, precision, cuda=cuda, fsdp=fsdp)
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in model.parameters())
 
-    saving = bool(checkpoint_dir) and config.checkpoint_every > 0
     # without a checkpoint_dir the Trainer still wants an output_dir; it writes nothing there
     scratch = None if checkpoint_dir else Path(tempfile.mkdtemp(prefix="distill-ner-trainer-"))
     try:
-        args = TrainingArguments(
-            output_dir=str(checkpoint_dir or scratch),
-            per_device_train_batch_size=config.per_device_batch_size,
-            gradient_accumulation_steps=config.gradient_accumulation_steps,
-            num_train_epochs=config.epochs,
-            max_steps=config.max_steps,
-            learning_rate=config.learning_rate,
-            lr_scheduler_type=config.lr_scheduler,
-            warmup_steps=min(config.warmup_ratio, 0.999999),  # a float below 1 is a ratio of the total steps
-            weight_decay=config.weight_decay,
-            bf16=precision == "bf16",
-            fp16=precision == "fp16",
-            use_cpu=not cuda,
-            # FSDP checkpoints activations itself (fsdp_config), without a redundant all-gather
-            activation_checkpointing=config.gradient_checkpointing and not fsdp,
-            activation_checkpointing_kwargs={"use_reentrant": False},
-            logging_steps=config.logging_steps,
-            logging_first_step=True,
-            save_strategy="steps" if saving else "no",
-            save_steps=config.checkpoint_every if saving else 500,
-            save_total_limit=2,
-            seed=config.seed,
-            data_seed=config.seed,
-            dataloader_num_workers=0,  # workers would make the batch order / RNG restore harder to reproduce
-            dataloader_pin_memory=cuda,
-            remove_unused_columns=False,  # our collator builds exactly the model's inputs
-            label_names=["labels"],
-            include_num_input_tokens_seen="non_padding",
-            report_to="none",  # MLflow goes through our callback, into the caller's run
-            disable_tqdm=True,
-            ddp_find_unused_parameters=False if world_size > 1 else None,
-            fsdp=fsdp or None,
-            fsdp_config=_fsdp_config(model, config) if fsdp else None,
-        )
-        from distill_ner.training.trainer import (
-            MlflowRun,
-            PadToLongestCollator,
-            SeededBatchOrderSampler,
-            StudentTrainer,
-            TrackingCallback,
-        )
-
-        batch_order = SeededBatchOrderSampler(
-            [len(f["input_ids"]) for f in features],
-            config.per_device_batch_size * args.world_size,
-            seed=config.seed,
-            group_by_length=config.group_by_length,
-        )
-        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        mlflow_run = MlflowRun.find() if (log_to_mlflow and args.process_index == 0) else None
-        tracking = TrackingCallback(mlflow_run)
-        trainer = StudentTrainer(
+        args = _training_arguments(
+            config, checkpoint_dir or scratch, precision,
+            cuda=cuda, fsdp=fsdp, world_size=world_size, saving=bool(checkpoint_dir) and config.checkpoint_every > 0,
             model=model,
-            args=args,
-            train_dataset=features,
-            data_collator=PadToLongestCollator(pad_id, config.pad_to_multiple_of),
-            processing_class=tokenizer,
-            callbacks=[tracking, *(callbacks or [])],
-            batch_order=batch_order,
         )
-
-        n_tokens = sum(len(f["input_ids"]) for f in features)
-        n_targets = sum(sum(1 for x in f["labels"][1:] if x != IGNORE_INDEX) for f in features)
+        trainer, tracking, mlflow_run = _make_trainer(
+            model, tokenizer, args, features, config, log_to_mlflow=log_to_mlflow, callbacks=callbacks
+        )
+        counts = _data_counts(features, skipped, model)
         if mlflow_run:
             mlflow_run.log_params(
-                {
-                    **{
-                        f"train.{k}": json.dumps(v) if isinstance(v, list) else v
-                        for k, v in config.model_dump().items()
-                    },
-                    # max_steps overrides epochs: say so rather than show epochs that never ran
-                    **({"train.epochs": f"unused (max_steps {config.max_steps})"} if config.max_steps > 0 else {}),
-                    "student": ref,
-                    "base_model": base_ref,
-                    "data_hash": rows_hash,
-                    "precision_resolved": precision,
-                    "lora_target_modules": targets,
-                    "n_rows": len(features),
-                    "n_rows_skipped": skipped,
-                    "n_tokens": n_tokens,
-                    "n_target_tokens": n_targets,
-                    "world_size": args.world_size,
-                    "effective_batch_size": (
-                        config.per_device_batch_size * config.gradient_accumulation_steps * args.world_size
-                    ),
-                    "trainable_params": trainable,
-                    "total_params": total,
-                }
+                _run_params(config, counts, ref=ref, base_ref=base_ref, rows_hash=rows_hash,
+                            precision=precision, targets=targets, world_size=args.world_size)
             )
 
         if cuda:
@@ -436,75 +298,11 @@ def train_student(
             logger.info("resuming from %s", resume_from)
         trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
 
-        # ---- save: every rank takes part (FSDP gathers the full state dict), the main process writes
-        staging = output_dir.with_name(output_dir.name + ".partial")
-        if trainer.is_world_process_zero():
-            shutil.rmtree(staging, ignore_errors=True)
-        trainer.accelerator.wait_for_everyone()
-        trainer.save_model(str(staging))
-
-        history = [
-            {"step": float(e["step"]), "loss": float(e["loss"]), "learning_rate": float(e.get("learning_rate", 0.0))}
-            for e in trainer.state.log_history
-            if "loss" in e
-        ]
-        steps_run = trainer.state.global_step - tracking.start_step
-        runtime = max(tracking.ended - tracking.started, 1e-9)
-        trained_tokens = float(tracking.end_tokens - tracking.start_tokens)
-        # no NaN anywhere: the result travels as JSON (launch.py, ZenML metadata); undefined values are left out
-        metrics: dict[str, float] = {
-            **({"first_loss": history[0]["loss"], "final_loss": history[-1]["loss"]} if history else {}),
-            "train_runtime_s": runtime,
-            # CPU seconds of this process (all threads) in the loop: on a shared machine, wall time / CPU time
-            # shows how much of the cores the run really got
-            "train_cpu_s": tracking.cpu_ended - tracking.cpu_started,
-            "steps": float(trainer.state.global_step),
-            "steps_this_run": float(steps_run),
-            **({"seconds_per_step": runtime / steps_run} if steps_run else {}),
-            "trained_tokens": trained_tokens,  # non-padding input tokens processed by this call, all processes
-            "tokens_per_s": trained_tokens / runtime,
-            "n_rows": float(len(features)),
-            "n_rows_skipped": float(skipped),
-            "n_target_tokens": float(n_targets),
-            "trainable_params": float(trainable),
-            "resumed_from_step": float(tracking.start_step),
-            "peak_cpu_rss_mb": _peak_rss_mb(),  # process peak, model loading included
-        }
-        if cuda:
-            metrics["peak_gpu_mem_mb"] = torch.cuda.max_memory_allocated() / 2**20
-
-        if trainer.is_world_process_zero():
-            (staging / "training_args.bin").unlink(missing_ok=True)  # a pickle; training_config.json says it all
-            if config.method != "full":
-                adapter_cfg = staging / "adapter_config.json"
-                saved = json.loads(adapter_cfg.read_text())
-                saved["base_model_name_or_path"] = base_ref
-                adapter_cfg.write_text(json.dumps(saved, indent=2, sort_keys=True))
-                if config.merge_adapter:
-                    _merge_into(staging, base_ref, precision, cuda, config.attn_implementation)
-            record = {
-                "student": ref,
-                "base_model": base_ref,
-                "method": config.method,
-                "precision": precision,
-                "lora_target_modules": targets,
-                "data_hash": rows_hash,
-                "world_size": args.world_size,
-                "train": config.model_dump(),
-                "metrics": metrics,
-            }
-            (staging / "training_config.json").write_text(json.dumps(record, indent=2))
-            if output_dir.exists():
-                shutil.rmtree(output_dir)
-            staging.rename(output_dir)  # only a complete result ever appears under the final name
-            if mlflow_run:
-                try:
-                    mlflow_run.log_metrics(
-                        {f"train/{k}": v for k, v in metrics.items() if k in _FINAL_MLFLOW_METRICS},
-                        step=trainer.state.global_step,
-                    )
-                except Exception as exc:
-                    logger.warning("MLflow final metrics not logged: %s", exc)
+        history, metrics = _save_result(
+            trainer, tracking, mlflow_run, output_dir, config, counts, cuda=cuda,
+            about={"student": ref, "base_model": base_ref, "method": config.method, "precision": precision,
+                   "lora_target_modules": targets, "data_hash": rows_hash, "world_size": args.world_size},
+        )
         trainer.accelerator.wait_for_everyone()
     finally:
         if scratch:
@@ -517,6 +315,327 @@ def train_student(
         data_hash=rows_hash,
         config=config.model_dump(),
     )
+
+
+# ------------------------------------------------------------------------------------ train_student's parts
+
+
+def _check_method_runs_here(config: TrainConfig, cuda: bool) -> None:
+    """Before anything is loaded: 4-bit NF4 training runs only on CUDA GPUs, with bitsandbytes."""
+    if config.method != "qlora":
+        return
+    if not cuda:
+        raise ValueError(
+            "train.method=qlora needs a CUDA GPU (bitsandbytes 4-bit NF4 training); "
+            "on CPU use method=lora or method=full"
+        )
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError as exc:
+        raise ImportError(
+            "train.method=qlora needs the bitsandbytes package (pip install 'bitsandbytes>=0.41.3')"
+        ) from exc
+
+
+def _checked_folders(output_dir: Path, checkpoint_dir: Path | None) -> tuple[Path, Path | None]:
+    """Both folders absolute; refuses a checkpoint folder inside the result and a result folder that is not ours."""
+    output_dir = Path(output_dir).expanduser().resolve()
+    checkpoint_dir = Path(checkpoint_dir).expanduser().resolve() if checkpoint_dir else None
+    if checkpoint_dir and (checkpoint_dir == output_dir or output_dir in checkpoint_dir.parents):
+        raise ValueError(
+            f"checkpoint_dir {checkpoint_dir} must not be inside output_dir {output_dir} (replaced at the end)"
+        )
+    if not _looks_like_result(output_dir):
+        raise ValueError(
+            f"output_dir {output_dir} exists and does not look like a training result; refusing to replace it"
+        )
+    return output_dir, checkpoint_dir
+
+
+def _world_size(config: TrainConfig) -> int:
+    """The number of processes `accelerate launch` started (1 in a plain process); warns where the config
+    and the launch disagree."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if config.num_processes > 1 and world_size == 1:
+        logger.warning(
+            "train.num_processes=%d but this process was not started by `accelerate launch`: training on one process",
+            config.num_processes,
+        )
+    elif world_size > 1 and config.distributed == "none":
+        logger.warning("launched on %d processes with train.distributed=none: the Trainer uses DDP", world_size)
+    return world_size
+
+
+def _fingerprint_diff(saved: dict[str, Any], fingerprint: dict[str, Any]) -> list[str]:
+    top = sorted(k for k in set(saved) | set(fingerprint) if saved.get(k) != fingerprint.get(k))
+    train = sorted(
+        f"train.{k}"
+        for k in set(saved.get("train", {})) | set(fingerprint["train"])
+        if saved.get("train", {}).get(k) != fingerprint["train"].get(k)
+    )
+    return top + train
+
+
+def _prepare_checkpoints(checkpoint_dir: Path, config: TrainConfig, fingerprint: dict[str, Any]) -> Path | None:
+    """The checkpoint to resume from (None: start over). Refuses checkpoints of a different run; a fresh start
+    clears older checkpoints; the main process records this run's fingerprint."""
+    is_main = int(os.environ.get("RANK", "0")) == 0
+    found = last_checkpoint(checkpoint_dir)
+    saved_fp_path = checkpoint_dir / FINGERPRINT_FILE
+    resume_from: Path | None = None
+    if config.resume and found:
+        if saved_fp_path.is_file():
+            saved = json.loads(saved_fp_path.read_text())
+            if saved != fingerprint:
+                raise ValueError(
+                    f"checkpoints in {checkpoint_dir} come from a different run "
+                    f"(differs in: {', '.join(_fingerprint_diff(saved, fingerprint))}); "
+                    "set train.resume=false to start over (its checkpoints are removed) "
+                    "or use another checkpoint_dir"
+                )
+        else:
+            logger.warning("%s has checkpoints but no %s: resuming without checking", checkpoint_dir, FINGERPRINT_FILE)
+        resume_from = found
+    elif is_main and checkpoint_dir.is_dir():
+        # a fresh start must not leave older, higher-numbered checkpoints for a later resume to pick
+        for old in checkpoint_dir.glob("checkpoint-*"):
+            shutil.rmtree(old, ignore_errors=True)
+    if is_main:
+        checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        saved_fp_path.write_text(json.dumps(fingerprint, indent=1))
+    return resume_from
+
+
+def _training_arguments(
+    config: TrainConfig,
+    trainer_dir: Path,
+    precision: Precision,
+    *,
+    cuda: bool,
+    fsdp: bool,
+    world_size: int,
+    saving: bool,
+    model: Any,
+) -> Any:
+    from transformers import TrainingArguments
+
+    return TrainingArguments(
+        output_dir=str(trainer_dir),
+        per_device_train_batch_size=config.per_device_batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps,
+        learning_rate=config.learning_rate,
+        lr_scheduler_type=config.lr_scheduler,
+        warmup_steps=min(config.warmup_ratio, 0.999999),  # a float below 1 is a ratio of the total steps
+        weight_decay=config.weight_decay,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        use_cpu=not cuda,
+        # FSDP checkpoints activations itself (fsdp_config), without a redundant all-gather
+        activation_checkpointing=config.gradient_checkpointing and not fsdp,
+        activation_checkpointing_kwargs={"use_reentrant": False},
+        logging_steps=config.logging_steps,
+        logging_first_step=True,
+        save_strategy="steps" if saving else "no",
+        save_steps=config.checkpoint_every if saving else 500,
+        save_total_limit=2,
+        seed=config.seed,
+        data_seed=config.seed,
+        dataloader_num_workers=0,  # workers would make the batch order / RNG restore harder to reproduce
+        dataloader_pin_memory=cuda,
+        remove_unused_columns=False,  # our collator builds exactly the model's inputs
+        label_names=["labels"],
+        include_num_input_tokens_seen="non_padding",
+        report_to="none",  # MLflow goes through our callback, into the caller's run
+        disable_tqdm=True,
+        ddp_find_unused_parameters=False if world_size > 1 else None,
+        fsdp=fsdp or None,
+        fsdp_config=_fsdp_config(model, config) if fsdp else None,
+    )
+
+
+def _make_trainer(
+    model: Any,
+    tokenizer: Any,
+    args: Any,
+    features: list[dict[str, list[int]]],
+    config: TrainConfig,
+    *,
+    log_to_mlflow: bool,
+    callbacks: Sequence[Any] | None,
+) -> tuple[Any, Any, Any]:
+    """(trainer, tracking callback, the caller's MLflow run or None)."""
+    from distill_ner.training.trainer import (
+        MlflowRun,
+        PadToLongestCollator,
+        SeededBatchOrderSampler,
+        StudentTrainer,
+        TrackingCallback,
+    )
+
+    batch_order = SeededBatchOrderSampler(
+        [len(f["input_ids"]) for f in features],
+        config.per_device_batch_size * args.world_size,
+        seed=config.seed,
+        group_by_length=config.group_by_length,
+    )
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    mlflow_run = MlflowRun.find() if (log_to_mlflow and args.process_index == 0) else None
+    tracking = TrackingCallback(mlflow_run)
+    trainer = StudentTrainer(
+        model=model,
+        args=args,
+        train_dataset=features,
+        data_collator=PadToLongestCollator(pad_id, config.pad_to_multiple_of),
+        processing_class=tokenizer,
+        callbacks=[tracking, *(callbacks or [])],
+        batch_order=batch_order,
+    )
+    return trainer, tracking, mlflow_run
+
+
+def _data_counts(features: list[dict[str, list[int]]], skipped: int, model: Any) -> dict[str, int]:
+    return {
+        "n_rows": len(features),
+        "n_rows_skipped": skipped,
+        "n_tokens": sum(len(f["input_ids"]) for f in features),
+        "n_target_tokens": sum(sum(1 for x in f["labels"][1:] if x != IGNORE_INDEX) for f in features),
+        "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "total_params": sum(p.numel() for p in model.parameters()),
+    }
+
+
+def _run_params(
+    config: TrainConfig,
+    counts: dict[str, int],
+    *,
+    ref: str,
+    base_ref: str,
+    rows_hash: str,
+    precision: Precision,
+    targets: str | list[str] | None,
+    world_size: int,
+) -> dict[str, Any]:
+    """The MLflow parameters of a training run."""
+    return {
+        **{f"train.{k}": json.dumps(v) if isinstance(v, list) else v for k, v in config.model_dump().items()},
+        # max_steps overrides epochs: say so rather than show epochs that never ran
+        **({"train.epochs": f"unused (max_steps {config.max_steps})"} if config.max_steps > 0 else {}),
+        "student": ref,
+        "base_model": base_ref,
+        "data_hash": rows_hash,
+        "precision_resolved": precision,
+        "lora_target_modules": targets,
+        "n_rows": counts["n_rows"],
+        "n_rows_skipped": counts["n_rows_skipped"],
+        "n_tokens": counts["n_tokens"],
+        "n_target_tokens": counts["n_target_tokens"],
+        "world_size": world_size,
+        "effective_batch_size": config.per_device_batch_size * config.gradient_accumulation_steps * world_size,
+        "trainable_params": counts["trainable_params"],
+        "total_params": counts["total_params"],
+    }
+
+
+def _run_metrics(
+    trainer: Any, tracking: Any, history: list[dict[str, float]], counts: dict[str, int], *, cuda: bool
+) -> dict[str, float]:
+    """The run's summary metrics. No NaN anywhere: the result travels as JSON (launch.py, ZenML metadata);
+    undefined values are left out."""
+    steps_run = trainer.state.global_step - tracking.start_step
+    runtime = max(tracking.ended - tracking.started, 1e-9)
+    trained_tokens = float(tracking.end_tokens - tracking.start_tokens)
+    metrics: dict[str, float] = {
+        **({"first_loss": history[0]["loss"], "final_loss": history[-1]["loss"]} if history else {}),
+        "train_runtime_s": runtime,
+        # CPU seconds of this process (all threads) in the loop: on a shared machine, wall time / CPU time
+        # shows how much of the cores the run really got
+        "train_cpu_s": tracking.cpu_ended - tracking.cpu_started,
+        "steps": float(trainer.state.global_step),
+        "steps_this_run": float(steps_run),
+        **({"seconds_per_step": runtime / steps_run} if steps_run else {}),
+        "trained_tokens": trained_tokens,  # non-padding input tokens processed by this call, all processes
+        "tokens_per_s": trained_tokens / runtime,
+        "n_rows": float(counts["n_rows"]),
+        "n_rows_skipped": float(counts["n_rows_skipped"]),
+        "n_target_tokens": float(counts["n_target_tokens"]),
+        "trainable_params": float(counts["trainable_params"]),
+        "resumed_from_step": float(tracking.start_step),
+        "peak_cpu_rss_mb": _peak_rss_mb(),  # process peak, model loading included
+    }
+    if cuda:
+        import torch
+
+        metrics["peak_gpu_mem_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return metrics
+
+
+def _save_result(
+    trainer: Any,
+    tracking: Any,
+    mlflow_run: Any,
+    output_dir: Path,
+    config: TrainConfig,
+    counts: dict[str, int],
+    *,
+    cuda: bool,
+    about: dict[str, Any],
+) -> tuple[list[dict[str, float]], dict[str, float]]:
+    """(loss history, summary metrics). Every rank takes part in the save (FSDP gathers the full state
+    dict); the main process writes the result and logs the final metrics."""
+    staging = output_dir.with_name(output_dir.name + ".partial")
+    if trainer.is_world_process_zero():
+        shutil.rmtree(staging, ignore_errors=True)
+    trainer.accelerator.wait_for_everyone()
+    trainer.save_model(str(staging))
+
+    history = [
+        {"step": float(e["step"]), "loss": float(e["loss"]), "learning_rate": float(e.get("learning_rate", 0.0))}
+        for e in trainer.state.log_history
+        if "loss" in e
+    ]
+    metrics = _run_metrics(trainer, tracking, history, counts, cuda=cuda)
+    if trainer.is_world_process_zero():
+        record = {**about, "train": config.model_dump(), "metrics": metrics}
+        _publish(
+            staging, output_dir, record, config, base_ref=about["base_model"], precision=about["precision"], cuda=cuda
+        )
+        if mlflow_run:
+            try:
+                mlflow_run.log_metrics(
+                    {f"train/{k}": v for k, v in metrics.items() if k in _FINAL_MLFLOW_METRICS},
+                    step=trainer.state.global_step,
+                )
+            except Exception as exc:
+                logger.warning("MLflow final metrics not logged: %s", exc)
+    return history, metrics
+
+
+def _publish(
+    staging: Path,
+    output_dir: Path,
+    record: dict[str, Any],
+    config: TrainConfig,
+    *,
+    base_ref: str,
+    precision: Precision,
+    cuda: bool,
+) -> None:
+    """Completes the saved folder (adapter base, merged model, training_config.json) and moves it under its
+    final name: only a complete result ever appears there."""
+    (staging / "training_args.bin").unlink(missing_ok=True)  # a pickle; training_config.json says it all
+    if config.method != "full":
+        adapter_cfg = staging / "adapter_config.json"
+        saved = json.loads(adapter_cfg.read_text())
+        saved["base_model_name_or_path"] = base_ref
+        adapter_cfg.write_text(json.dumps(saved, indent=2, sort_keys=True))
+        if config.merge_adapter:
+            _merge_into(staging, base_ref, precision, cuda, config.attn_implementation)
+    (staging / "training_config.json").write_text(json.dumps(record, indent=2))
+    if output_dir.exists():
+        shutil.rmtree(output_dir)
+    staging.rename(output_dir)
 
 
 _FINAL_MLFLOW_METRICS = {
