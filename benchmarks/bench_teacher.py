@@ -23,8 +23,8 @@ sys.path.insert(0, str(REPO / "tests"))
 from fake_openai_server import FakeOpenAIServer  # noqa: E402
 
 from distill_ner.config import TeacherConfig  # noqa: E402
-from distill_ner.records import Passage  # noqa: E402
 from distill_ner.ner.annotate import annotate_passages  # noqa: E402
+from distill_ner.records import Passage  # noqa: E402
 
 MIN_SPEEDUP = 10.0
 

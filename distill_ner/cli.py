@@ -25,8 +25,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from distill_ner.backends import BACKENDS, QUANTS
 from distill_ner.console import check_model, quiet_defaults, results_only_on_stdout, tracking_uri, use_tracking_uri
-from distill_ner.engine.gguf import QUANTS
 from distill_ner.extraction.cli import add_commands as add_extraction_commands
 from distill_ner.ner.cli import add_commands as add_ner_commands
 
@@ -34,8 +34,6 @@ DEFAULT_STUDENT_DIR = ".cache/models/SmolLM2-135M-Instruct"
 TINY_STUDENT_DIR = ".cache/models/tiny-random-llama"
 # each recipe adds its own subcommands (a light module: heavy imports stay inside the commands)
 RECIPE_COMMANDS = (add_ner_commands, add_extraction_commands)
-# engine.BACKENDS, spelled out: importing distill_ner.engine here would cost every command seconds
-BACKENDS = ("transformers", "vllm", "llamacpp")
 
 
 def cmd_fetch_student(args: argparse.Namespace) -> None:

@@ -7,12 +7,11 @@ from zenml.client import Client
 from zenml.config.cache_policy import CachePolicy
 from zenml.utils.time_utils import utc_now
 
-from distill_ner import run_checks
-from distill_ner import tracking
+from distill_ner import run_checks, tracking
 from distill_ner.config import TeacherConfig
-from distill_ner.records import AnnotationSet, PassageSet
 from distill_ner.ner import annotate as ner_annotate
 from distill_ner.ner import parse, prompt, views
+from distill_ner.records import AnnotationSet, PassageSet
 from distill_ner.teacher import client as teacher_client
 from materializers import AnnotationSetMaterializer
 from steps._stack import experiment_tracker_name

@@ -27,15 +27,26 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fake_openai_server import FakeOpenAIServer, annotate, passage_hash, passage_of  # noqa: E402
 
 from distill_ner.config import TeacherConfig  # noqa: E402
-from distill_ner.records import AnnotationSet, Passage  # noqa: E402
 from distill_ner.ner.annotate import annotate_passages, teacher_request  # noqa: E402
-from distill_ner.ner.parse import FILTER_REASONS, parse_answer  # noqa: E402
+from distill_ner.ner.parse import (  # noqa: E402  # noqa: E402
+    FILTER_REASONS,
+    extract_list,
+    find_in_text,
+    is_non_english,
+    normalize_type,
+    parse_answer,
+)
 from distill_ner.ner.prompt import SYSTEM_PROMPT, build_messages  # noqa: E402
-from distill_ner.teacher.backends import resolve_api_key  # noqa: E402
+from distill_ner.records import AnnotationSet, Passage  # noqa: E402
+from distill_ner.teacher.backends import (  # noqa: E402
+    OpenAIBackend,
+    TeacherError,
+    parse_retry_after,
+    redact,
+    resolve_api_key,  # noqa: E402
+)
 from distill_ner.teacher.cache import ResponseCache, request_key  # noqa: E402
 from distill_ner.teacher.client import TeacherCacheMissError  # noqa: E402
-from distill_ner.teacher.backends import OpenAIBackend, TeacherError, parse_retry_after, redact  # noqa: E402
-from distill_ner.ner.parse import extract_list, find_in_text, is_non_english, normalize_type  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 KEY_ENV = "DISTILL_NER_TEST_TEACHER_KEY"

@@ -59,8 +59,9 @@ from collections import deque
 from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
+from distill_ner.backends import BACKENDS, Backend
 from distill_ner.engine.common import (  # noqa: F401  (re-exported: the engine's public names)
     Generation,
     RowConstraint,
@@ -71,9 +72,6 @@ from distill_ner.engine.common import (  # noqa: F401  (re-exported: the engine'
 )
 
 logger = logging.getLogger(__name__)
-
-Backend = Literal["transformers", "vllm", "llamacpp"]
-BACKENDS: tuple[str, ...] = ("transformers", "vllm", "llamacpp")
 
 # generation_config fields that would make a plain `model.generate` differ from pure greedy argmax
 _NON_GREEDY_FIELDS = {

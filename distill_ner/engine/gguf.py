@@ -33,12 +33,12 @@ import tarfile
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
+
+from distill_ner.backends import QUANTS
 
 logger = logging.getLogger(__name__)
 
-Quant = Literal["f32", "f16", "q8_0", "q4_k_m"]
-QUANTS: tuple[str, ...] = ("f32", "f16", "q8_0", "q4_k_m")
 CONVERTER_OUTTYPES = {"f32", "f16", "q8_0"}  # written by convert_hf_to_gguf.py directly
 # the llama-cpp-python release whose converter is used when llama-cpp-python itself is not installed
 LLAMA_CPP_PYTHON_VERSION = "0.3.36"

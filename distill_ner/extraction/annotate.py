@@ -18,7 +18,12 @@ from typing import Any
 from distill_ner.config import TeacherConfig
 from distill_ner.extraction.config import TemplatesConfig
 from distill_ner.extraction.data import ExtractionExample, ExtractionFailure, ExtractionSet
-from distill_ner.extraction.filters import FILLING_REASONS, TEMPLATE_REASONS, check_filling_answer, check_template_answer
+from distill_ner.extraction.filters import (
+    FILLING_REASONS,
+    TEMPLATE_REASONS,
+    check_filling_answer,
+    check_template_answer,
+)
 from distill_ner.extraction.prompts import extraction_messages, template_generation_messages
 from distill_ner.extraction.templates import string_leaves
 from distill_ner.records import Passage

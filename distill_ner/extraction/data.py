@@ -13,7 +13,13 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from distill_ner.extraction.templates import MAX_DEPTH, TemplateError, conformance_errors, string_leaves, validate_template
+from distill_ner.extraction.templates import (
+    MAX_DEPTH,
+    TemplateError,
+    conformance_errors,
+    string_leaves,
+    validate_template,
+)
 from distill_ner.jsonl import iter_jsonl
 
 

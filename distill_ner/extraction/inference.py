@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from distill_ner.chat import encode_text, render_text
+from distill_ner.engine import Engine, group_indices
 from distill_ner.extraction.config import ExtractionPromptConfig
 from distill_ner.extraction.prompts import dump_json, student_messages
 from distill_ner.extraction.templates import parse_json_object
-from distill_ner.engine import Engine, group_indices
 
 
 @dataclass

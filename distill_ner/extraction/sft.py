@@ -16,8 +16,8 @@ from distill_ner.extraction.config import ExtractionPromptConfig, ExtractionSFTC
 from distill_ner.extraction.data import ExtractionExample, ExtractionSet
 from distill_ner.extraction.prompts import student_messages
 from distill_ner.extraction.templates import string_leaves
-from distill_ner.rng import stable_rng
 from distill_ner.records import Conversation, SFTDataset, SFTRow, Turn
+from distill_ner.rng import stable_rng
 
 logger = logging.getLogger(__name__)
 

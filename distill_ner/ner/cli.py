@@ -15,6 +15,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from distill_ner.backends import BACKENDS
+
 
 def _stdin_rows(default_types: list[str] | None) -> Iterator[dict[str, Any]]:
     """JSONL {"text", "types"} from stdin, one row as each line arrives (--types where a line has none)."""
@@ -102,7 +104,7 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--types", type=lambda v: [t.strip() for t in v.split(",") if t.strip()], default=None,
                    help="comma-separated entity types, e.g. person,location")
     p.add_argument("texts", nargs="*", help="texts; without any, JSONL {\"text\", \"types\"} is read from stdin")
-    p.add_argument("--backend", choices=("transformers", "vllm", "llamacpp"), default=None,
+    p.add_argument("--backend", choices=BACKENDS, default=None,
                    help="inference backend (default: the logged model's; llamacpp for a .gguf file)")
     p.add_argument("--grounded", action="store_true", help="answers only with spans of the text (grounded decoding)")
     p.set_defaults(func=cmd_predict)

@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
+from distill_ner.backends import Backend, Quant
 from distill_ner.config import (
     CorpusConfig,
     GateConfig,
@@ -72,10 +73,10 @@ class EvalConfig(StrictModel):
     max_sentences: int | None = Field(None, gt=0, description="seeded subset of sentences per benchmark")
     max_new_tokens: int = Field(256, gt=0, description="answer length limit per query (UniNER's 256)")
     batch_size: int = Field(16, gt=0, description="queries decoded together")
-    backend: Literal["transformers", "vllm", "llamacpp"] = Field(
+    backend: Backend = Field(
         "transformers", description="inference engine: transformers (CPU/GPU), vLLM (GPU) or llama.cpp (CPU, GGUF)"
     )
-    gguf_quant: Literal["f32", "f16", "q8_0", "q4_k_m"] = Field(
+    gguf_quant: Quant = Field(
         "f16", description="llamacpp backend: the GGUF type an HF model is converted to (a .gguf model is run as it is)"
     )
     seed: int = Field(0, description="seed of every random choice of this stage")

@@ -32,8 +32,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from distill_ner.records import Entity
 from distill_ner.ner.prompt import TEMPLATE_ECHOES
+from distill_ner.records import Entity
 
 FILTER_REASONS: tuple[str, ...] = (
     "unparseable", "malformed_item", "empty_entity", "empty_type", "template_echo",

@@ -34,8 +34,8 @@ from distill_ner.corpus import normalize_whitespace  # noqa: E402
 from distill_ner.extraction.data import load_examples  # noqa: E402
 from distill_ner.extraction.filters import check_template_answer  # noqa: E402
 from distill_ner.extraction.prompts import dump_json, extraction_messages, template_generation_messages  # noqa: E402
-from distill_ner.teacher.client import make_request  # noqa: E402
 from distill_ner.teacher.cache import ResponseCache  # noqa: E402
+from distill_ner.teacher.client import make_request  # noqa: E402
 
 MODEL = "demo-recorded-teacher"
 STUDENT = ROOT / ".cache/models/SmolLM2-135M-Instruct"
