@@ -27,6 +27,7 @@ from typing import Any
 
 from distill_ner.backends import BACKENDS, QUANTS
 from distill_ner.console import check_model, quiet_defaults, results_only_on_stdout, tracking_uri, use_tracking_uri
+from distill_ner.errors import DEBUG_ENV, HINT, debug_wanted, describe
 from distill_ner.extraction.cli import add_commands as add_extraction_commands
 from distill_ner.ner.cli import add_commands as add_ner_commands
 
@@ -195,6 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="distill-ner", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument(
+        "--debug", action="store_true", help=f"show the traceback of configuration and input errors too (or {DEBUG_ENV}=1)"
+    )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_SubcommandParser)
 
     p = sub.add_parser("fetch-student", help="get the offline default student (SmolLM2-135M-Instruct) or the tiny test model")
@@ -267,7 +271,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     quiet_defaults()
     args = build_parser().parse_args(argv)
-    args.func(args)
+    if args.debug:
+        os.environ[DEBUG_ENV] = "1"
+    try:
+        args.func(args)
+    except Exception as exc:
+        message = None if debug_wanted() else describe(exc, [], paths=True)
+        if message is None:
+            raise
+        raise SystemExit(f"distill-ner {args.command}: {message}\n{HINT}") from None
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from distill_ner.config import CorpusConfig, CorpusSource
+from distill_ner.errors import InputError
 from distill_ner.jsonl import iter_jsonl
 from distill_ner.records import Passage, PassageSet
 
@@ -73,7 +74,7 @@ def _text_value(value: Any, where: str, field: str) -> str:
     if value is None:
         return ""  # a missing text is an empty document, counted and skipped
     if not isinstance(value, str):
-        raise ValueError(f"{where}: field {field!r} must be a string, got {type(value).__name__}")
+        raise InputError(f"{where}: field {field!r} must be a string, got {type(value).__name__}")
     return value
 
 
@@ -81,20 +82,20 @@ def _read_txt(path: Path) -> Iterator[Document]:
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
-        raise ValueError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+        raise InputError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     yield Document(text, str(path))
 
 
 def _row_document(row: Any, where: str, source: CorpusSource) -> Document:
     if not isinstance(row, dict):
-        raise ValueError(f"{where}: expected a JSON object, got {type(row).__name__}")
+        raise InputError(f"{where}: expected a JSON object, got {type(row).__name__}")
     if source.text_field not in row:
-        raise ValueError(f"{where}: no key {source.text_field!r} (text_field); keys: {sorted(row)[:10]}")
+        raise InputError(f"{where}: no key {source.text_field!r} (text_field); keys: {sorted(row)[:10]}")
     text = _text_value(row[source.text_field], where, source.text_field)
     doc_id = None
     if source.id_field is not None:
         if row.get(source.id_field) is None:
-            raise ValueError(f"{where}: no key {source.id_field!r} (id_field); keys: {sorted(row)[:10]}")
+            raise InputError(f"{where}: no key {source.id_field!r} (id_field); keys: {sorted(row)[:10]}")
         doc_id = row[source.id_field]
     return Document(text, _origin(where, doc_id))
 
@@ -112,7 +113,7 @@ def _read_parquet(path: Path, source: CorpusSource) -> Iterator[Document]:
     names = pf.schema_arrow.names
     for col in columns:
         if col not in names:
-            raise ValueError(f"{path}: no column {col!r}; columns: {names}")
+            raise InputError(f"{path}: no column {col!r}; columns: {names}")
     row_no = 0
     for batch in pf.iter_batches(columns=columns, batch_size=1024):
         for row in batch.to_pylist():
@@ -123,12 +124,12 @@ def _read_parquet(path: Path, source: CorpusSource) -> Iterator[Document]:
 def _local_files(root: Path) -> list[Path]:
     if root.is_file():
         if root.suffix not in SUFFIXES:
-            raise ValueError(f"corpus.sources[].path: {root}: unsupported file type; expected one of {SUFFIXES}")
+            raise InputError(f"corpus.sources[].path: {root}: unsupported file type; expected one of {SUFFIXES}")
         return [root]
     files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix in SUFFIXES
                    and not any(part.startswith(".") for part in p.relative_to(root).parts))
     if not files:
-        raise ValueError(f"corpus.sources[].path: {root}: no {'/'.join(SUFFIXES)} files in this folder")
+        raise InputError(f"corpus.sources[].path: {root}: no {'/'.join(SUFFIXES)} files in this folder")
     return files
 
 
@@ -142,7 +143,7 @@ def _read_hf(source: CorpusSource) -> Iterator[Document]:
         ds: Any = datasets.load_from_disk(str(local))  # written by save_to_disk: not loadable by load_dataset
         if isinstance(ds, datasets.DatasetDict):
             if source.split not in ds:
-                raise ValueError(f"{ref}: no split {source.split!r}; splits: {sorted(ds)}")
+                raise InputError(f"{ref}: no split {source.split!r}; splits: {sorted(ds)}")
             ds = ds[source.split]
     else:
         ds = datasets.load_dataset(ref, source.hf_config, split=source.split, streaming=source.streaming)
@@ -150,7 +151,7 @@ def _read_hf(source: CorpusSource) -> Iterator[Document]:
     if names is not None:
         for col in [source.text_field] + ([source.id_field] if source.id_field else []):
             if col not in names:
-                raise ValueError(f"{ref} [{source.split}]: no column {col!r}; columns: {names}")
+                raise InputError(f"{ref} [{source.split}]: no column {col!r}; columns: {names}")
         ds = ds.select_columns([source.text_field] + ([source.id_field] if source.id_field else []))
     for idx, row in enumerate(ds):
         yield _row_document(row, f"{ref}[{source.split}]:{idx}", source)

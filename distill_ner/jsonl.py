@@ -7,6 +7,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from distill_ner.errors import InputError, MissingInputError
+
 
 def iter_jsonl(path: str | Path, *, objects: bool = True) -> Iterator[tuple[str, Any]]:
     """(`file:line`, value) for each non-empty line. Bytes that are not UTF-8, invalid JSON, or (with
@@ -14,14 +16,14 @@ def iter_jsonl(path: str | Path, *, objects: bool = True) -> Iterator[tuple[str,
     file raises FileNotFoundError."""
     path = Path(path).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(f"no such file: {path}")
+        raise MissingInputError(f"no such file: {path}")
     with path.open("rb") as f:  # decoded line by line, so a bad byte is reported with its line
         for lineno, raw in enumerate(f, 1):
             where = f"{path}:{lineno}"
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
-                raise ValueError(
+                raise InputError(
                     f"{where}: not UTF-8 (byte {raw[exc.start:exc.start + 1]!r} at column {exc.start + 1}); "
                     "re-encode the file as UTF-8"
                 ) from None
@@ -30,7 +32,7 @@ def iter_jsonl(path: str | Path, *, objects: bool = True) -> Iterator[tuple[str,
             try:
                 value = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise ValueError(f"{where}: invalid JSON ({exc.msg} at column {exc.colno})") from None
+                raise InputError(f"{where}: invalid JSON ({exc.msg} at column {exc.colno})") from None
             if objects and not isinstance(value, dict):
-                raise ValueError(f"{where}: expected a JSON object per line, got {type(value).__name__}")
+                raise InputError(f"{where}: expected a JSON object per line, got {type(value).__name__}")
             yield where, value

@@ -35,6 +35,7 @@ from urllib.parse import urlparse
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from distill_ner.errors import InputError, MissingInputError
 from distill_ner.ner.data import (
     DATA_DIR,
     PROJECT_ROOT,
@@ -108,17 +109,17 @@ class BenchmarkSpec(BaseModel):
     def _one_source(self) -> "BenchmarkSpec":
         local = self.path is not None or self.url is not None
         if local == (self.hf_id is not None):
-            raise ValueError(f"benchmark {self.name}: give exactly one of `path` or `hf_id` (a `url` may stand in for `path`)")
+            raise InputError(f"benchmark {self.name}: give exactly one of `path` or `hf_id` (a `url` may stand in for `path`)")
         if self.format in ("uniner", "conll") and not local:
-            raise ValueError(f"benchmark {self.name}: format {self.format!r} needs a local `path` (or a `url` to fetch it from)")
+            raise InputError(f"benchmark {self.name}: format {self.format!r} needs a local `path` (or a `url` to fetch it from)")
         if self.url is not None and not self.file_name:
-            raise ValueError(f"benchmark {self.name}: `url` {self.url!r} does not end in a file name")
+            raise InputError(f"benchmark {self.name}: `url` {self.url!r} does not end in a file name")
         if self.format != "uniner" and self.queries == "as_in_file":
             # bio/conll gold is token-level: every type is asked of every sentence by definition
-            raise ValueError(f"benchmark {self.name}: queries 'as_in_file' applies to uniner files only")
+            raise InputError(f"benchmark {self.name}: queries 'as_in_file' applies to uniner files only")
         if self.format == "uniner" and (self.split_sentences or self.scheme != "iob2"):
             # UniNER entries are single sentences without tags: these options would be silently ignored
-            raise ValueError(f"benchmark {self.name}: split_sentences/scheme apply to bio and conll only")
+            raise InputError(f"benchmark {self.name}: split_sentences/scheme apply to bio and conll only")
         return self
 
     @property
@@ -201,25 +202,25 @@ _REGISTERED: dict[str, BenchmarkSpec] = {}
 def load_benchmark_spec(path: str | Path) -> BenchmarkSpec:
     p = Path(path)
     if not p.is_file():
-        raise FileNotFoundError(f"benchmark spec not found: {p}")
+        raise MissingInputError(f"benchmark spec not found: {p}")
     try:
         data = yaml.safe_load(p.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
-        raise ValueError(f"{p}: invalid YAML: {e}") from None
+        raise InputError(f"{p}: invalid YAML: {e}") from None
     if not isinstance(data, dict):
-        raise ValueError(f"{p}: a benchmark spec is a YAML mapping")
+        raise InputError(f"{p}: a benchmark spec is a YAML mapping")
     try:
         spec = BenchmarkSpec(**data)
     except ValidationError as e:
-        raise ValueError(f"{p}: invalid benchmark spec:\n{e}") from None
+        raise InputError(f"{p}: invalid benchmark spec:\n{e}") from None
     if p.parent == BENCHMARK_DIR and spec.name != p.stem:
-        raise ValueError(f"{p}: spec name {spec.name!r} must equal the file name {p.stem!r}")
+        raise InputError(f"{p}: spec name {spec.name!r} must equal the file name {p.stem!r}")
     return spec
 
 
 def register_benchmark(spec: BenchmarkSpec, overwrite: bool = False) -> None:
     if not overwrite and spec.name in benchmark_specs():
-        raise ValueError(f"benchmark {spec.name!r} is already registered")
+        raise InputError(f"benchmark {spec.name!r} is already registered")
     _REGISTERED[spec.name] = spec
 
 
@@ -240,7 +241,7 @@ def list_benchmarks() -> list[str]:
 def get_benchmark_spec(name: str) -> BenchmarkSpec:
     specs = benchmark_specs()
     if name not in specs:
-        raise ValueError(f"unknown benchmark {name!r}; known: {', '.join(sorted(specs))}")
+        raise InputError(f"unknown benchmark {name!r}; known: {', '.join(sorted(specs))}")
     return specs[name]
 
 
@@ -253,17 +254,17 @@ def load_suite(path: str | Path) -> BenchmarkSuite:
         data = yaml.safe_load(p.read_text(encoding="utf-8"))
         suite = BenchmarkSuite(**data) if isinstance(data, dict) else None
     except (yaml.YAMLError, ValidationError) as e:
-        raise ValueError(f"{p}: invalid benchmark suite:\n{e}") from None
+        raise InputError(f"{p}: invalid benchmark suite:\n{e}") from None
     if suite is None:
-        raise ValueError(f"{p}: a benchmark suite is a YAML mapping")
+        raise InputError(f"{p}: a benchmark suite is a YAML mapping")
     if suite.name != p.stem:
-        raise ValueError(f"{p}: suite name {suite.name!r} must equal the file name {p.stem!r}")
+        raise InputError(f"{p}: suite name {suite.name!r} must equal the file name {p.stem!r}")
     return suite
 
 
 def register_suite(suite: BenchmarkSuite, overwrite: bool = False) -> None:
     if not overwrite and suite.name in benchmark_suites():
-        raise ValueError(f"benchmark suite {suite.name!r} is already registered")
+        raise InputError(f"benchmark suite {suite.name!r} is already registered")
     _REGISTERED_SUITES[suite.name] = suite
 
 
@@ -277,10 +278,10 @@ def benchmark_suites() -> dict[str, BenchmarkSuite]:
     specs = benchmark_specs()
     for suite in suites.values():
         if suite.name in specs:
-            raise ValueError(f"benchmark suite {suite.name!r} has the name of a benchmark")
+            raise InputError(f"benchmark suite {suite.name!r} has the name of a benchmark")
         unknown = [b for b in suite.benchmarks if b not in specs]
         if unknown:
-            raise ValueError(f"benchmark suite {suite.name!r}: unknown benchmarks {unknown}")
+            raise InputError(f"benchmark suite {suite.name!r}: unknown benchmarks {unknown}")
     return suites
 
 
@@ -293,7 +294,7 @@ def expand_benchmarks(refs: Iterable[str | Path]) -> list[tuple[str, str | None]
         members = [(m, str(ref)) for m in suites[str(ref)].benchmarks] if str(ref) in suites else [(str(ref), None)]
         for name, suite in members:
             if any(name == seen for seen, _ in out):
-                raise ValueError(f"benchmark {name!r} is listed twice in the benchmark list (suites included)")
+                raise InputError(f"benchmark {name!r} is listed twice in the benchmark list (suites included)")
             out.append((name, suite))
     return out
 
@@ -316,7 +317,7 @@ def available_benchmarks(refs: Iterable[str | Path]) -> tuple[list[str], dict[st
         else:
             raise missing_error(spec)
     if not present:
-        raise FileNotFoundError(
+        raise MissingInputError(
             "none of the listed benchmarks is present; fetch them: "
             + fetch_hint(sorted({n for names in absent.values() for n in names}))
         )
@@ -351,7 +352,7 @@ def benchmark_paths(names_or_paths: Iterable[str | Path] | None = None) -> list[
         elif looks_local(ref, suffixes=BENCHMARK_SUFFIXES):
             out.append(str(Path(ref).expanduser().resolve()))
         else:
-            raise ValueError(f"unknown benchmark {str(ref)!r}; known: {', '.join(sorted(specs))}")
+            raise InputError(f"unknown benchmark {str(ref)!r}; known: {', '.join(sorted(specs))}")
     return out
 
 
@@ -364,7 +365,7 @@ def select_subset(sentences: list[NERSentence], max_sentences: int | None, seed:
     if max_sentences is None or max_sentences >= len(sentences):
         return list(sentences)
     if max_sentences <= 0:
-        raise ValueError(f"max_sentences must be positive, got {max_sentences}")
+        raise InputError(f"max_sentences must be positive, got {max_sentences}")
 
     def key(item: tuple[int, NERSentence]) -> tuple[str, int]:
         index, sentence = item
@@ -374,11 +375,11 @@ def select_subset(sentences: list[NERSentence], max_sentences: int | None, seed:
     return [s for _, s in sorted(chosen, key=lambda item: item[0])]
 
 
-def missing_error(spec: BenchmarkSpec) -> FileNotFoundError:
+def missing_error(spec: BenchmarkSpec) -> MissingInputError:
     declared, cached = spec.declared_path(), spec.cache_path()
     where = str(declared or cached) + (f" (nor in the benchmark cache: {cached})" if declared and cached else "")
     how = f"; fetch it: {fetch_hint([spec.name])} (add --from DIR for a folder that holds {spec.file_name})" if spec.url else ""
-    return FileNotFoundError(f"benchmark {spec.name}: file not found: {where}{how}")
+    return MissingInputError(f"benchmark {spec.name}: file not found: {where}{how}")
 
 
 def verify_file(spec: BenchmarkSpec, path: Path) -> str:
@@ -386,7 +387,7 @@ def verify_file(spec: BenchmarkSpec, path: Path) -> str:
     actual = file_sha256(path)
     expected, origin = spec.expected_sha256()
     if expected is not None and actual != expected:
-        raise ValueError(
+        raise InputError(
             f"benchmark {spec.name}: {path} has sha256 {actual}, expected {expected} ({origin}); "
             f"the file is corrupt or another version: fetch it again ({fetch_hint([spec.name])})"
         )
@@ -429,15 +430,15 @@ def _spec_for(name_or_path: str | Path) -> BenchmarkSpec:
         return specs[ref]
     path = Path(ref).expanduser()
     if not looks_local(name_or_path, suffixes=BENCHMARK_SUFFIXES):
-        raise ValueError(f"unknown benchmark {ref!r}; known: {', '.join(sorted(specs))}")
+        raise InputError(f"unknown benchmark {ref!r}; known: {', '.join(sorted(specs))}")
     if not path.exists():
-        raise FileNotFoundError(f"benchmark file not found: {ref}")
+        raise MissingInputError(f"benchmark file not found: {ref}")
     if path.suffix in (".yaml", ".yml"):
         return load_benchmark_spec(path)
     if path.suffix in (".json", ".jsonl"):
         # a bare UniNER file needs no spec: its types and gold are in the file
         return BenchmarkSpec(name=path.stem.replace(" ", "_"), format="uniner", path=str(path.resolve()))
-    raise ValueError(f"{ref}: not a benchmark name, a spec (.yaml) or a UniNER file (.json/.jsonl)")
+    raise InputError(f"{ref}: not a benchmark name, a spec (.yaml) or a UniNER file (.json/.jsonl)")
 
 
 def load_benchmark(name_or_path: str | Path, max_sentences: int | None = None, seed: int = 0) -> Benchmark:
@@ -450,7 +451,7 @@ def load_benchmark(name_or_path: str | Path, max_sentences: int | None = None, s
     if not corpus.sentences:
         source = spec.resolved_path() or spec.hf_id
         mapped_away = f"; every label was mapped away: {sorted(corpus.dropped)}" if corpus.dropped else ""
-        raise ValueError(f"benchmark {spec.name}: {source} holds no sentence to evaluate{mapped_away}")
+        raise InputError(f"benchmark {spec.name}: {source} holds no sentence to evaluate{mapped_away}")
     limit = max_sentences if max_sentences is not None else spec.max_sentences
     sentences = select_subset(corpus.sentences, limit, seed)
     # the type list follows the chosen sentences (a subset may lack a rare type); order kept

@@ -64,6 +64,11 @@ def cmd_predict(args: argparse.Namespace) -> None:
     # the arguments first: a usage error must not wait for MLflow and the model to load
     if args.texts and not args.types:
         raise SystemExit("predict: --types is required with texts on the command line, e.g. --types person,location")
+    if not args.model.startswith(("models:/", "runs:/")) and "://" not in args.model and not Path(args.model).exists():
+        raise SystemExit(
+            f"predict: --model {args.model}: no such file or folder "
+            "(give a .gguf file, a model folder, a logged model folder or models:/NAME@ALIAS)"
+        )
     if not args.texts and sys.stdin.isatty():
         print('predict: reading JSONL {"text", "types"} lines from stdin (Ctrl-D ends)', file=sys.stderr)
     import mlflow.pyfunc
