@@ -198,6 +198,28 @@ def test_sigkill_halfway_then_resume_sends_nothing_twice(tmp_path: Path, server:
     assert resumed.model_dump(exclude={"usage"}) == fresh.model_dump(exclude={"usage"})
 
 
+def test_ctrl_c_does_not_wait_for_hung_requests(tmp_path: Path, server: FakeOpenAIServer) -> None:
+    # every request hangs for 120 s, under a client timeout of 120 s: before the fix, Ctrl-C waited that long
+    server.control(reset=True, **{**NO_FAULTS, "rate_hang": 1.0, "hang_s": 120.0, "time_scale": 1.0, "seed": 4})
+    config = make_config(tmp_path, server, concurrency=4, timeout_s=120.0, max_retries=0)
+    cfg_path, passages_path = _write_child_inputs(tmp_path, config, make_passages(8, seed=5))
+    proc = _run_child(cfg_path, passages_path, tmp_path / "unused.json")
+    try:
+        deadline = time.monotonic() + 120
+        while server.stats()["counts"]["requests"] < 4 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert proc.poll() is None, "the child ended before its requests were in flight"
+        interrupted = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        _, child_err = proc.communicate(timeout=60)
+        waited = time.monotonic() - interrupted
+    finally:
+        proc.kill()
+        server.control(reset=True, **NO_FAULTS)
+    assert b"KeyboardInterrupt" in child_err
+    assert waited < 30, f"Ctrl-C took {waited:.1f} s: it waited for the hung requests"
+
+
 def test_offline_cache_miss_raises_before_sending(tmp_path: Path, server: FakeOpenAIServer) -> None:
     server.control(reset=True, **NO_FAULTS)
     passages = make_passages(25, seed=4)

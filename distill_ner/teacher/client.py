@@ -9,9 +9,9 @@ the answers (`distill_ner.ner.annotate`, `distill_ner.extraction.annotate`).
 from __future__ import annotations
 
 import logging
+import queue
 import random
 import threading
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,6 +93,8 @@ class _Sender:
                     return _Outcome(req.key, attempt, reason="interrupted")
                 continue
             attempt += 1
+            if self.stop.is_set():  # the run ended (Ctrl-C) while this request was in flight: its cache is closed
+                return _Outcome(req.key, attempt, reason="interrupted")
             # committed before the worker returns: a kill after this line loses nothing
             self.cache.put(
                 req.key, backend=self.config.backend, model=self.config.model, messages=req.messages,
@@ -106,25 +108,44 @@ def _send_all(requests: list[TeacherRequest], backend: TeacherBackend, cache: Re
               config: TeacherConfig, progress: bool) -> dict[str, _Outcome]:
     stop = threading.Event()
     sender = _Sender(backend, cache, config, stop)
+    todo: queue.SimpleQueue[TeacherRequest] = queue.SimpleQueue()
+    finished: queue.SimpleQueue[_Outcome | BaseException] = queue.SimpleQueue()
+    for req in requests:
+        todo.put(req)
+
+    def work() -> None:
+        while not stop.is_set():
+            try:
+                req = todo.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                finished.put(sender(req))
+            except BaseException as exc:  # a bug in a worker: raised in the caller's thread below
+                finished.put(exc)
+                return
+
+    # Daemon threads, not a ThreadPoolExecutor: its workers are joined at exit, so Ctrl-C would wait up to
+    # timeout_s for every request in flight. Answers already received are cached; a late one is dropped.
+    for i in range(min(config.concurrency, len(requests))):
+        threading.Thread(target=work, name=f"teacher-{i}", daemon=True).start()
     outcomes: dict[str, _Outcome] = {}
     failures = 0
     bar = tqdm(total=len(requests), desc="teacher", unit="req", disable=not progress, smoothing=0.1)
-    pool = ThreadPoolExecutor(max_workers=min(config.concurrency, len(requests)), thread_name_prefix="teacher")
     try:
-        pending: set[Future[_Outcome]] = {pool.submit(sender, r) for r in requests}
-        while pending:
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for fut in done:
-                out = fut.result()
-                outcomes[out.key] = out
-                failures += out.completion is None
-                bar.update(1)
+        while len(outcomes) < len(requests):
+            try:
+                out = finished.get(timeout=0.2)  # a bounded wait keeps the main thread responsive to signals
+            except queue.Empty:
+                continue
+            if isinstance(out, BaseException):
+                raise out
+            outcomes[out.key] = out
+            failures += out.completion is None
+            bar.update(1)
             bar.set_postfix(failed=failures, refresh=False)
-    except BaseException:
-        stop.set()  # Ctrl-C: workers stop retrying; what was answered is already cached
-        raise
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        stop.set()  # Ctrl-C or an error: workers take no new request and stop retrying
         bar.close()
     return outcomes
 
