@@ -54,17 +54,38 @@ def child(model_path: str, steps: int, batch: int, seq: int) -> None:
     for _ in range(steps):
         step()
     seconds = time.perf_counter() - start
-    print(json.dumps({"tokens_per_s": steps * batch * seq / seconds, "threads": torch.get_num_threads(),
-                      "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "")}))
+    print(
+        json.dumps(
+            {
+                "tokens_per_s": steps * batch * seq / seconds,
+                "threads": torch.get_num_threads(),
+                "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", ""),
+            }
+        )
+    )
 
 
 def measure(env_extra: dict[str, str], args: argparse.Namespace) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS")}
     env.update(env_extra)
     done = subprocess.run(
-        [sys.executable, __file__, "--child", "--model", str(args.model), "--steps", str(args.steps),
-         "--batch", str(args.batch), "--seq", str(args.seq)],
-        env=env, capture_output=True, text=True, check=True,
+        [
+            sys.executable,
+            __file__,
+            "--child",
+            "--model",
+            str(args.model),
+            "--steps",
+            str(args.steps),
+            "--batch",
+            str(args.batch),
+            "--seq",
+            str(args.seq),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -91,8 +112,10 @@ def main() -> None:
             busy.kill()
             busy.wait()
         ratio = loaded["tokens_per_s"] / idle["tokens_per_s"]
-        print(f"{name:28s} threads {idle['threads']}  idle {idle['tokens_per_s']:7.1f} tok/s  "
-              f"one core busy {loaded['tokens_per_s']:7.1f} tok/s  ratio {ratio:.2f}")
+        print(
+            f"{name:28s} threads {idle['threads']}  idle {idle['tokens_per_s']:7.1f} tok/s  "
+            f"one core busy {loaded['tokens_per_s']:7.1f} tok/s  ratio {ratio:.2f}"
+        )
 
 
 if __name__ == "__main__":

@@ -65,7 +65,9 @@ def matmul_flops(seconds: float = 3.0, n: int = 1024) -> float:
     return 2 * n**3 * count / (time.perf_counter() - t0)
 
 
-def generate_loop(model, prompts: list[list[int]], max_new_tokens: int, stop_ids: list[int], pad_id: int, batch: int) -> Row:
+def generate_loop(
+    model, prompts: list[list[int]], max_new_tokens: int, stop_ids: list[int], pad_id: int, batch: int
+) -> Row:
     """Batched `model.generate` with left padding, `batch` queries per call in query order."""
     import torch
 
@@ -82,8 +84,12 @@ def generate_loop(model, prompts: list[list[int]], max_new_tokens: int, stop_ids
                 input_ids[r, width - len(ids) :] = torch.tensor(ids)
                 mask[r, width - len(ids) :] = 1
             out = model.generate(
-                input_ids, attention_mask=mask, do_sample=False, max_new_tokens=max_new_tokens,
-                eos_token_id=stop_ids, pad_token_id=pad_id,
+                input_ids,
+                attention_mask=mask,
+                do_sample=False,
+                max_new_tokens=max_new_tokens,
+                eos_token_id=stop_ids,
+                pad_token_id=pad_id,
             )[:, width:].tolist()
             for generated in out:
                 cut = next((i for i, t in enumerate(generated) if t in stop_ids), None)
@@ -143,7 +149,9 @@ def main(argv: list[str] | None = None) -> None:
     model.eval()
     tokenizer = load_tokenizer(ref)
     params = sum(p.numel() for p in model.parameters())  # tied embeddings counted once
-    engine = Engine.from_model(model, tokenizer, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, name=ref)
+    engine = Engine.from_model(
+        model, tokenizer, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, name=ref
+    )
     bench = load_benchmark(args.benchmark, args.sentences, args.seed)
     queries = [(s.text, t) for s in bench.sentences for t in bench.types]
     prompts = [engine.prompt_ids(text, t) for text, t in queries]
@@ -169,9 +177,17 @@ def main(argv: list[str] | None = None) -> None:
         if not gguf.is_file():
             t0 = time.perf_counter()
             export_gguf(ref, gguf, quant, log_to_registry=False)
-            print(f"{row}: exported {gguf} ({gguf.stat().st_size / 2**20:.0f} MiB) in {time.perf_counter() - t0:.0f} s", flush=True)
-        llama_engines[row] = Engine(str(gguf), backend="llamacpp", batch_size=args.batch_size,
-                                    max_new_tokens=args.max_new_tokens, threads=threads)
+            print(
+                f"{row}: exported {gguf} ({gguf.stat().st_size / 2**20:.0f} MiB) in {time.perf_counter() - t0:.0f} s",
+                flush=True,
+            )
+        llama_engines[row] = Engine(
+            str(gguf),
+            backend="llamacpp",
+            batch_size=args.batch_size,
+            max_new_tokens=args.max_new_tokens,
+            threads=threads,
+        )
 
     # warm-up: the first forward passes of a process are slow (allocator, kernel selection)
     engine.generate(queries[:8], progress=False, max_new_tokens=4)
@@ -183,11 +199,16 @@ def main(argv: list[str] | None = None) -> None:
         if name == "engine":
             results.append(engine_row("engine", engine, queries))
         elif name == "engine-grounded":
-            engine.generate(queries[:8], progress=False, max_new_tokens=4, grounded=True)  # builds the vocabulary tables
+            engine.generate(
+                queries[:8], progress=False, max_new_tokens=4, grounded=True
+            )  # builds the vocabulary tables
             results.append(engine_row(name, engine, queries, grounded=True))
         elif name == "generate":
-            results.append(generate_loop(model, prompts, args.max_new_tokens, engine.stop_ids,
-                                         tokenizer.pad_token_id, args.batch_size))
+            results.append(
+                generate_loop(
+                    model, prompts, args.max_new_tokens, engine.stop_ids, tokenizer.pad_token_id, args.batch_size
+                )
+            )
         elif name in llama_engines:
             results.append(engine_row(name, llama_engines[name], queries))
         else:
@@ -196,8 +217,12 @@ def main(argv: list[str] | None = None) -> None:
         print(f"  {r.name:16s} done in {r.seconds:.1f} s", flush=True)
 
     reference = next((r for r in results if r.name == "engine"), results[0])
-    f1_ref = score_benchmark(bench, [tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in reference.ids])[0].f1
-    print(f"\n| row | seconds | queries/s | generated tok/s | share of compute limit | identical to {reference.name} | F1 | F1 - {reference.name} |")
+    f1_ref = score_benchmark(bench, [tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in reference.ids])[
+        0
+    ].f1
+    print(
+        f"\n| row | seconds | queries/s | generated tok/s | share of compute limit | identical to {reference.name} | F1 | F1 - {reference.name} |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
         answers = [tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in r.ids]
@@ -211,8 +236,10 @@ def main(argv: list[str] | None = None) -> None:
     for r in results:
         for ids, ref_ids, q in zip(r.ids, reference.ids, queries):
             if ids != ref_ids:
-                print(f"first difference, {r.name}: {q[1]!r} on {q[0][:60]!r}\n    {reference.name:8s} "
-                      f"{tokenizer.decode(ref_ids)[:100]!r}\n    {r.name:8s} {tokenizer.decode(ids)[:100]!r}")
+                print(
+                    f"first difference, {r.name}: {q[1]!r} on {q[0][:60]!r}\n    {reference.name:8s} "
+                    f"{tokenizer.decode(ref_ids)[:100]!r}\n    {r.name:8s} {tokenizer.decode(ids)[:100]!r}"
+                )
                 break
 
 

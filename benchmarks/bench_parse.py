@@ -50,8 +50,10 @@ def main() -> None:
     for _ in range(10_000):
         answer = "".join(rng.choice(soup) for _ in range(rng.randint(0, 300)))
         slowest = max(slowest, best_of(answer, 1))
-    print(f"{'10,000 random soups':26s} {'<= 300':>7s} chars {slowest * 1000:8.1f} ms slowest "
-          f"({slowest / TARGET_S:.2f} x target)")
+    print(
+        f"{'10,000 random soups':26s} {'<= 300':>7s} chars {slowest * 1000:8.1f} ms slowest "
+        f"({slowest / TARGET_S:.2f} x target)"
+    )
 
 
 if __name__ == "__main__":

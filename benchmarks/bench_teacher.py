@@ -31,13 +31,25 @@ MIN_SPEEDUP = 10.0
 
 def passages(n: int) -> list[Passage]:
     cities = ["Paris", "Lagos", "Osaka", "Lima", "Oslo"]
-    return [Passage(id=f"bench-{i}", text=f"Ada Lovelace wrote to Charles Babbage from {cities[i % 5]} "
-                                          f"about engine number {i} in {1830 + i % 20}.") for i in range(n)]
+    return [
+        Passage(
+            id=f"bench-{i}",
+            text=f"Ada Lovelace wrote to Charles Babbage from {cities[i % 5]} "
+            f"about engine number {i} in {1830 + i % 20}.",
+        )
+        for i in range(n)
+    ]
 
 
 def run(ps: list[Passage], server: FakeOpenAIServer, cache: Path, concurrency: int) -> tuple[float, int]:
-    config = TeacherConfig(base_url=server.base_url, model="bench-teacher", api_key_env="BENCH_TEACHER_KEY",
-                           concurrency=concurrency, timeout_s=30, cache_path=str(cache))
+    config = TeacherConfig(
+        base_url=server.base_url,
+        model="bench-teacher",
+        api_key_env="BENCH_TEACHER_KEY",
+        concurrency=concurrency,
+        timeout_s=30,
+        cache_path=str(cache),
+    )
     server.control(reset=True)
     t0 = time.perf_counter()
     result = annotate_passages(ps, config, progress=False)

@@ -50,8 +50,9 @@ def long_tailed_rows(n: int, vocab_size: int, min_len: int, max_len: int, seed: 
         length = min(max_len, int(min_len * rng.paretovariate(1.1)))
         ids = [rng.randrange(100, vocab_size) for _ in range(length)]
         prompt = int(length * 0.6)
-        rows.append(SFTRow(id=f"b{i}", conversation_id=f"b{i}", input_ids=ids,
-                           labels=[IGNORE_INDEX] * prompt + ids[prompt:]))
+        rows.append(
+            SFTRow(id=f"b{i}", conversation_id=f"b{i}", input_ids=ids, labels=[IGNORE_INDEX] * prompt + ids[prompt:])
+        )
     return rows
 
 
@@ -110,12 +111,23 @@ def main() -> int:
     real = sum(lengths)
     cuda = torch.cuda.is_available()
     device = torch.cuda.get_device_name() if cuda else f"CPU, {torch.get_num_threads()} threads"
-    print(f"model {args.model.name}, {args.method}, {device}; {len(rows)} rows, {steps} steps of {args.batch_size}; "
-          f"lengths {min(lengths)}..{max(lengths)}, mean {real / len(rows):.0f}; {real} real tokens")
+    print(
+        f"model {args.model.name}, {args.method}, {device}; {len(rows)} rows, {steps} steps of {args.batch_size}; "
+        f"lengths {min(lengths)}..{max(lengths)}, mean {real / len(rows):.0f}; {real} real tokens"
+    )
 
-    base = dict(method=args.method, max_steps=steps, per_device_batch_size=args.batch_size, learning_rate=2e-4,
-                warmup_ratio=0.0, lora_r=args.lora_r, lora_alpha=2 * args.lora_r, precision=args.precision,
-                seed=args.seed, logging_steps=max(1, steps))
+    base = dict(
+        method=args.method,
+        max_steps=steps,
+        per_device_batch_size=args.batch_size,
+        learning_rate=2e-4,
+        warmup_ratio=0.0,
+        lora_r=args.lora_r,
+        lora_alpha=2 * args.lora_r,
+        precision=args.precision,
+        seed=args.seed,
+        logging_steps=max(1, steps),
+    )
     arms = {
         f"pad-to-{args.max_len}, random order": TrainConfig(
             **base, group_by_length=False, pad_to_multiple_of=args.max_len
@@ -130,21 +142,28 @@ def main() -> int:
             computed = padded_tokens(lengths, config, args.seed, args.max_len, config.group_by_length)
             assert m["trained_tokens"] == real, (m["trained_tokens"], real)  # same rows, each once
             results[name] = m
-            print(f"  {name:31s} {m['train_runtime_s']:7.1f} s  {m['seconds_per_step']:6.2f} s/step  "
-                  f"{m['tokens_per_s']:8.1f} real tokens/s  {real / m['train_cpu_s']:8.1f} per CPU-s  "
-                  f"padding {1 - real / computed:5.1%} of {computed} "
-                  f"computed tokens  peak RSS {m['peak_cpu_rss_mb']:.0f} MB"
-                  + (f"  peak GPU {m['peak_gpu_mem_mb']:.0f} MB" if cuda else ""))
+            print(
+                f"  {name:31s} {m['train_runtime_s']:7.1f} s  {m['seconds_per_step']:6.2f} s/step  "
+                f"{m['tokens_per_s']:8.1f} real tokens/s  {real / m['train_cpu_s']:8.1f} per CPU-s  "
+                f"padding {1 - real / computed:5.1%} of {computed} "
+                f"computed tokens  peak RSS {m['peak_cpu_rss_mb']:.0f} MB"
+                + (f"  peak GPU {m['peak_gpu_mem_mb']:.0f} MB" if cuda else "")
+            )
     baseline, ours = results.values()
     ratio = ours["tokens_per_s"] / baseline["tokens_per_s"]
     # on a shared machine the wall-clock ratio moves with the neighbours' load; the CPU-time one does not
     cpu_ratio = baseline["train_cpu_s"] / ours["train_cpu_s"]
-    print(f"ratio (ours / baseline, real tokens/s): {ratio:.2f}x wall clock, {cpu_ratio:.2f}x per CPU-second"
-          f"  (target >= {MIN_RATIO}x)")
+    print(
+        f"ratio (ours / baseline, real tokens/s): {ratio:.2f}x wall clock, {cpu_ratio:.2f}x per CPU-second"
+        f"  (target >= {MIN_RATIO}x)"
+    )
 
     if cuda:
-        peak = args.peak_tflops * 1e12 if args.peak_tflops else next(
-            (v for k, v in PEAK_BF16.items() if k in torch.cuda.get_device_name()), None)
+        peak = (
+            args.peak_tflops * 1e12
+            if args.peak_tflops
+            else next((v for k, v in PEAK_BF16.items() if k in torch.cuda.get_device_name()), None)
+        )
         n = model_params(args.model)
         for name, m in results.items():
             achieved = 6 * n * m["tokens_per_s"]

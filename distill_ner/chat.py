@@ -191,7 +191,9 @@ class ChatEncoder:
                 search_from = max(cursor, len(history)) if full.startswith(history) else cursor
             c0 = full.find(content, search_from)
             if c0 < 0:
-                raise ValueError(f"chat template altered assistant turn {k}: {content[:80]!r} not found in the rendering")
+                raise ValueError(
+                    f"chat template altered assistant turn {k}: {content[:80]!r} not found in the rendering"
+                )
             start = search_from if prompt_is_prefix and not full[search_from:c0].strip() else c0
             c1 = c0 + len(content)
             through = full if k + 1 == len(messages) else self.render(messages[: k + 1])
@@ -313,7 +315,9 @@ def conversation_rows(
     messages = as_messages(conversation.turns)
 
     def row(n: int, enc: _Encoded) -> SFTRow:
-        return SFTRow(id=f"{conversation.id}#{n}", conversation_id=conversation.id, input_ids=enc.ids, labels=enc.labels)
+        return SFTRow(
+            id=f"{conversation.id}#{n}", conversation_id=conversation.id, input_ids=enc.ids, labels=enc.labels
+        )
 
     first = 0 if train_opening else 1
     whole = encoder.encode(messages, train_from=first)

@@ -69,8 +69,20 @@ def cmd_ui(args: argparse.Namespace) -> None:
 
     uri = tracking_uri()
     print(f"MLflow UI on http://127.0.0.1:{args.port} for {uri}", flush=True)
-    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(args.port),
-               "--workers", str(args.workers)]
+    command = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "ui",
+        "--backend-store-uri",
+        uri,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(args.port),
+        "--workers",
+        str(args.workers),
+    ]
     sys.exit(run_process_group(command))
 
 
@@ -90,7 +102,9 @@ def cmd_compare(args: argparse.Namespace) -> None:
     except re.error as exc:
         raise SystemExit(f"compare --keys {args.keys!r}: not a regular expression ({exc})") from None
     print(table)
-    print(f"\nIn the MLflow UI (distill-ner ui --port {args.port}): {ui_compare_url(runs, f'http://127.0.0.1:{args.port}')}")
+    print(
+        f"\nIn the MLflow UI (distill-ner ui --port {args.port}): {ui_compare_url(runs, f'http://127.0.0.1:{args.port}')}"
+    )
 
 
 def cmd_export(args: argparse.Namespace) -> None:
@@ -124,7 +138,10 @@ def cmd_promote(args: argparse.Namespace) -> None:
     use_tracking_uri()
     check_registered_name(args.model_name, str(args.version))
     replaced = registry.promote(args.model_name, args.version)
-    print(f"{args.model_name}: production -> v{args.version}" + (f" (previous: v{replaced})" if replaced and replaced != str(args.version) else ""))
+    print(
+        f"{args.model_name}: production -> v{args.version}"
+        + (f" (previous: v{replaced})" if replaced and replaced != str(args.version) else "")
+    )
 
 
 def cmd_rollback(args: argparse.Namespace) -> None:
@@ -197,13 +214,23 @@ def build_parser() -> argparse.ArgumentParser:
         prog="distill-ner", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--debug", action="store_true", help=f"show the traceback of configuration and input errors too (or {DEBUG_ENV}=1)"
+        "--debug",
+        action="store_true",
+        help=f"show the traceback of configuration and input errors too (or {DEBUG_ENV}=1)",
     )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_SubcommandParser)
 
-    p = sub.add_parser("fetch-student", help="get the offline default student (SmolLM2-135M-Instruct) or the tiny test model")
-    p.add_argument("--tiny", action="store_true", help="build the tiny random Llama used by tests and configs/smoke.yaml")
-    p.add_argument("--dest", default=None, help=f"folder to write; default {DEFAULT_STUDENT_DIR}, or {TINY_STUDENT_DIR} with --tiny")
+    p = sub.add_parser(
+        "fetch-student", help="get the offline default student (SmolLM2-135M-Instruct) or the tiny test model"
+    )
+    p.add_argument(
+        "--tiny", action="store_true", help="build the tiny random Llama used by tests and configs/smoke.yaml"
+    )
+    p.add_argument(
+        "--dest",
+        default=None,
+        help=f"folder to write; default {DEFAULT_STUDENT_DIR}, or {TINY_STUDENT_DIR} with --tiny",
+    )
     p.set_defaults(func=cmd_fetch_student)
 
     p = sub.add_parser("stack", help="register (once) and activate the ZenML stack with MLflow tracker and registry")
@@ -219,15 +246,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("ui", help="serve the MLflow UI (MLFLOW_TRACKING_URI, else the active stack's) on 127.0.0.1")
     p.add_argument("--port", type=int, default=5055, help="port on 127.0.0.1")
-    p.add_argument("--workers", type=int, default=1, help="server processes (MLflow's own default, 4, only costs memory for one user)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="server processes (MLflow's own default, 4, only costs memory for one user)",
+    )
     p.set_defaults(func=cmd_ui)
 
     p = sub.add_parser("compare", help="MLflow runs side by side: differing params and every metric, plus the UI link")
     p.add_argument("runs", nargs="*", help="run ids or run names (ZenML run names); default: the last --last runs")
     p.add_argument("--experiment", default=None, help="MLflow experiment (the pipeline name, e.g. distill_ner)")
-    p.add_argument("--last", type=int, default=2, help="without run names: this many latest finished runs (1 shows one run)")
+    p.add_argument(
+        "--last", type=int, default=2, help="without run names: this many latest finished runs (1 shows one run)"
+    )
     p.add_argument("--all-params", action="store_true", help="every parameter, not only those that differ")
-    p.add_argument("--keys", default=None, help="regular expression: only the rows whose key it finds, e.g. 'learning_rate|f1'")
+    p.add_argument(
+        "--keys", default=None, help="regular expression: only the rows whose key it finds, e.g. 'learning_rate|f1'"
+    )
     p.add_argument("--port", type=int, default=5055, help="port of `distill-ner ui`, for the link")
     p.set_defaults(func=cmd_compare)
 
@@ -244,23 +280,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="models:/distill-ner@production", help="MLflow model URI")
     p.add_argument("--port", type=int, default=5001, help="port on 127.0.0.1")
     p.add_argument("--workers", type=int, default=1, help="each worker loads its own copy of the model")
-    p.add_argument("--backend", choices=BACKENDS, default=None,
-                   help="inference backend (default: the logged model's); llamacpp converts the model to GGUF f16 on load")
+    p.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default=None,
+        help="inference backend (default: the logged model's); llamacpp converts the model to GGUF f16 on load",
+    )
     p.add_argument("--grounded", action="store_true", help="answers only with spans of the text (grounded decoding)")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("export", help="write a model as a GGUF file for llama.cpp / Ollama (llama.cpp's own converter)")
-    p.add_argument("--model", default="models:/distill-ner@production", help="hub id, folder, adapter folder or MLflow model URI")
+    p.add_argument(
+        "--model", default="models:/distill-ner@production", help="hub id, folder, adapter folder or MLflow model URI"
+    )
     p.add_argument("--format", choices=["gguf"], default="gguf")
-    p.add_argument("--quant", choices=QUANTS, default="f16", help="f32/f16/q8_0 by the converter; q4_k_m by llama.cpp's quantizer (needs llama-cpp-python)")
+    p.add_argument(
+        "--quant",
+        choices=QUANTS,
+        default="f16",
+        help="f32/f16/q8_0 by the converter; q4_k_m by llama.cpp's quantizer (needs llama-cpp-python)",
+    )
     p.add_argument("--out", default=None, help="the .gguf file to write (default: exports/<model>-<quant>.gguf)")
     p.add_argument("--ollama", action="store_true", help="also write an Ollama Modelfile beside it")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("team-stack", help="PostgreSQL, S3, MLflow and ZenML servers on 127.0.0.1 and their ZenML stack")
     p.add_argument("action", choices=["up", "down", "status"])
-    p.add_argument("--state-dir", default=os.environ.get("DISTILL_NER_TEAM_STACK_DIR", ".cache/team-stack"),
-                   help="pids, ports and data of the servers (default .cache/team-stack)")
+    p.add_argument(
+        "--state-dir",
+        default=os.environ.get("DISTILL_NER_TEAM_STACK_DIR", ".cache/team-stack"),
+        help="pids, ports and data of the servers (default .cache/team-stack)",
+    )
     p.set_defaults(func=cmd_team_stack)
 
     for add_commands in RECIPE_COMMANDS:

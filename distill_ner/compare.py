@@ -22,7 +22,9 @@ class RunNotFoundError(LookupError):
     pass
 
 
-def resolve_runs(client: "MlflowClient", refs: Sequence[str], experiment: str | None = None, last: int = 2) -> list["Run"]:
+def resolve_runs(
+    client: "MlflowClient", refs: Sequence[str], experiment: str | None = None, last: int = 2
+) -> list["Run"]:
     """Runs by id or run name (searched in every experiment, or in `experiment`); without refs, the `last`
     finished runs of `experiment` (at least one), oldest first."""
     if experiment is not None:
@@ -34,8 +36,9 @@ def resolve_runs(client: "MlflowClient", refs: Sequence[str], experiment: str | 
     else:
         experiment_ids = [e.experiment_id for e in client.search_experiments()]
     if not refs:
-        runs = client.search_runs(experiment_ids, "attributes.status = 'FINISHED'",
-                                  order_by=["attributes.start_time DESC"], max_results=last)
+        runs = client.search_runs(
+            experiment_ids, "attributes.status = 'FINISHED'", order_by=["attributes.start_time DESC"], max_results=last
+        )
         if not runs:
             where = f"experiment {experiment!r}" if experiment else "any experiment"
             raise RunNotFoundError(f"no finished run in {where}; run the pipeline first (make demo)")

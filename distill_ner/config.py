@@ -69,19 +69,27 @@ class CorpusConfig(StrictModel):
 
 
 class TeacherConfig(StrictModel):
-    backend: Literal["openai", "transformers"] = Field("openai", description="how the teacher is called: an OpenAI-compatible API or a local transformers model")
-    model: str = Field("gpt-3.5-turbo-0301", description="teacher model name (API) or hub id / local folder (transformers)")
+    backend: Literal["openai", "transformers"] = Field(
+        "openai", description="how the teacher is called: an OpenAI-compatible API or a local transformers model"
+    )
+    model: str = Field(
+        "gpt-3.5-turbo-0301", description="teacher model name (API) or hub id / local folder (transformers)"
+    )
     base_url: str | None = Field(None, description="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
     api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the API key")
     api_key_secret: str | None = Field(
         None, description="ZenML secret name (key `api_key`) used when the env variable is unset"
     )
-    prompt: Literal["entities", "entities_with_descriptions"] = Field("entities", description="teacher prompt: entity types only, or types with a short description")
+    prompt: Literal["entities", "entities_with_descriptions"] = Field(
+        "entities", description="teacher prompt: entity types only, or types with a short description"
+    )
     temperature: float = Field(0.0, description="teacher sampling temperature (0: greedy)")
     max_tokens: int = Field(1024, gt=0, description="answer length limit per teacher request")
     concurrency: int = Field(8, gt=0, description="teacher requests in flight at once")
     timeout_s: float = Field(60.0, gt=0, description="seconds before one teacher request is abandoned (and retried)")
-    max_retries: int = Field(6, ge=0, description="retries of a failed teacher request (rate limit, timeout, server error)")
+    max_retries: int = Field(
+        6, ge=0, description="retries of a failed teacher request (rate limit, timeout, server error)"
+    )
     retry_backoff_s: float = Field(1.0, gt=0, description="first retry delay; doubles per attempt, with jitter")
     retry_backoff_max_s: float = Field(60.0, gt=0, description="cap on one backoff delay (Retry-After wins)")
     cache_path: str = Field(".cache/teacher_cache.sqlite", description="persistent response cache")
@@ -92,8 +100,12 @@ class TeacherConfig(StrictModel):
     max_failed_fraction: float = Field(
         0.05, ge=0, le=1, description="share of passages allowed to fail (no usable answer) before the run stops"
     )
-    price_per_1k_prompt_tokens: float = Field(0.0, description="teacher price per 1000 prompt tokens, for the cost estimate")
-    price_per_1k_completion_tokens: float = Field(0.0, description="teacher price per 1000 completion tokens, for the cost estimate")
+    price_per_1k_prompt_tokens: float = Field(
+        0.0, description="teacher price per 1000 prompt tokens, for the cost estimate"
+    )
+    price_per_1k_completion_tokens: float = Field(
+        0.0, description="teacher price per 1000 completion tokens, for the cost estimate"
+    )
 
     @field_validator("recorded_responses")
     @classmethod
@@ -101,9 +113,6 @@ class TeacherConfig(StrictModel):
         for p in v:
             require_path(p, "teacher.recorded_responses", info)
         return v
-
-
-
 
 
 class StudentConfig(StrictModel):
@@ -116,34 +125,47 @@ class StudentConfig(StrictModel):
 
 
 class TrainConfig(StrictModel):
-    method: Literal["lora", "qlora", "full"] = Field("lora", description="LoRA adapter, QLoRA (4-bit base, CUDA only) or full fine-tuning")
+    method: Literal["lora", "qlora", "full"] = Field(
+        "lora", description="LoRA adapter, QLoRA (4-bit base, CUDA only) or full fine-tuning"
+    )
     epochs: float = Field(3.0, gt=0, description="passes over the SFT set (ignored when max_steps > 0)")
     max_steps: int = Field(-1, description="overrides epochs when > 0")
     learning_rate: float = Field(2e-5, gt=0, description="peak learning rate")
     lr_scheduler: str = Field("cosine", description="transformers learning-rate schedule name, e.g. cosine or linear")
-    warmup_ratio: float = Field(0.04, ge=0, le=1, description="fraction of the steps spent warming the learning rate up")
+    warmup_ratio: float = Field(
+        0.04, ge=0, le=1, description="fraction of the steps spent warming the learning rate up"
+    )
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
     per_device_batch_size: int = Field(4, gt=0, description="rows per device per step (before accumulation)")
-    gradient_accumulation_steps: int = Field(1, gt=0, description="steps whose gradients add up before one optimiser update")
+    gradient_accumulation_steps: int = Field(
+        1, gt=0, description="steps whose gradients add up before one optimiser update"
+    )
     lora_r: int = Field(16, gt=0, description="LoRA rank")
     lora_alpha: int = Field(32, gt=0, description="LoRA scaling numerator (scale = alpha / r)")
     lora_dropout: float = Field(0.05, ge=0, lt=1, description="dropout on the LoRA path")
     target_modules: list[str] | None = Field(None, description="default: chosen per architecture")
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="auto: bf16/fp16 on a GPU that has it, fp32 on CPU")
-    gradient_checkpointing: bool = Field(False, description="recompute activations in the backward pass: less memory, more time")
-    group_by_length: bool = Field(True, description="batch rows of similar length together (seeded), so less padding is computed")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="auto: bf16/fp16 on a GPU that has it, fp32 on CPU"
+    )
+    gradient_checkpointing: bool = Field(
+        False, description="recompute activations in the backward pass: less memory, more time"
+    )
+    group_by_length: bool = Field(
+        True, description="batch rows of similar length together (seeded), so less padding is computed"
+    )
     pad_to_multiple_of: int | None = Field(
         None, gt=0, description="round each batch's padded length up to a multiple (e.g. 8 for tensor cores)"
     )
     attn_implementation: str | None = Field(None, description="e.g. sdpa or flash_attention_2")
-    distributed: Literal["none", "ddp", "fsdp"] = Field("none", description="multi-process training: DDP or FSDP (with num_processes > 1)")
+    distributed: Literal["none", "ddp", "fsdp"] = Field(
+        "none", description="multi-process training: DDP or FSDP (with num_processes > 1)"
+    )
     num_processes: int = Field(1, gt=0, description="processes (GPUs, or CPU ranks) of a distributed run")
     checkpoint_every: int = Field(0, ge=0, description="steps between checkpoints (0: none)")
     resume: bool = Field(True, description="resume from the last checkpoint of an identical run")
     merge_adapter: bool = Field(False, description="also save the merged model")
     logging_steps: int = Field(1, gt=0, description="steps between logged training metrics")
     seed: int = Field(0, description="seed of every random choice of this stage")
-
 
 
 class GateConfig(StrictModel):

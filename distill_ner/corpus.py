@@ -66,6 +66,7 @@ def passage_id(text: str) -> str:
 
 # ----------------------------------------------------------------------------------------- reading
 
+
 def _origin(where: str, doc_id: Any) -> str:
     return f"{where.rsplit(':', 1)[0]}:{doc_id}" if doc_id is not None else where
 
@@ -126,8 +127,11 @@ def _local_files(root: Path) -> list[Path]:
         if root.suffix not in SUFFIXES:
             raise InputError(f"corpus.sources[].path: {root}: unsupported file type; expected one of {SUFFIXES}")
         return [root]
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix in SUFFIXES
-                   and not any(part.startswith(".") for part in p.relative_to(root).parts))
+    files = sorted(
+        p
+        for p in root.rglob("*")
+        if p.is_file() and p.suffix in SUFFIXES and not any(part.startswith(".") for part in p.relative_to(root).parts)
+    )
     if not files:
         raise InputError(f"corpus.sources[].path: {root}: no {'/'.join(SUFFIXES)} files in this folder")
     return files
@@ -180,6 +184,7 @@ def _read_file(path: Path, source: CorpusSource) -> Iterator[Document]:
 
 # ---------------------------------------------------------------------------------------- splitting
 
+
 class SentenceSplitter:
     """Sentence spans of a whitespace-normalised paragraph. pysbd when available, else a regex."""
 
@@ -195,7 +200,7 @@ class SentenceSplitter:
     def _regex(self, text: str) -> list[str]:
         pieces, start = [], 0
         for m in _SENTENCE_END.finditer(text):
-            pieces.append(text[start:m.end()])
+            pieces.append(text[start : m.end()])
             start = m.end()
         pieces.append(text[start:])
         return pieces
@@ -207,7 +212,7 @@ class SentenceSplitter:
         out: list[str] = []
         start = 0
         while start < len(text):
-            window = text[start:start + _SBD_WINDOW]
+            window = text[start : start + _SBD_WINDOW]
             try:
                 segs = [s for s in self._sbd.segment(window) if s]
             except Exception:  # pysbd raises assorted errors on odd input; the regex never does
@@ -238,21 +243,21 @@ def _pack(text: str, spans: list[tuple[int, int]], fits: Callable[[str], bool]) 
     i = 0
     while i < len(spans):
         start = spans[i][0]
-        if not fits(text[start:spans[i][1]]):
+        if not fits(text[start : spans[i][1]]):
             out.extend(_split_long(text, spans[i], fits))
             i += 1
             continue
         good, step, bad = i + 1, 1, None  # `good`: an end index known to fit
         while good < len(spans):
             probe = min(good + step, len(spans))
-            if fits(text[start:spans[probe - 1][1]]):
+            if fits(text[start : spans[probe - 1][1]]):
                 good, step = probe, step * 2
             else:
                 bad = probe
                 break
         while bad is not None and bad - good > 1:
             mid = (good + bad) // 2
-            if fits(text[start:spans[mid - 1][1]]):
+            if fits(text[start : spans[mid - 1][1]]):
                 good = mid
             else:
                 bad = mid
@@ -281,8 +286,9 @@ def _split_long(text: str, span: tuple[int, int], fits: Callable[[str], bool]) -
     return out
 
 
-def split_document(text: str, max_tokens: int, count_tokens: Callable[[str], int],
-                   splitter: SentenceSplitter | None = None) -> list[str]:
+def split_document(
+    text: str, max_tokens: int, count_tokens: Callable[[str], int], splitter: SentenceSplitter | None = None
+) -> list[str]:
     """Passages of at most `max_tokens` tokens of one raw document (see the module doc)."""
     normalised = normalize_whitespace(text)
     if not normalised:
@@ -308,14 +314,23 @@ def split_document(text: str, max_tokens: int, count_tokens: Callable[[str], int
 
 # ----------------------------------------------------------------------------------------- sampling
 
+
 def sample_passages(config: CorpusConfig, count_tokens: Callable[[str], int]) -> PassageSet:
     """Read every source, cut documents into passages, dedupe, drop near-empty ones, sample `num_passages`."""
     rng = random.Random(config.seed)
     splitter = SentenceSplitter()
     seen: set[bytes] = set()
     reservoir: list[tuple[int, Passage]] = []
-    stats = {"documents": 0, "empty_documents": 0, "documents_split": 0, "passages_before_dedupe": 0,
-             "duplicates": 0, "near_empty": 0, "eligible": 0, "sampled": 0}
+    stats = {
+        "documents": 0,
+        "empty_documents": 0,
+        "documents_split": 0,
+        "passages_before_dedupe": 0,
+        "duplicates": 0,
+        "near_empty": 0,
+        "eligible": 0,
+        "sampled": 0,
+    }
     for source in config.sources:
         for doc in read_documents(source):
             stats["documents"] += 1
@@ -347,6 +362,7 @@ def sample_passages(config: CorpusConfig, count_tokens: Callable[[str], int]) ->
     reservoir.sort(key=lambda item: item[0])  # corpus order: easier to read, and still deterministic
     stats["sampled"] = len(reservoir)
     if stats["eligible"] < config.num_passages:
-        log.warning("corpus: only %d passages available, fewer than num_passages=%d",
-                    stats["eligible"], config.num_passages)
+        log.warning(
+            "corpus: only %d passages available, fewer than num_passages=%d", stats["eligible"], config.num_passages
+        )
     return PassageSet(passages=[p for _, p in reservoir], stats=stats)

@@ -24,7 +24,7 @@ def iter_jsonl(path: str | Path, *, objects: bool = True) -> Iterator[tuple[str,
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
                 raise InputError(
-                    f"{where}: not UTF-8 (byte {raw[exc.start:exc.start + 1]!r} at column {exc.start + 1}); "
+                    f"{where}: not UTF-8 (byte {raw[exc.start : exc.start + 1]!r} at column {exc.start + 1}); "
                     "re-encode the file as UTF-8"
                 ) from None
             if not line.strip():

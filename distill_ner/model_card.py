@@ -47,7 +47,9 @@ def model_card_markdown(model_dir: str | Path) -> str:
     f = card_facts(model_dir)
     if not training_record(model_dir):
         return f"# Model\n\nNo training record (training_config.json) in this folder; {f['size_mb']} MiB of files.\n"
-    loss = (f"{f['first_loss']:.4f} -> {f['final_loss']:.4f}" if "first_loss" in f and "final_loss" in f else "not recorded")
+    loss = (
+        f"{f['first_loss']:.4f} -> {f['final_loss']:.4f}" if "first_loss" in f and "final_loss" in f else "not recorded"
+    )
     rows = [
         ("Base model", f"`{f['base_model']}`"),
         ("Method", f"{f['method']} ({f['precision']})" + (", adapter merged" if f["merged"] else "")),

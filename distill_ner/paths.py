@@ -16,4 +16,6 @@ def looks_local(ref: str | Path, suffixes: tuple[str, ...] = ()) -> bool:
     `suffixes`) or exists; otherwise a name (hub id, registry name)."""
     if isinstance(ref, Path):
         return True
-    return ref.startswith(LOCAL_PREFIXES) or (bool(suffixes) and ref.endswith(suffixes)) or Path(ref).expanduser().exists()
+    return (
+        ref.startswith(LOCAL_PREFIXES) or (bool(suffixes) and ref.endswith(suffixes)) or Path(ref).expanduser().exists()
+    )

@@ -178,7 +178,9 @@ def stage_model(model_dir: str | Path, dest: Path, base_dtype: str | None = None
         if (model_dir / "adapter_config.json").exists():
             from distill_ner.models import adapter_base
 
-            logger.warning("adapter base %s is not a local folder: the logged model refers to it", adapter_base(str(model_dir)))
+            logger.warning(
+                "adapter base %s is not a local folder: the logged model refers to it", adapter_base(str(model_dir))
+            )
         return dest
     if base_dtype is None:
         _stage_tree(base, dest / BASE_SUBDIR)

@@ -65,7 +65,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _wait_for(what: str, ready: Any, proc: subprocess.Popen | None, log: Path | None, timeout: float = START_TIMEOUT_S) -> None:
+def _wait_for(
+    what: str, ready: Any, proc: subprocess.Popen | None, log: Path | None, timeout: float = START_TIMEOUT_S
+) -> None:
     deadline = time.monotonic() + timeout
     while not ready():
         if proc is not None and proc.poll() is not None:
@@ -98,7 +100,12 @@ def postgres_bin() -> Path | None:
 def missing_requirements() -> list[str]:
     """What `up` needs and this machine lacks (empty when the team stack can start)."""
     missing = [] if postgres_bin() else ["PostgreSQL server binaries (apt-get install postgresql)"]
-    for module, package in (("moto", "moto[server]"), ("s3fs", "s3fs"), ("boto3", "boto3"), ("psycopg2", "psycopg2-binary")):
+    for module, package in (
+        ("moto", "moto[server]"),
+        ("s3fs", "s3fs"),
+        ("boto3", "boto3"),
+        ("psycopg2", "psycopg2-binary"),
+    ):
         try:
             __import__(module)
         except ImportError:
@@ -116,13 +123,26 @@ def _as_postgres_user(cmd: list[str]) -> list[str]:
 def _spawn(cmd: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen:
     """A server in its own session (so `down` can stop its whole process group), output to `log`."""
     with open(log, "ab") as out:
-        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+        return subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True
+        )
 
 
 def _base_env() -> dict[str, str]:
     env = dict(os.environ)
-    env.update(ZENML_ANALYTICS_OPT_IN="false", MLFLOW_DISABLE_TELEMETRY="true", DO_NOT_TRACK="1", ZENML_AUTO_OPEN_DASHBOARD="false")
-    for key in ("ZENML_STORE_URL", "ZENML_STORE_API_KEY", "ZENML_ACTIVE_STACK_ID", "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+    env.update(
+        ZENML_ANALYTICS_OPT_IN="false",
+        MLFLOW_DISABLE_TELEMETRY="true",
+        DO_NOT_TRACK="1",
+        ZENML_AUTO_OPEN_DASHBOARD="false",
+    )
+    for key in (
+        "ZENML_STORE_URL",
+        "ZENML_STORE_API_KEY",
+        "ZENML_ACTIVE_STACK_ID",
+        "MLFLOW_TRACKING_URI",
+        "MLFLOW_REGISTRY_URI",
+    ):
         env.pop(key, None)
     return env
 
@@ -188,9 +208,26 @@ def _start_postgres(state_dir: Path, state: dict[str, Any], password: str, env: 
     pwfile.chmod(0o600)
     try:
         subprocess.run(
-            _as_postgres_user([str(bindir / "initdb"), "-D", str(data), "-U", DB_USER, f"--pwfile={pwfile}",
-                               "--auth-host=scram-sha-256", "--auth-local=scram-sha-256", "-E", "UTF8", "--locale=C.UTF-8"]),
-            check=True, capture_output=True, text=True, env=env, cwd=data_root,
+            _as_postgres_user(
+                [
+                    str(bindir / "initdb"),
+                    "-D",
+                    str(data),
+                    "-U",
+                    DB_USER,
+                    f"--pwfile={pwfile}",
+                    "--auth-host=scram-sha-256",
+                    "--auth-local=scram-sha-256",
+                    "-E",
+                    "UTF8",
+                    "--locale=C.UTF-8",
+                ]
+            ),
+            check=True,
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=data_root,
         )
     except subprocess.CalledProcessError as exc:
         raise RuntimeError(f"initdb failed: {exc.stderr[-2000:]}") from exc
@@ -198,8 +235,25 @@ def _start_postgres(state_dir: Path, state: dict[str, Any], password: str, env: 
         pwfile.unlink(missing_ok=True)
     options = f"-c listen_addresses=127.0.0.1 -p {port} -c unix_socket_directories='' -c max_connections=200"
     done = subprocess.run(
-        _as_postgres_user([str(bindir / "pg_ctl"), "-D", str(data), "-l", str(data / "server.log"), "-o", options, "-w", "-t", "120", "start"]),
-        capture_output=True, text=True, env=env, cwd=data_root,
+        _as_postgres_user(
+            [
+                str(bindir / "pg_ctl"),
+                "-D",
+                str(data),
+                "-l",
+                str(data / "server.log"),
+                "-o",
+                options,
+                "-w",
+                "-t",
+                "120",
+                "start",
+            ]
+        ),
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=data_root,
     )
     if done.returncode != 0:
         log = (data / "server.log").read_text(errors="replace")[-2000:] if (data / "server.log").exists() else ""
@@ -233,7 +287,9 @@ def _start_object_store(state_dir: Path, state: dict[str, Any], key: str, secret
 def s3_client(url: str, key: str, secret: str) -> Any:
     import boto3
 
-    return boto3.client("s3", endpoint_url=url, aws_access_key_id=key, aws_secret_access_key=secret, region_name="us-east-1")
+    return boto3.client(
+        "s3", endpoint_url=url, aws_access_key_id=key, aws_secret_access_key=secret, region_name="us-east-1"
+    )
 
 
 def _start_mlflow(state_dir: Path, state: dict[str, Any], creds: dict[str, str], env: dict[str, str]) -> None:
@@ -264,13 +320,23 @@ def _start_mlflow(state_dir: Path, state: dict[str, Any], creds: dict[str, str],
         "AWS_DEFAULT_REGION": "us-east-1",
     }
     cmd = [
-        _bin("mlflow"), "server",
-        "--backend-store-uri", f"postgresql://{DB_USER}@127.0.0.1:{pg['port']}/{DB_NAME}",
-        "--serve-artifacts", "--artifacts-destination", f"s3://{BUCKET}/mlflow",
-        "--host", "127.0.0.1", "--port", str(port), "--app-name", "basic-auth",
+        _bin("mlflow"),
+        "server",
+        "--backend-store-uri",
+        f"postgresql://{DB_USER}@127.0.0.1:{pg['port']}/{DB_NAME}",
+        "--serve-artifacts",
+        "--artifacts-destination",
+        f"s3://{BUCKET}/mlflow",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--app-name",
+        "basic-auth",
         # one worker: uvicorn's supervisor kills workers slower to start than its 5 s health check,
         # which a busy machine is
-        "--workers", "1",
+        "--workers",
+        "1",
     ]
     proc = _spawn(cmd, log, server_env)
     url = f"http://127.0.0.1:{port}"
@@ -284,16 +350,29 @@ def _start_zenml_server(state_dir: Path, state: dict[str, Any], env: dict[str, s
     config = state_dir / "zenml-server"
     config.mkdir(parents=True, exist_ok=True)
     admin_env = {**env, "ZENML_CONFIG_PATH": str(config)}
-    state["zenml"] = {"port": port, "url": f"http://127.0.0.1:{port}", "config": str(config), "log": str(state_dir / "zenml.log")}
+    state["zenml"] = {
+        "port": port,
+        "url": f"http://127.0.0.1:{port}",
+        "config": str(config),
+        "log": str(state_dir / "zenml.log"),
+    }
     _save_state(state_dir, state)
     # `zenml login --local`, with a start timeout of ours (its own 30 s default is too short for a busy
     # machine); the server is ZenML's local daemon, its store the admin client's SQLite
     with open(state_dir / "zenml.log", "ab") as out:
-        done = subprocess.run([sys.executable, "-m", "distill_ner.team_stack"],
-                              input=json.dumps({"action": "zenml_server", "port": port, "timeout": int(START_TIMEOUT_S)}).encode(),
-                              env=admin_env, stdout=out, stderr=subprocess.STDOUT, timeout=START_TIMEOUT_S + 120, cwd=NEUTRAL_CWD)
+        done = subprocess.run(
+            [sys.executable, "-m", "distill_ner.team_stack"],
+            input=json.dumps({"action": "zenml_server", "port": port, "timeout": int(START_TIMEOUT_S)}).encode(),
+            env=admin_env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            timeout=START_TIMEOUT_S + 120,
+            cwd=NEUTRAL_CWD,
+        )
     if done.returncode != 0:
-        raise RuntimeError(f"starting the ZenML server failed: {(state_dir / 'zenml.log').read_text(errors='replace')[-3000:]}")
+        raise RuntimeError(
+            f"starting the ZenML server failed: {(state_dir / 'zenml.log').read_text(errors='replace')[-3000:]}"
+        )
     pid_file = config / "zen_server" / "daemon" / "service.pid"
     if pid_file.exists():
         state["zenml"]["pid"] = int(pid_file.read_text().strip())
@@ -310,7 +389,9 @@ def start_zenml_server_here(port: int, timeout: int) -> None:
     from zenml.zen_server.deploy.deployment import LocalServerDeploymentConfig
 
     deployer = LocalServerDeployer()
-    config = LocalServerDeploymentConfig(provider=ServerProviderType.DAEMON, ip_address=ipaddress.ip_address("127.0.0.1"), port=port)
+    config = LocalServerDeploymentConfig(
+        provider=ServerProviderType.DAEMON, ip_address=ipaddress.ip_address("127.0.0.1"), port=port
+    )
     deployer.deploy_server(config, timeout=timeout)
     deployer.connect_to_server()
 
@@ -321,32 +402,72 @@ def register_stack_on_server(args: dict[str, str]) -> str:
     from zenml.enums import StackComponentType as T
 
     client = Client()
-    client.create_secret(args["s3_secret"], values={"aws_access_key_id": args["key"], "aws_secret_access_key": args["secret"]})
+    client.create_secret(
+        args["s3_secret"], values={"aws_access_key_id": args["key"], "aws_secret_access_key": args["secret"]}
+    )
     client.create_secret(args["db_secret"], values={"username": args["db_user"], "password": args["password"]})
-    client.create_stack_component(args["artifact_store"], flavor="s3", component_type=T.ARTIFACT_STORE, configuration={
-        "path": f"s3://{args['bucket']}/zenml", "authentication_secret": args["s3_secret"],
-        "client_kwargs": {"endpoint_url": args["s3_url"], "region_name": "us-east-1"}})
-    client.create_secret(args["mlflow_secret"], values={"username": args["mlflow_user"], "password": args["mlflow_password"]})
-    client.create_stack_component(args["tracker"], flavor="mlflow", component_type=T.EXPERIMENT_TRACKER, configuration={
-        "tracking_uri": args["mlflow_url"], "tracking_username": "{{%s.username}}" % args["mlflow_secret"],
-        "tracking_password": "{{%s.password}}" % args["mlflow_secret"]})
+    client.create_stack_component(
+        args["artifact_store"],
+        flavor="s3",
+        component_type=T.ARTIFACT_STORE,
+        configuration={
+            "path": f"s3://{args['bucket']}/zenml",
+            "authentication_secret": args["s3_secret"],
+            "client_kwargs": {"endpoint_url": args["s3_url"], "region_name": "us-east-1"},
+        },
+    )
+    client.create_secret(
+        args["mlflow_secret"], values={"username": args["mlflow_user"], "password": args["mlflow_password"]}
+    )
+    client.create_stack_component(
+        args["tracker"],
+        flavor="mlflow",
+        component_type=T.EXPERIMENT_TRACKER,
+        configuration={
+            "tracking_uri": args["mlflow_url"],
+            "tracking_username": "{{%s.username}}" % args["mlflow_secret"],
+            "tracking_password": "{{%s.password}}" % args["mlflow_secret"],
+        },
+    )
     client.create_stack_component(args["registry"], flavor="mlflow", component_type=T.MODEL_REGISTRY, configuration={})
-    stack = client.create_stack(name=args["stack"], components={
-        T.ORCHESTRATOR: "default", T.ARTIFACT_STORE: args["artifact_store"],
-        T.EXPERIMENT_TRACKER: args["tracker"], T.MODEL_REGISTRY: args["registry"]})
+    stack = client.create_stack(
+        name=args["stack"],
+        components={
+            T.ORCHESTRATOR: "default",
+            T.ARTIFACT_STORE: args["artifact_store"],
+            T.EXPERIMENT_TRACKER: args["tracker"],
+            T.MODEL_REGISTRY: args["registry"],
+        },
+    )
     return str(stack.id)
-
 
 
 def _register_stack(state_dir: Path, state: dict[str, Any], admin_env: dict[str, str], creds: dict[str, str]) -> None:
     args = {
-        **creds, "s3_secret": S3_SECRET, "db_secret": DB_SECRET, "mlflow_secret": MLFLOW_SECRET, "mlflow_user": MLFLOW_USER, "db_user": DB_USER, "bucket": BUCKET,
-        "artifact_store": ARTIFACT_STORE, "tracker": TRACKER, "registry": REGISTRY, "stack": STACK_NAME,
-        "s3_url": state["s3"]["url"], "mlflow_url": state["mlflow"]["url"],
+        **creds,
+        "s3_secret": S3_SECRET,
+        "db_secret": DB_SECRET,
+        "mlflow_secret": MLFLOW_SECRET,
+        "mlflow_user": MLFLOW_USER,
+        "db_user": DB_USER,
+        "bucket": BUCKET,
+        "artifact_store": ARTIFACT_STORE,
+        "tracker": TRACKER,
+        "registry": REGISTRY,
+        "stack": STACK_NAME,
+        "s3_url": state["s3"]["url"],
+        "mlflow_url": state["mlflow"]["url"],
     }
     # credentials travel on stdin: never on a command line, in a file or a log
-    done = subprocess.run([sys.executable, "-m", "distill_ner.team_stack"], input=json.dumps(args), env=admin_env,
-                          capture_output=True, text=True, timeout=300, cwd=NEUTRAL_CWD)
+    done = subprocess.run(
+        [sys.executable, "-m", "distill_ner.team_stack"],
+        input=json.dumps(args),
+        env=admin_env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=NEUTRAL_CWD,
+    )
     if done.returncode != 0:
         raise RuntimeError(f"registering the ZenML stack failed: {done.stderr[-3000:]}")
     state["stack_id"] = json.loads(done.stdout.strip().splitlines()[-1])["stack_id"]
@@ -363,14 +484,21 @@ def up(state_dir: Path = DEFAULT_STATE_DIR) -> dict[str, Any]:
     state_dir = Path(state_dir).expanduser().resolve()
     existing = load_state(state_dir)
     if existing.get("status") in ("starting", "up"):
-        raise RuntimeError(f"{state_dir} already holds a team stack ({existing['status']}); run `distill-ner team-stack down` first")
+        raise RuntimeError(
+            f"{state_dir} already holds a team stack ({existing['status']}); run `distill-ner team-stack down` first"
+        )
     missing = missing_requirements()
     if missing:
         raise RuntimeError("the team stack needs: " + "; ".join(missing))
     state_dir.mkdir(parents=True, exist_ok=True)
     state: dict[str, Any] = {"status": "starting", "dir": str(state_dir)}
     _save_state(state_dir, state)
-    creds = {"password": secrets.token_urlsafe(18), "mlflow_password": secrets.token_urlsafe(18), "key": "AKIA" + secrets.token_hex(8).upper(), "secret": secrets.token_urlsafe(30)}
+    creds = {
+        "password": secrets.token_urlsafe(18),
+        "mlflow_password": secrets.token_urlsafe(18),
+        "key": "AKIA" + secrets.token_hex(8).upper(),
+        "secret": secrets.token_urlsafe(30),
+    }
     env = _base_env()
     timings = state.setdefault("start_s", {})
     try:
@@ -433,13 +561,22 @@ def down(state_dir: Path = DEFAULT_STATE_DIR) -> list[str]:
     env = _base_env()
     zenml = state.get("zenml")
     if zenml:
-        done = subprocess.run([_bin("zenml"), "logout", "--local"], env={**env, "ZENML_CONFIG_PATH": zenml["config"]},
-                              capture_output=True, text=True, timeout=120, cwd=NEUTRAL_CWD)
+        done = subprocess.run(
+            [_bin("zenml"), "logout", "--local"],
+            env={**env, "ZENML_CONFIG_PATH": zenml["config"]},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=NEUTRAL_CWD,
+        )
         pid_file = Path(zenml["config"]) / "zen_server" / "daemon" / "service.pid"
         pid = zenml.get("pid") or (int(pid_file.read_text().strip()) if pid_file.exists() else None)
         if pid and _pid_alive(pid):  # a daemon that logout could not stop (e.g. one that never became healthy)
             _stop_pid(pid)
-        stopped.append(f"zenml server :{zenml['port']}" + ("" if done.returncode == 0 else " (logout failed: " + done.stderr[-300:] + ")"))
+        stopped.append(
+            f"zenml server :{zenml['port']}"
+            + ("" if done.returncode == 0 else " (logout failed: " + done.stderr[-300:] + ")")
+        )
     for name in ("mlflow", "s3"):
         if state.get(name, {}).get("pid"):
             _stop_group(state[name]["pid"])
@@ -448,8 +585,14 @@ def down(state_dir: Path = DEFAULT_STATE_DIR) -> list[str]:
     if pg:
         data = Path(pg["data"])
         if (data / "postmaster.pid").exists():
-            subprocess.run(_as_postgres_user([str(Path(pg["bin"]) / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"]),
-                           capture_output=True, text=True, env=env, timeout=120, cwd=pg["root"])
+            subprocess.run(
+                _as_postgres_user([str(Path(pg["bin"]) / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"]),
+                capture_output=True,
+                text=True,
+                env=env,
+                timeout=120,
+                cwd=pg["root"],
+            )
             stopped.append(f"postgres :{pg['port']}")
         if pg.get("pid") and _pid_alive(pg["pid"]):
             os.kill(pg["pid"], signal.SIGKILL)

@@ -105,7 +105,13 @@ def log_text_view(text: str, artifact_file: str) -> bool:
 
 
 def run_description(
-    *, recipe: str, teacher: str, student: str, counts: Mapping[str, Any], f1: Mapping[str, float], outcome: Sequence[str],
+    *,
+    recipe: str,
+    teacher: str,
+    student: str,
+    counts: Mapping[str, Any],
+    f1: Mapping[str, float],
+    outcome: Sequence[str],
     metric: str = "F1",
 ) -> str:
     """The run's description (MLflow shows it at the top of the run page), in Markdown. `f1`: the recipe's
@@ -134,8 +140,16 @@ def describe_run(description: str, tags: Mapping[str, Any] | None = None) -> boo
 
 
 # settings that only matter when requests are sent; an offline teacher replays recorded answers instead
-_SENDING_ONLY = ("base_url", "api_key_env", "api_key_secret", "concurrency", "timeout_s", "max_retries",
-                 "retry_backoff_s", "retry_backoff_max_s")
+_SENDING_ONLY = (
+    "base_url",
+    "api_key_env",
+    "api_key_secret",
+    "concurrency",
+    "timeout_s",
+    "max_retries",
+    "retry_backoff_s",
+    "retry_backoff_max_s",
+)
 
 
 def teacher_params(config: Any) -> dict[str, Any]:

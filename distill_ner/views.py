@@ -75,7 +75,6 @@ def passages_html(data: PassageSet, limit: int = 50) -> str:
     return page("Passages", body)
 
 
-
 def sft_html(data: SFTDataset) -> str:
     body = f"<p>Tokenizer: {escape(data.tokenizer)}</p>" + counts_table(data.stats, ("", "value"))
     body += "<p>Rendered rows; <span class=t>highlighted</span> tokens carry the loss.</p>"
@@ -86,7 +85,6 @@ def sft_html(data: SFTDataset) -> str:
         )
         body += f"<h4>row {i}</h4><pre>{pieces}</pre>"
     return page("SFT dataset", body)
-
 
 
 def decision_markdown(d: PromotionDecision) -> str:
@@ -109,17 +107,33 @@ def report_html(report: EvalReport) -> str:
     detail_names = sorted({name for numbers in report.details.values() for name in numbers})
     headers = ["dataset", report.unit, report.metric, *detail_names]
     rows = [
-        [name, str(report.coverage.get(name, "")), f"{100 * value:.2f}",
-         *(f"{100 * report.details.get(name, {})[d]:.2f}" if d in report.details.get(name, {}) else "" for d in detail_names)]
+        [
+            name,
+            str(report.coverage.get(name, "")),
+            f"{100 * value:.2f}",
+            *(
+                f"{100 * report.details.get(name, {})[d]:.2f}" if d in report.details.get(name, {}) else ""
+                for d in detail_names
+            ),
+        ]
         for name, value in report.primary.items()
     ]
-    rows.append(["average", str(sum(report.coverage.values())), f"{100 * report.average:.2f}", *[""] * len(detail_names)])
+    rows.append(
+        ["average", str(sum(report.coverage.values())), f"{100 * report.average:.2f}", *[""] * len(detail_names)]
+    )
     body = f"<p>Model: {escape(report.model)}</p>" + html_table(headers, rows)
     misses = [p for p in report.predictions if p.gold != p.predicted][:20]
     if misses:
         body += "<h3>Predictions that differ from gold (first 20)</h3>" + html_table(
             ("dataset", "id", "missed", "invented"),
-            [(p.dataset, p.id, "; ".join(sorted(set(p.gold) - set(p.predicted))), "; ".join(sorted(set(p.predicted) - set(p.gold))))
-             for p in misses],
+            [
+                (
+                    p.dataset,
+                    p.id,
+                    "; ".join(sorted(set(p.gold) - set(p.predicted))),
+                    "; ".join(sorted(set(p.predicted) - set(p.gold))),
+                )
+                for p in misses
+            ],
         )
     return page("Evaluation", body)

@@ -35,6 +35,8 @@ def distill_extraction(config: DistillExtractionConfig) -> None:
     # flavour set explicitly: ZenML stores step parameters without their unset fields
     serving = ExtractionServing(
         flavour="extraction",
-        prompt_format=config.prompt.format, indent=config.prompt.indent, max_new_tokens=config.eval.max_new_tokens
+        prompt_format=config.prompt.format,
+        indent=config.prompt.indent,
+        max_new_tokens=config.eval.max_new_tokens,
     )
     register_and_promote(model, report, config.gate, config.teacher.model, serving)

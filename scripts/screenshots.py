@@ -27,8 +27,15 @@ sys.path.insert(0, str(ROOT))
 
 from distill_ner.tracking import F1_CHART  # noqa: E402
 
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--no-first-run", "--hide-scrollbars"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--hide-scrollbars",
+]
 
 
 def free_port() -> int:
@@ -42,8 +49,12 @@ def pick_run(client, experiment: str, run_id: str | None):  # noqa: ANN001, ANN2
         return client.get_run(run_id)
     found = client.get_experiment_by_name(experiment)
     if found is None:
-        raise SystemExit(f"no MLflow experiment {experiment!r}; there are: {', '.join(e.name for e in client.search_experiments())}")
-    for run in client.search_runs([found.experiment_id], "attributes.status = 'FINISHED'", order_by=["attributes.start_time DESC"]):
+        raise SystemExit(
+            f"no MLflow experiment {experiment!r}; there are: {', '.join(e.name for e in client.search_experiments())}"
+        )
+    for run in client.search_runs(
+        [found.experiment_id], "attributes.status = 'FINISHED'", order_by=["attributes.start_time DESC"]
+    ):
         if any(a.path == F1_CHART for a in client.list_artifacts(run.info.run_id, os.path.dirname(F1_CHART))):
             return run
     raise SystemExit(f"no finished run of {experiment!r} holds {F1_CHART}; run the pipeline first")
@@ -64,22 +75,40 @@ def wait_for(url: str, process: subprocess.Popen, timeout_s: float) -> None:
 
 def screenshot(chromium: str, url: str, out: Path, size: str, wait_ms: int) -> None:
     with tempfile.TemporaryDirectory(prefix="chromium_") as profile:
-        subprocess.run([chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--window-size={size}",
-                        f"--timeout={wait_ms}", f"--screenshot={out}", url],
-                       check=True, capture_output=True, timeout=300)
+        subprocess.run(
+            [
+                chromium,
+                *CHROMIUM_FLAGS,
+                f"--user-data-dir={profile}",
+                f"--window-size={size}",
+                f"--timeout={wait_ms}",
+                f"--screenshot={out}",
+                url,
+            ],
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )
     if not out.exists() or out.stat().st_size == 0:
         raise SystemExit(f"chromium wrote no screenshot of {url}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tracking-uri", default=None, help="MLflow store; default: MLFLOW_TRACKING_URI, else the active stack's")
+    parser.add_argument(
+        "--tracking-uri", default=None, help="MLflow store; default: MLFLOW_TRACKING_URI, else the active stack's"
+    )
     parser.add_argument("--experiment", default="distill_ner")
     parser.add_argument("--run", default=None, help="run id (default: the latest finished run with the F1 chart)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "images")
     parser.add_argument("--chromium", default=shutil.which("chromium") or "/usr/bin/chromium")
-    parser.add_argument("--wait-ms", type=int, default=60000, help="time the page gets to load before the screenshot "
-                        "(the MLflow UI keeps polling, so there is no 'loaded' moment to wait for)")
+    parser.add_argument(
+        "--wait-ms",
+        type=int,
+        default=60000,
+        help="time the page gets to load before the screenshot "
+        "(the MLflow UI keeps polling, so there is no 'loaded' moment to wait for)",
+    )
     args = parser.parse_args()
 
     from mlflow import MlflowClient
@@ -93,11 +122,17 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     port = free_port()
     base = f"http://127.0.0.1:{port}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
-    ui = subprocess.Popen([sys.executable, "-m", "distill_ner.cli", "ui", "--port", str(port)], cwd=ROOT,
-                          env={**os.environ, "MLFLOW_TRACKING_URI": uri, "PYTHONPATH": str(ROOT)})
+    ui = subprocess.Popen(
+        [sys.executable, "-m", "distill_ner.cli", "ui", "--port", str(port)],
+        cwd=ROOT,
+        env={**os.environ, "MLFLOW_TRACKING_URI": uri, "PYTHONPATH": str(ROOT)},
+    )
     try:
         wait_for(f"http://127.0.0.1:{port}/health", ui, timeout_s=600)
-        shots = {"mlflow_run.png": (base, "1400,1300"), "mlflow_f1_chart.png": (f"{base}/artifacts/{F1_CHART}", "1400,900")}
+        shots = {
+            "mlflow_run.png": (base, "1400,1300"),
+            "mlflow_f1_chart.png": (f"{base}/artifacts/{F1_CHART}", "1400,900"),
+        }
         for name, (url, size) in shots.items():
             screenshot(args.chromium, url, args.out / name, size, args.wait_ms)
             print(f"{args.out / name}  <- {url}")

@@ -24,7 +24,9 @@ log = logging.getLogger(__name__)
     experiment_tracker=experiment_tracker_name(),
     cache_policy=CachePolicy(source_dependencies=[ner_annotate, parse, prompt, teacher_client]),
 )
-def annotate(passages: PassageSet, config: TeacherConfig, recorded_fingerprint: str) -> Annotated[AnnotationSet, "annotations"]:
+def annotate(
+    passages: PassageSet, config: TeacherConfig, recorded_fingerprint: str
+) -> Annotated[AnnotationSet, "annotations"]:
     """Ask the teacher for every entity of every passage (through the persistent response cache),
     then parse and filter the answers. The API key comes from the environment or a ZenML secret only.
 
@@ -35,9 +37,13 @@ def annotate(passages: PassageSet, config: TeacherConfig, recorded_fingerprint: 
     annotations = ner_annotate.annotate_passages(passages.passages, config)
     if annotations.failures:
         Client().update_step_run(get_step_context().step_run.id, cache_expires_at=utc_now())
-        log.warning("teacher %s: %d of %d passages failed (%s); the next run retries them",
-                    annotations.teacher, len(annotations.failures), len(passages.passages),
-                    run_checks.failure_summary(annotations, examples=1))
+        log.warning(
+            "teacher %s: %d of %d passages failed (%s); the next run retries them",
+            annotations.teacher,
+            len(annotations.failures),
+            len(passages.passages),
+            run_checks.failure_summary(annotations, examples=1),
+        )
     if mlflow.active_run():
         tracking.log_dataset([p.model_dump() for p in passages.passages], "corpus_sample", "corpus")
         mlflow.log_params(tracking.teacher_params(config))

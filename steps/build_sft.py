@@ -28,7 +28,9 @@ def build_sft(
     dataset = conversations.build_sft_dataset(annotations, config, load_tokenizer(student.model), mixed)
     if mlflow.active_run():
         mlflow.log_metrics({f"sft.{k}": float(v) for k, v in dataset.stats.items()})
-        mlflow.log_params({"sft.negatives_position": config.negatives_position, "sft.train_read_reply": config.train_read_reply})
+        mlflow.log_params(
+            {"sft.negatives_position": config.negatives_position, "sft.train_read_reply": config.train_read_reply}
+        )
         tracking.log_dataset([c.model_dump() for c in dataset.conversations], "sft_set", "training")
         tracking.log_text_view(views.sft_html(dataset), "views/sft_dataset.html")
     return dataset

@@ -28,9 +28,15 @@ def _evaluate_and_log(model_ref: str, config: EvalConfig, shown_ref: str | None 
     """`shown_ref`: the model as the user named it, logged instead of `model_ref` (e.g. a temporary folder)."""
     with tracking.system_metrics():
         report = evaluation.evaluate_model(model_ref, config)
-    evaluation.log_to_mlflow(report, config, shown_ref or model_ref)  # params, metrics, predictions.json (if a run is active)
+    evaluation.log_to_mlflow(
+        report, config, shown_ref or model_ref
+    )  # params, metrics, predictions.json (if a run is active)
     for name in report.per_dataset:  # each benchmark as the dataset input it was, as far as it was evaluated
-        rows = [{"id": p.id, "text": p.text, "type": p.type, "gold": p.gold} for p in report.predictions if p.dataset == name]
+        rows = [
+            {"id": p.id, "text": p.text, "type": p.type, "gold": p.gold}
+            for p in report.predictions
+            if p.dataset == name
+        ]
         tracking.log_dataset(rows, name, "evaluation")
     tracking.log_f1_chart({name: scores.f1 for name, scores in report.per_dataset.items()})
     tracking.log_text_view(views.eval_html(report), "views/eval_report.html")

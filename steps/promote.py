@@ -23,7 +23,9 @@ USAGE = {
 }
 
 
-@step(output_materializers=PromotionDecisionMaterializer, experiment_tracker=experiment_tracker_name(), enable_cache=False)
+@step(
+    output_materializers=PromotionDecisionMaterializer, experiment_tracker=experiment_tracker_name(), enable_cache=False
+)
 def register_and_promote(
     model: Path,
     report: EvalReport,
@@ -54,19 +56,33 @@ def register_and_promote(
     return decision
 
 
-def describe(decision: PromotionDecision, report: EvalReport, model: Path, recipe: str, teacher: str, outcome: list[str]) -> None:
+def describe(
+    decision: PromotionDecision, report: EvalReport, model: Path, recipe: str, teacher: str, outcome: list[str]
+) -> None:
     """The MLflow run's description and summary tags (shown at the top of the run page), and the decision view.
     The tags keep the gate's names (`f1`) for the recipe's primary metric, as the version tags do."""
     record_file = model / "training_config.json"
     trained = json.loads(record_file.read_text()) if record_file.exists() else {}
-    counts = {"SFT rows": int(trained.get("metrics", {}).get("n_rows", 0)) or "?",
-              **{f"{name} {report.unit}": n for name, n in sorted(report.coverage.items())}}
+    counts = {
+        "SFT rows": int(trained.get("metrics", {}).get("n_rows", 0)) or "?",
+        **{f"{name} {report.unit}": n for name, n in sorted(report.coverage.items())},
+    }
     primary = dict(report.primary)
     student = f"{trained.get('student', '?')} ({trained.get('method', '?')})"
     tracking.describe_run(
-        tracking.run_description(recipe=recipe, teacher=teacher, student=student, counts=counts, f1=primary,
-                                 outcome=outcome, metric=report.metric),
-        tags={"result.avg_f1": f"{report.average:.4f}", "result.promoted": str(decision.promoted).lower(),
-              **{f"result.f1.{name}": f"{value:.4f}" for name, value in primary.items()}},
+        tracking.run_description(
+            recipe=recipe,
+            teacher=teacher,
+            student=student,
+            counts=counts,
+            f1=primary,
+            outcome=outcome,
+            metric=report.metric,
+        ),
+        tags={
+            "result.avg_f1": f"{report.average:.4f}",
+            "result.promoted": str(decision.promoted).lower(),
+            **{f"result.f1.{name}": f"{value:.4f}" for name, value in primary.items()},
+        },
     )
     tracking.log_text_view(views.decision_markdown(decision), "views/promotion_decision.md")

@@ -14,7 +14,9 @@ from materializers import PassageSetMaterializer
     output_materializers=PassageSetMaterializer,
     cache_policy=CachePolicy(source_dependencies=[corpus]),
 )
-def sample_corpus(config: CorpusConfig, student: StudentConfig, data_fingerprint: str) -> Annotated[PassageSet, "passages"]:
+def sample_corpus(
+    config: CorpusConfig, student: StudentConfig, data_fingerprint: str
+) -> Annotated[PassageSet, "passages"]:
     """Cut the corpus into passages of at most `max_tokens` student tokens and sample them (seeded).
 
     `data_fingerprint` is the content hash of the local corpus files: it is what invalidates the cache.

@@ -114,7 +114,7 @@ class _State:
             r = self.rng.random()
         for name in ("rate_429", "rate_500", "rate_hang", "rate_malformed"):
             if r < cfg[name]:
-                return name[len("rate_"):]
+                return name[len("rate_") :]
             r -= cfg[name]
         return "ok"
 
@@ -163,8 +163,15 @@ class _Handler(BaseHTTPRequestHandler):
         state = self.server.state
         if self.path == "/stats":
             with state.lock:
-                self._json(200, {"counts": dict(state.counts), "log": list(state.log),
-                                 "auth_sha256": sorted(state.auth_sha256), "config": dict(state.config)})
+                self._json(
+                    200,
+                    {
+                        "counts": dict(state.counts),
+                        "log": list(state.log),
+                        "auth_sha256": sorted(state.auth_sha256),
+                        "config": dict(state.config),
+                    },
+                )
         else:
             self._json(404, {"error": {"message": f"no route {self.path}"}})
 
@@ -194,7 +201,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _completions(self, raw: bytes) -> None:
         state = self.server.state
         auth = self.headers.get("Authorization", "")
-        token = auth[len("Bearer "):] if auth.startswith("Bearer ") else None
+        token = auth[len("Bearer ") :] if auth.startswith("Bearer ") else None
         try:
             req = json.loads(raw)
             messages = req["messages"]
@@ -216,15 +223,25 @@ class _Handler(BaseHTTPRequestHandler):
             fault = "500"
         if cfg["auth_fail_marker"] and cfg["auth_fail_marker"] in passage:
             state.record("401", passage, token)
-            self._json(401, {"error": {"message": f"Incorrect API key provided: {token}",
-                                       "type": "invalid_request_error", "code": "invalid_api_key"}})
+            self._json(
+                401,
+                {
+                    "error": {
+                        "message": f"Incorrect API key provided: {token}",
+                        "type": "invalid_request_error",
+                        "code": "invalid_api_key",
+                    }
+                },
+            )
             return
         state.record(fault, passage, token)
         if fault == "429":
             retry_after = state.seconds("retry_after_s")
-            self._json(429, {"error": {"message": "Rate limit reached", "type": "requests",
-                                       "code": "rate_limit_exceeded"}},
-                       {"Retry-After": f"{retry_after:.3f}"})
+            self._json(
+                429,
+                {"error": {"message": "Rate limit reached", "type": "requests", "code": "rate_limit_exceeded"}},
+                {"Retry-After": f"{retry_after:.3f}"},
+            )
         elif fault == "500":
             self._json(500, {"error": {"message": "The server had an error", "type": "server_error"}})
         elif fault == "malformed":
@@ -236,16 +253,23 @@ class _Handler(BaseHTTPRequestHandler):
                 time.sleep(state.seconds("hang_s"))
             answer = annotate(passage)
             prompt_words = sum(len(str(m.get("content", "")).split()) for m in messages)
-            self._json(200, {
-                "id": "chatcmpl-" + passage_hash(passage),
-                "object": "chat.completion",
-                "created": 0,
-                "model": req.get("model", ""),
-                "choices": [{"index": 0, "finish_reason": "stop",
-                             "message": {"role": "assistant", "content": answer}}],
-                "usage": {"prompt_tokens": prompt_words, "completion_tokens": len(answer.split()),
-                          "total_tokens": prompt_words + len(answer.split())},
-            })
+            self._json(
+                200,
+                {
+                    "id": "chatcmpl-" + passage_hash(passage),
+                    "object": "chat.completion",
+                    "created": 0,
+                    "model": req.get("model", ""),
+                    "choices": [
+                        {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": answer}}
+                    ],
+                    "usage": {
+                        "prompt_tokens": prompt_words,
+                        "completion_tokens": len(answer.split()),
+                        "total_tokens": prompt_words + len(answer.split()),
+                    },
+                },
+            )
 
 
 class _Server(ThreadingHTTPServer):
@@ -272,7 +296,8 @@ class FakeOpenAIServer:
     def start(self, timeout: float = 20.0) -> "FakeOpenAIServer":
         self.proc = subprocess.Popen(
             [sys.executable, os.path.abspath(__file__), "--port", "0", "--config", json.dumps(self.config)],
-            stdout=subprocess.PIPE, text=True,
+            stdout=subprocess.PIPE,
+            text=True,
         )
         assert self.proc.stdout is not None
         deadline = time.monotonic() + timeout
@@ -302,8 +327,12 @@ class FakeOpenAIServer:
 
     def _call(self, method: str, path: str, payload: Any = None) -> Any:
         data = json.dumps(payload).encode("utf-8") if payload is not None else None
-        req = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{self.port}{path}",
+            data=data,
+            method=method,
+            headers={"Content-Type": "application/json"},
+        )
         with urllib.request.urlopen(req, timeout=10) as resp:
             return json.loads(resp.read())
 

@@ -25,7 +25,9 @@ def main(pipeline_name: str, model_name: str) -> None:
         outputs = {}
         for out_name, versions in step.outputs.items():
             artifact = versions[0]
-            outputs[out_name] = {k: v for k, v in artifact.run_metadata.items() if isinstance(v, (int, float, str, bool))}
+            outputs[out_name] = {
+                k: v for k, v in artifact.run_metadata.items() if isinstance(v, (int, float, str, bool))
+            }
         steps[name] = {"status": str(step.status), "outputs": outputs}
     mlflow = MlflowClient(tracking_uri=tracking_uri_of_active_stack())
     experiments = mlflow.search_experiments()
@@ -39,7 +41,11 @@ def main(pipeline_name: str, model_name: str) -> None:
                     histories[key] = [m.value for m in mlflow.get_metric_history(r.info.run_id, key)]
     # search results carry no aliases in MLflow 3; get_model_version does
     versions = [
-        {"version": v.version, "aliases": list(mlflow.get_model_version(model_name, v.version).aliases), "tags": dict(v.tags)}
+        {
+            "version": v.version,
+            "aliases": list(mlflow.get_model_version(model_name, v.version).aliases),
+            "tags": dict(v.tags),
+        }
         for v in mlflow.search_model_versions(f"name='{model_name}'")
     ]
     print(

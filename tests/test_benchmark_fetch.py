@@ -120,7 +120,9 @@ def leftovers(cache: Path) -> list[str]:
     return sorted(p.name for p in cache.iterdir()) if cache.exists() else []
 
 
-def test_good_file_is_fetched_verified_and_loads(server: str, cache: Path, tmp_path: Path, registered: list[str]) -> None:
+def test_good_file_is_fetched_verified_and_loads(
+    server: str, cache: Path, tmp_path: Path, registered: list[str]
+) -> None:
     body = uniner_bytes(tmp_path)
     Files.files["good.json"] = body
     s = spec(registered, "good_set", f"{server}/data/good.json", hashlib.sha256(body).hexdigest())
@@ -133,14 +135,18 @@ def test_good_file_is_fetched_verified_and_loads(server: str, cache: Path, tmp_p
     assert fetch_one(s) == (path, "present")
 
 
-def test_corrupted_file_is_refused_and_nothing_is_written(server: str, cache: Path, tmp_path: Path, registered: list[str]) -> None:
+def test_corrupted_file_is_refused_and_nothing_is_written(
+    server: str, cache: Path, tmp_path: Path, registered: list[str]
+) -> None:
     body = uniner_bytes(tmp_path)
     Files.files["bad.json"] = body.replace(b"Warsaw", b"Warsow")
     s = spec(registered, "bad_set", f"{server}/bad.json", hashlib.sha256(body).hexdigest())
     with pytest.raises(FetchError, match=r"checksum mismatch .*expected " + hashlib.sha256(body).hexdigest()):
         fetch_one(s)
     assert leftovers(cache) == []
-    with pytest.raises(FileNotFoundError, match=r"benchmark bad_set: file not found: .*distill-ner benchmarks fetch bad_set"):
+    with pytest.raises(
+        FileNotFoundError, match=r"benchmark bad_set: file not found: .*distill-ner benchmarks fetch bad_set"
+    ):
         load_benchmark("bad_set")
 
 
@@ -192,7 +198,9 @@ def test_hanging_server_times_out(server: str, cache: Path, registered: list[str
     assert leftovers(cache) == []
 
 
-def test_trickling_server_hits_the_overall_deadline(server: str, cache: Path, tmp_path: Path, registered: list[str]) -> None:
+def test_trickling_server_hits_the_overall_deadline(
+    server: str, cache: Path, tmp_path: Path, registered: list[str]
+) -> None:
     Files.files["drip.json"] = uniner_bytes(tmp_path)
     s = spec(registered, "drip_set", f"{server}/trickle/drip.json")
     start = time.monotonic()
@@ -212,7 +220,9 @@ def test_cut_off_transfer_leaves_no_file(server: str, cache: Path, tmp_path: Pat
     assert leftovers(cache) == []
 
 
-def test_from_folder_and_base_url_and_cli(server: str, cache: Path, tmp_path: Path, registered: list[str], capsys) -> None:
+def test_from_folder_and_base_url_and_cli(
+    server: str, cache: Path, tmp_path: Path, registered: list[str], capsys
+) -> None:
     body = uniner_bytes(tmp_path)
     folder = tmp_path / "have"
     folder.mkdir()
@@ -240,7 +250,9 @@ def test_missing_benchmark_fails_before_the_model_loads(cache: Path, registered:
         raise AssertionError("the model was loaded before the benchmarks were checked")
 
     monkeypatch.setattr("distill_ner.ner.inference.NEREngine", no_model)
-    with pytest.raises(FileNotFoundError, match=r"benchmark absent_set: file not found: .*distill-ner benchmarks fetch absent_set"):
+    with pytest.raises(
+        FileNotFoundError, match=r"benchmark absent_set: file not found: .*distill-ner benchmarks fetch absent_set"
+    ):
         evaluate_model("any-model", EvalConfig(benchmarks=["absent_set"]))
 
 
@@ -249,7 +261,9 @@ def test_suite_scores_present_members_names_absent_ones_and_gates_every_domain(
 ) -> None:
     for name in ("dom_a", "dom_b"):
         write_uniner(tmp_path / f"{name}.json", SENTENCES)
-        register_benchmark(BenchmarkSpec(name=name, format="uniner", path=str(tmp_path / f"{name}.json")), overwrite=True)
+        register_benchmark(
+            BenchmarkSpec(name=name, format="uniner", path=str(tmp_path / f"{name}.json")), overwrite=True
+        )
         registered.append(name)
     spec(registered, "dom_c", "https://example.invalid/dom_c.json")
     register_suite(BenchmarkSuite(name="mini_suite", benchmarks=["dom_a", "dom_b", "dom_c"]), overwrite=True)
@@ -278,8 +292,13 @@ def test_shipped_suite_lists_the_seven_sets() -> None:
 
     suite = benchmark_suites()["uniner_zero_shot"]
     assert suite.benchmarks == [
-        "mit_movie", "mit_restaurant", "crossner_ai", "crossner_literature",
-        "crossner_music", "crossner_politics", "crossner_science",
+        "mit_movie",
+        "mit_restaurant",
+        "crossner_ai",
+        "crossner_literature",
+        "crossner_music",
+        "crossner_politics",
+        "crossner_science",
     ]
     specs = benchmark_specs()
     for name in suite.benchmarks:

@@ -67,7 +67,14 @@ def test_demo_benchmark_loads() -> None:
     bench = load_benchmark("distill_ner_demo")
     assert bench.sentences
     assert set(bench.types) <= {
-        "person", "organization", "location", "date", "product", "event", "disease", "programming language",
+        "person",
+        "organization",
+        "location",
+        "date",
+        "product",
+        "event",
+        "disease",
+        "programming language",
     }
 
 
@@ -95,7 +102,9 @@ def test_seeded_subset_is_deterministic_sorted_and_nested() -> None:
 
 
 def test_unknown_name_lists_known_ones() -> None:
-    with pytest.raises(ValueError, match=r"unknown benchmark 'crossner_medicine'; known: .*crossner_ai.*mit_restaurant"):
+    with pytest.raises(
+        ValueError, match=r"unknown benchmark 'crossner_medicine'; known: .*crossner_ai.*mit_restaurant"
+    ):
         load_benchmark("crossner_medicine")
 
 

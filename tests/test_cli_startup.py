@@ -37,8 +37,13 @@ def probe(argvs: list[list[str]], tmp_path: Path, env: dict[str, str] | None = N
     script = tmp_path / "probe.py"  # a file, not -c: ZenML finds its source root from the main module
     script.write_text(PROBE)
     done = subprocess.run(
-        [sys.executable, str(script), json.dumps(argvs)], cwd=tmp_path, capture_output=True, text=True, timeout=600,
-        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}, stdin=subprocess.DEVNULL,
+        [sys.executable, str(script), json.dumps(argvs)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+        stdin=subprocess.DEVNULL,
     )
     lines = [json.loads(line) for line in done.stderr.splitlines() if line.startswith('{"argv"')]
     assert len(lines) == len(argvs), done.stderr[-3000:]
@@ -74,8 +79,14 @@ def test_subcommand_help_shows_defaults(capsys) -> None:
 @pytest.mark.slow
 @pytest.mark.pipeline
 def test_mlflow_uri_imports_zenml_but_no_model_library(tmp_path: Path, zenml_env: dict[str, str]) -> None:
-    done = subprocess.run([sys.executable, "-m", "distill_ner.cli", "stack"], cwd=tmp_path, env=zenml_env,
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-m", "distill_ner.cli", "stack"],
+        cwd=tmp_path,
+        env=zenml_env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     [result] = probe([["mlflow-uri"]], tmp_path, env=zenml_env)
     assert "zenml" in result["modules"]
@@ -155,8 +166,13 @@ def test_ui_stops_with_everything_it_started_on_sigterm(tmp_path: Path, mlflow_t
     env = {**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"}
     with log.open("w") as out:
         # honours MLFLOW_TRACKING_URI: no ZenML stack exists for it to fall back on here
-        ui = subprocess.Popen([sys.executable, "-m", "distill_ner.cli", "ui", "--port", str(port)],
-                              cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT)
+        ui = subprocess.Popen(
+            [sys.executable, "-m", "distill_ner.cli", "ui", "--port", str(port)],
+            cwd=tmp_path,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
         try:
             wait_until_answering(ui, f"http://127.0.0.1:{port}/", log)
             assert f"for sqlite:///{tmp_path}/mlflow.db" in log.read_text()

@@ -38,7 +38,10 @@ def test_compare_by_name_prints_differences_metrics_and_ui_link(two_runs, capsys
     assert lines[0] == "| run | run-a | run-b |"
     assert "| param train.learning_rate | 5e-4 | 2e-3 |" in lines
     assert not any("train.method" in line or "team" in line for line in lines)  # equal in both: not a difference
-    assert "| tag gate.passed | false | true |" in lines and "| tag gate.reasons | floor; margin | floor; margin |" not in lines
+    assert (
+        "| tag gate.passed | false | true |" in lines
+        and "| tag gate.reasons | floor; margin | floor; margin |" not in lines
+    )
     assert not any(line.startswith("| tag mlflow.") for line in lines)
     assert "| eval/distill_ner_demo/f1 | 0.1 | 0.25 |" in lines
     assert "| train/loss | 1 | 0.8 |" in lines  # the last value of each curve

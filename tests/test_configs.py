@@ -97,7 +97,9 @@ def test_config_validates(path: Path):
 
 
 def test_zenml_typo_is_caught():
-    assert unknown_zenml_keys({"enable_cachee": True, "steps": {"train": {"settings": {"resources": {"gpu_countt": 1}}}}}) == [
+    assert unknown_zenml_keys(
+        {"enable_cachee": True, "steps": {"train": {"settings": {"resources": {"gpu_countt": 1}}}}}
+    ) == [
         "enable_cachee",
         "steps.train.settings.resources.gpu_countt",
     ]

@@ -275,7 +275,9 @@ def test_masks_cover_exactly_the_assistant_turns(case):
 
 def test_inference_prompt_is_the_training_prefix(case):
     tokenizer, expect = case
-    passage = AnnotatedPassage(id="q", text="Marie Curie worked in Paris.", entities=[Entity(text="Paris", type="location")])
+    passage = AnnotatedPassage(
+        id="q", text="Marie Curie worked in Paris.", entities=[Entity(text="Paris", type="location")]
+    )
     conversation = build_conversation(passage, seed=0)
     row = tokenize_conversation(conversation, tokenizer, max_length=4096)[0]
     prompt = query_prompt_ids(tokenizer, passage.text, "location")
@@ -318,7 +320,9 @@ def test_long_conversation_split_between_turns(case):
 def test_pair_that_cannot_fit_is_dropped_and_counted(tokenizers):
     tokenizer = tokenizers["tiny-chatml"]
     many = [Entity(text=f"Entity number {i}", type="thing") for i in range(60)]
-    passage = AnnotatedPassage(id="big", text="A short text.", entities=many + [Entity(text="Paris", type="city")], negatives=["date"])
+    passage = AnnotatedPassage(
+        id="big", text="A short text.", entities=many + [Entity(text="Paris", type="city")], negatives=["date"]
+    )
     conversation = build_conversation(passage, seed=0)
     opening = conversation.model_copy(update={"turns": conversation.turns[:3]})
     opening_len = len(tokenize_conversation(opening, tokenizer, 4096)[0].input_ids)
@@ -329,9 +333,7 @@ def test_pair_that_cannot_fit_is_dropped_and_counted(tokenizers):
     assert sorted(trained[1:]) == sorted(['["Paris"]<|im_end|>', "[]<|im_end|>"])
     assert all(len(r.input_ids) <= max_length for r in rows)
 
-    dataset = build_sft_dataset(
-        AnnotationSet(passages=[passage]), SFTConfig(max_length=max_length), tokenizer
-    )
+    dataset = build_sft_dataset(AnnotationSet(passages=[passage]), SFTConfig(max_length=max_length), tokenizer)
     assert dataset.stats["truncations"] == 1
     assert dataset.stats["rows"] == len(rows)
 
@@ -368,7 +370,9 @@ def test_tokenizer_without_offsets_gives_the_same_labels(tokenizers):
 
 
 def _annotations(n: int) -> AnnotationSet:
-    passages = [_passage(n_types=1 + i % 6, pid=f"p{i}", text=f"Marie Curie met person {i} in Paris.") for i in range(n)]
+    passages = [
+        _passage(n_types=1 + i % 6, pid=f"p{i}", text=f"Marie Curie met person {i} in Paris.") for i in range(n)
+    ]
     return AnnotationSet(passages=passages)
 
 
@@ -413,7 +417,12 @@ def test_supervised_mixing_is_capped_seeded_and_named(tokenizers):
     tokenizer = tokenizers["tiny-chatml"]
     annotations = _annotations(8)
     conll = [
-        AnnotatedPassage(id=f"conll/{i}", text=f"EU rejects call {i}.", entities=[Entity(text="EU", type="organization")], negatives=["person"])
+        AnnotatedPassage(
+            id=f"conll/{i}",
+            text=f"EU rejects call {i}.",
+            entities=[Entity(text="EU", type="organization")],
+            negatives=["person"],
+        )
         for i in range(10)
     ]
     wnut = [AnnotatedPassage(id=f"wnut/{i}", text=f"lol {i}", negatives=["person", "location"]) for i in range(10)]
@@ -435,7 +444,9 @@ def test_supervised_mixing_is_capped_seeded_and_named(tokenizers):
         text = tokenizer.decode(row.input_ids, skip_special_tokens=False)
         assert ("Dataset: " in text) == row.conversation_id.startswith(("conll/", "wnut/"))
     # no cap hit: everything is mixed in
-    everything = build_sft_dataset(annotations, SFTConfig(supervised_ratio=3.0), tokenizer, [("conll", conll), ("wnut", wnut)])
+    everything = build_sft_dataset(
+        annotations, SFTConfig(supervised_ratio=3.0), tokenizer, [("conll", conll), ("wnut", wnut)]
+    )
     assert everything.stats["supervised_conversations"] == 20
 
 

@@ -30,7 +30,7 @@ SENTENCES = [
 def long_doc(n: int = 30) -> str:
     # raw text with messy whitespace and a paragraph break, as files really look
     body = "  ".join(SENTENCES[i % len(SENTENCES)] + f" Fact {i} is here." for i in range(n))
-    return body[: len(body) // 2] + "\n\n\t" + body[len(body) // 2:] + "\n"
+    return body[: len(body) // 2] + "\n\n\t" + body[len(body) // 2 :] + "\n"
 
 
 def cfg(tmp_path: Path, *sources: CorpusSource, **kw: object) -> CorpusConfig:
@@ -53,6 +53,7 @@ DOCS = [
 
 
 # ------------------------------------------------------------------------------------------ readers
+
 
 def test_jsonl_with_fields_and_ids(tmp_path: Path) -> None:
     path = write_jsonl(tmp_path / "c.jsonl", DOCS)
@@ -88,8 +89,12 @@ def test_parquet(tmp_path: Path) -> None:
     pq.write_table(table, tmp_path / "c.parquet")
     src = CorpusSource(path=str(tmp_path / "c.parquet"), text_field="body", id_field="doc")
     from_parquet = sample_passages(cfg(tmp_path, src), words)
-    from_jsonl = sample_passages(cfg(tmp_path, CorpusSource(path=str(write_jsonl(tmp_path / "c.jsonl", DOCS)),
-                                                            text_field="body", id_field="doc")), words)
+    from_jsonl = sample_passages(
+        cfg(
+            tmp_path, CorpusSource(path=str(write_jsonl(tmp_path / "c.jsonl", DOCS)), text_field="body", id_field="doc")
+        ),
+        words,
+    )
     assert [p.text for p in from_parquet.passages] == [p.text for p in from_jsonl.passages]
     assert from_parquet.stats == from_jsonl.stats
     bad = CorpusSource(path=str(tmp_path / "c.parquet"), text_field="nope")
@@ -105,8 +110,9 @@ def test_hf_saved_folder_and_local_dataset(tmp_path: Path) -> None:
     raw = tmp_path / "raw"
     raw.mkdir()
     write_jsonl(raw / "part-0.jsonl", [{"text": d["body"], "id": d["doc"]} for d in DOCS])
-    expected = [p.text for p in sample_passages(
-        cfg(tmp_path, CorpusSource(path=str(raw / "part-0.jsonl"))), words).passages]
+    expected = [
+        p.text for p in sample_passages(cfg(tmp_path, CorpusSource(path=str(raw / "part-0.jsonl"))), words).passages
+    ]
     for ref, streaming in ((tmp_path / "saved", True), (tmp_path / "saved_dict", False), (raw, True), (raw, False)):
         src = CorpusSource(hf_dataset=str(ref), id_field="id", streaming=streaming)
         ps = sample_passages(cfg(tmp_path, src), words)
@@ -144,6 +150,7 @@ def test_max_documents(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------------ cutting
+
 
 def test_document_that_fits_stays_one_passage() -> None:
     text = "  A  document\n\nthat fits.\tIt has two sentences.  "
@@ -191,7 +198,11 @@ def test_regex_fallback_splitter() -> None:
     splitter._sbd = None  # as if pysbd were not installed
     text = 'He left. "Who knows?" she asked. 3 cats stayed! the end. The end'
     assert [text[s:e] for s, e in splitter.spans(text)] == [
-        "He left.", '"Who knows?" she asked.', "3 cats stayed! the end.", "The end"]
+        "He left.",
+        '"Who knows?" she asked.',
+        "3 cats stayed! the end.",
+        "The end",
+    ]
 
 
 def test_long_paragraph_is_windowed_not_lost() -> None:
@@ -202,6 +213,7 @@ def test_long_paragraph_is_windowed_not_lost() -> None:
 
 
 # --------------------------------------------------------------------------------------- sampling
+
 
 def corpus_file(tmp_path: Path, n: int = 60) -> Path:
     rows = [{"text": f"Passage {i} tells how {SENTENCES[i % 6]} and more {i}", "id": f"d{i}"} for i in range(n)]

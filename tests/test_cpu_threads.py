@@ -15,11 +15,14 @@ from tests.conftest import ROOT
 PROBE = "import os, distill_ner, torch; print(os.environ.get('OMP_WAIT_POLICY'), torch.get_num_threads() > 0)"
 
 
-@pytest.mark.parametrize(("given", "expected"), [
-    ({}, "PASSIVE True"),
-    ({"OMP_WAIT_POLICY": "ACTIVE"}, "ACTIVE True"),
-    ({"GOMP_SPINCOUNT": "300000"}, "None True"),
-])
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ({}, "PASSIVE True"),
+        ({"OMP_WAIT_POLICY": "ACTIVE"}, "ACTIVE True"),
+        ({"GOMP_SPINCOUNT": "300000"}, "None True"),
+    ],
+)
 def test_passive_waiting_unless_the_environment_says_otherwise(given: dict[str, str], expected: str) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
     env.update(given, PYTHONPATH=str(ROOT))

@@ -53,7 +53,9 @@ def test_wrapped_config_error_names_file_and_key_as_the_yaml_spells_them():
         wrapper = ValueError("Invalid or missing pipeline function entrypoint arguments.")
         wrapper.__context__ = exc
         # as ZenML reports it: the location starts at the pipeline's parameter
-        message = describe(wrapper, ["zenml", "pipeline", "run", "pipelines.distill_ner.distill_ner", "-c", "configs/mine.yaml"])
+        message = describe(
+            wrapper, ["zenml", "pipeline", "run", "pipelines.distill_ner.distill_ner", "-c", "configs/mine.yaml"]
+        )
     assert message is not None
     assert message.startswith("configs/mine.yaml: invalid configuration (2 errors)")
     assert "train.learning_rat: unknown key" in message
@@ -125,7 +127,9 @@ def test_zenml_pipeline_run_with_a_typo_prints_one_message(tmp_path: Path, zenml
     raw = _config_with(max_stepz=4)
     config = tmp_path / "typo.yaml"
     config.write_text(yaml.safe_dump(raw))
-    result = run_cli(["zenml", "pipeline", "run", "pipelines.distill_ner.distill_ner", "-c", str(config)], zenml_env, timeout=300)
+    result = run_cli(
+        ["zenml", "pipeline", "run", "pipelines.distill_ner.distill_ner", "-c", str(config)], zenml_env, timeout=300
+    )
     output = result.stdout + result.stderr
     assert result.returncode != 0
     assert f"error: {config}: invalid configuration" in output

@@ -65,7 +65,9 @@ def test_template_generation_messages():
     [message] = prompts.template_generation_messages(text)
     assert message["role"] == "user"
     content = message["content"]
-    assert content.startswith("!!!START Context!!!\n\nInvoice {7} from *<few-shot examples>* Ltd.\n\n!!!END Context!!!\n\nGoal: Generate")
+    assert content.startswith(
+        "!!!START Context!!!\n\nInvoice {7} from *<few-shot examples>* Ltd.\n\n!!!END Context!!!\n\nGoal: Generate"
+    )
     # zero-shot: the placeholder and its blank line are gone, the text's own copy of it is untouched
     assert content.endswith("with a clear relationship between fields.")
     with_examples = prompts.template_generation_messages("T", few_shot="Example schema: {}")[0]["content"]
@@ -76,14 +78,22 @@ def test_extraction_messages_hold_text_and_indented_schema():
     template = {"name": "", "items": [{"sku": ""}]}
     content = prompts.extraction_messages("Order *<schema>* by Ann", template)[0]["content"]
     assert "!!!START Context!!!\n\nOrder *<schema>* by Ann\n\n!!!END Context!!!" in content
-    assert content.endswith('Information to extract:\n\n{\n    "name": "",\n    "items": [\n        {\n            "sku": ""\n        }\n    ]\n}')
+    assert content.endswith(
+        'Information to extract:\n\n{\n    "name": "",\n    "items": [\n        {\n            "sku": ""\n        }\n    ]\n}'
+    )
     assert "THE STRING SHOULD BE PRESENT EXACTLY AS IT IS IN THE CONTEXT DOCUMENT. NO PARAPHRASING ALLOWED." in content
 
 
 def test_student_prompt_formats():
     t = {"a": ""}
-    assert prompts.student_prompt(t, "Hi", indent=None) == '<|input|>\n### Template:\n{"a":""}\n### Text:\nHi\n\n<|output|>'
-    assert prompts.student_prompt(t, "Hi", fmt="1.0", indent=None) == '<|input|>\n### Template:\n{"a":""}\n### Text:\nHi\n<|output|>\n'
+    assert (
+        prompts.student_prompt(t, "Hi", indent=None)
+        == '<|input|>\n### Template:\n{"a":""}\n### Text:\nHi\n\n<|output|>'
+    )
+    assert (
+        prompts.student_prompt(t, "Hi", fmt="1.0", indent=None)
+        == '<|input|>\n### Template:\n{"a":""}\n### Text:\nHi\n<|output|>\n'
+    )
     assert prompts.student_prompt(t, "Hi", fmt="1.0", examples=[{"a": "x"}, {"a": "y"}], indent=None) == (
         '<|input|>\n### Template:\n{"a":""}\n### Example:\n{"a":"x"}\n### Example:\n{"a":"y"}\n### Text:\nHi\n<|output|>\n'
     )
@@ -97,7 +107,12 @@ def test_student_prompt_formats():
 # ------------------------------------------------------------------------------------------- templates
 
 
-GOOD = {"title": "", "tags": [], "author": {"name": "", "links": []}, "sections": [{"heading": "", "notes": [{"text": ""}]}]}
+GOOD = {
+    "title": "",
+    "tags": [],
+    "author": {"name": "", "links": []},
+    "sections": [{"heading": "", "notes": [{"text": ""}]}],
+}
 
 
 def test_valid_template_and_depth():
@@ -129,7 +144,9 @@ def test_invalid_templates_name_the_path(bad, where):
 
 
 def test_skeleton_blanks_sample_values_but_rejects_non_strings():
-    template, changed = skeleton({"name": "John", "tags": ["a", "b"], "items": [{"x": "1"}, {"y": "2"}], "addr": {"c": ""}})
+    template, changed = skeleton(
+        {"name": "John", "tags": ["a", "b"], "items": [{"x": "1"}, {"y": "2"}], "addr": {"c": ""}}
+    )
     assert template == {"name": "", "tags": [], "items": [{"x": "", "y": ""}], "addr": {"c": ""}}
     assert changed
     assert skeleton(GOOD) == (GOOD, False)
@@ -159,19 +176,36 @@ def test_empty_fill_and_conformance():
     empty = empty_fill(GOOD)
     assert empty == {"title": "", "tags": [], "author": {"name": "", "links": []}, "sections": []}
     assert conforms(empty, GOOD)
-    filled = {"title": "T", "tags": ["x"], "author": {"name": "N", "links": []},
-              "sections": [{"heading": "H", "notes": [{"text": "n"}, {"text": ""}]}]}
+    filled = {
+        "title": "T",
+        "tags": ["x"],
+        "author": {"name": "N", "links": []},
+        "sections": [{"heading": "H", "notes": [{"text": "n"}, {"text": ""}]}],
+    }
     assert conforms(filled, GOOD)
-    wrong = {"title": ["T"], "tags": "x", "author": {"name": "N"}, "sections": [{"heading": "H", "notes": [{"text": 1}]}], "extra": ""}
-    assert sorted(conformance_errors(wrong, GOOD)) == sorted([
-        "author.links: missing key",
-        "extra: key not in the template",
-        "title: expected a string, got list",
-        "tags: expected a list of strings",
-        "sections[0].notes[0].text: expected a string, got int",
-    ])
-    assert list(string_leaves(filled)) == [("title", "T"), ("tags[0]", "x"), ("author.name", "N"),
-                                           ("sections[0].heading", "H"), ("sections[0].notes[0].text", "n")]
+    wrong = {
+        "title": ["T"],
+        "tags": "x",
+        "author": {"name": "N"},
+        "sections": [{"heading": "H", "notes": [{"text": 1}]}],
+        "extra": "",
+    }
+    assert sorted(conformance_errors(wrong, GOOD)) == sorted(
+        [
+            "author.links: missing key",
+            "extra: key not in the template",
+            "title: expected a string, got list",
+            "tags: expected a list of strings",
+            "sections[0].notes[0].text: expected a string, got int",
+        ]
+    )
+    assert list(string_leaves(filled)) == [
+        ("title", "T"),
+        ("tags[0]", "x"),
+        ("author.name", "N"),
+        ("sections[0].heading", "H"),
+        ("sections[0].notes[0].text", "n"),
+    ]
 
 
 # ------------------------------------------------------------------------------------- verbatim filter
@@ -217,8 +251,14 @@ def test_normalise_value():
 def test_check_filling_reasons_and_rewrite():
     template = {"vendor": "", "items": [{"name": ""}], "tags": []}
     passage = f"Bill from {NFD_CAFE} Ltd for two  chairs."
-    kept = check_filling({"vendor": f"{NFC_CAFE} Ltd", "items": [{"name": "two chairs"}], "tags": []}, template, passage)
-    assert kept.reason == "" and kept.value == {"vendor": f"{NFD_CAFE} Ltd", "items": [{"name": "two  chairs"}], "tags": []}
+    kept = check_filling(
+        {"vendor": f"{NFC_CAFE} Ltd", "items": [{"name": "two chairs"}], "tags": []}, template, passage
+    )
+    assert kept.reason == "" and kept.value == {
+        "vendor": f"{NFD_CAFE} Ltd",
+        "items": [{"name": "two  chairs"}],
+        "tags": [],
+    }
     assert kept.counts["values_rewritten"] == 2
     missing = check_filling({"vendor": "Café Ltd", "items": [{"name": "tables"}], "tags": ["x"]}, template, passage)
     assert missing.value is None and missing.reason == "not_in_text"
@@ -252,7 +292,11 @@ def test_blank_missing():
     filled = {
         "vendor": {"name": "Acme", "city": "Oslo"},
         "tags": ["red", "blue"],
-        "items": [{"name": "chair", "price": "$40"}, {"name": "desk", "price": "$90"}, {"name": "lamp", "price": "$15"}],
+        "items": [
+            {"name": "chair", "price": "$40"},
+            {"name": "desk", "price": "$90"},
+            {"name": "lamp", "price": "$15"},
+        ],
         "note": "",
     }
     counts: Counter[str] = Counter()
@@ -268,8 +312,9 @@ def test_blank_missing():
 
 
 def _example(i: int, text: str) -> ExtractionExample:
-    return ExtractionExample(id=f"d{i}", text=text, template={"city": "", "people": []},
-                             filled={"city": "Oslo", "people": ["Ann", "Bo"]})
+    return ExtractionExample(
+        id=f"d{i}", text=text, template={"city": "", "people": []}, filled={"city": "Oslo", "people": ["Ann", "Bo"]}
+    )
 
 
 def test_add_negatives_is_seeded_and_consistent():
@@ -285,7 +330,7 @@ def test_add_negatives_is_seeded_and_consistent():
         kept = re.split(r"(?<=\.) ", ex.text)
         assert 1 <= len(sentences) - len(kept) <= 3  # 30-60 % of 5 sentences, at least one, never all
         # one contiguous block removed: what is left is a prefix plus a suffix of the original sentences
-        assert any(kept == sentences[:i] + sentences[len(sentences) - len(kept) + i:] for i in range(len(kept) + 1))
+        assert any(kept == sentences[:i] + sentences[len(sentences) - len(kept) + i :] for i in range(len(kept) + 1))
         # every kept value occurs in the shortened text, every blanked one does not
         values = [v for _, v in string_leaves(ex.filled)]
         for value in ["Oslo", "Ann", "Bo"]:
@@ -350,12 +395,16 @@ def test_lists_of_strings_are_matched_optimally():
 
 def test_lists_of_objects():
     gold = {"items": [{"name": "chair", "price": "$40"}, {"name": "desk", "price": "$90"}]}
-    pred = {"items": [{"name": "desk", "price": "$90"}, {"name": "chair", "price": "$45"}, {"name": "lamp", "price": "$15"}]}
+    pred = {
+        "items": [{"name": "desk", "price": "$90"}, {"name": "chair", "price": "$45"}, {"name": "lamp", "price": "$15"}]
+    }
     # desk<->desk = 1; chair<->chair = (1 + (1 - 1/3)) / 2 = 5/6; lamp unpaired; divided by max(2, 3)
     assert tree_score(pred, gold).score == pytest.approx((1 + 5 / 6) / 3)
     assert tree_score(pred, gold, "exact").score == pytest.approx((1 + 0.5) / 3)
     # an element missing a key is paired, and scores its other keys
-    assert tree_score({"items": [{"name": "chair"}, {"name": "desk", "price": "$90"}]}, gold).score == pytest.approx((0.5 + 1) / 2)
+    assert tree_score({"items": [{"name": "chair"}, {"name": "desk", "price": "$90"}]}, gold).score == pytest.approx(
+        (0.5 + 1) / 2
+    )
 
 
 def test_leaf_precision_recall():
@@ -433,7 +482,9 @@ def test_benchmark_file():
     templates = {json.dumps(d.template) for d in docs}
     assert any(depth(json.loads(t)) >= 2 for t in templates)
     assert any("[{" in t.replace(" ", "") for t in templates) and any(": []" in t for t in templates)
-    assert sum(1 for d in docs if any(v in ("", []) for v in _all_values(d.filled))) >= len(docs) // 3, "too few empty fields"
+    assert sum(1 for d in docs if any(v in ("", []) for v in _all_values(d.filled))) >= len(docs) // 3, (
+        "too few empty fields"
+    )
 
 
 def _all_values(value):
@@ -453,7 +504,7 @@ def test_benchmark_shares_no_text_with_the_demo_training_data():
 
     def shingles(text: str) -> set[str]:
         words = text.lower().split()
-        return {" ".join(words[i:i + 8]) for i in range(len(words) - 7)}
+        return {" ".join(words[i : i + 8]) for i in range(len(words) - 7)}
 
     demo_shingles = set().union(*(shingles(d.text) for d in demo))
     leaked = [b.id for b in bench if shingles(b.text) & demo_shingles]

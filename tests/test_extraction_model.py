@@ -83,17 +83,25 @@ def test_teacher_stages_filter_count_and_cache(tmp_path: Path):
         "p2": {"who": ["Ann Lee"], "place": "Oslo", "details": {"amount": ""}},
     }
     reasons = {(f.id, f.stage): f.reason for f in filled.failures}
-    assert reasons == {("p3", "template"): "unparseable", ("p4", "filling"): "not_in_text", ("p5", "filling"): "template_mismatch"}
+    assert reasons == {
+        ("p3", "template"): "unparseable",
+        ("p4", "filling"): "not_in_text",
+        ("p5", "filling"): "template_mismatch",
+    }
     assert filled.filter_counts["filling.not_in_text"] == 1 and filled.filter_counts["filling.template_mismatch"] == 1
     assert filled.usage["template.cache_hits"] == 0 and filled.usage["filling.cache_hits"] == 0
     assert fake.calls == 5 + 4
 
     # a rerun is answered from the shared cache, offline too; a new passage offline is an error naming the cache
     offline = teacher_config(tmp_path, offline=True)
-    again = annotate.fill_templates(annotate.generate_templates(PASSAGES, offline, TemplatesConfig(), progress=False), offline, progress=False)
+    again = annotate.fill_templates(
+        annotate.generate_templates(PASSAGES, offline, TemplatesConfig(), progress=False), offline, progress=False
+    )
     assert again.examples == filled.examples and again.usage["filling.cache_hits"] == 4
     with pytest.raises(TeacherCacheMissError, match="cache.sqlite"):
-        annotate.generate_templates([Passage(id="new", text="A new passage.")], offline, TemplatesConfig(), progress=False)
+        annotate.generate_templates(
+            [Passage(id="new", text="A new passage.")], offline, TemplatesConfig(), progress=False
+        )
 
 
 def test_sft_rows_train_only_on_the_filling(tiny_student: Path):
@@ -101,10 +109,19 @@ def test_sft_rows_train_only_on_the_filling(tiny_student: Path):
 
     tokenizer = load_tokenizer(str(tiny_student))
     filled = {"who": ["Ann Lee"], "place": "Oslo", "details": {"amount": ""}}
-    data = ExtractionSet(examples=[
-        ExtractionExample(id="a", text="Ann Lee joined Nordic Labs in Oslo.", template={"who": [], "place": "", "details": {"amount": ""}}, filled=filled),
-        ExtractionExample(id="b", text="word " * 3000, template={"x": ""}, filled={"x": ""}),  # too long: dropped, counted
-    ])
+    data = ExtractionSet(
+        examples=[
+            ExtractionExample(
+                id="a",
+                text="Ann Lee joined Nordic Labs in Oslo.",
+                template={"who": [], "place": "", "details": {"amount": ""}},
+                filled=filled,
+            ),
+            ExtractionExample(
+                id="b", text="word " * 3000, template={"x": ""}, filled={"x": ""}
+            ),  # too long: dropped, counted
+        ]
+    )
     for prompt in (ExtractionPromptConfig(), ExtractionPromptConfig(format="1.0", indent=None)):
         dataset = sft.build_extraction_sft(data, ExtractionSFTConfig(max_length=1024), prompt, tokenizer)
         assert dataset.stats["too_long"] == 1 and dataset.stats["examples"] == 1
@@ -128,7 +145,7 @@ def test_extractor_fills_with_the_tiny_student(tiny_student: Path):
     # greedy: the same prompt alone gives the same answer as in a batch
     assert extractor.fill(items[1:2])[0].raw == fillings[1].raw
     prompt = extractor.engine.tokenizer.decode(extractor.prompt_ids({"a": ""}, "Ann met Bo."))
-    assert prompt.endswith('### Text:\nAnn met Bo.\n\n<|output|><|im_end|>\n<|im_start|>assistant\n')
+    assert prompt.endswith("### Text:\nAnn met Bo.\n\n<|output|><|im_end|>\n<|im_start|>assistant\n")
 
 
 class GoldExtractor:
@@ -151,21 +168,28 @@ def test_evaluation_report_feeds_the_registry_gate():
 
     config = ExtractionEvalConfig(kinds=["invoice", "news_event"], max_per_kind=2)
     docs = {d.text: d.filled for d in load_examples(config.benchmark)}
-    report = evaluation.evaluate_extraction("stub", config, ExtractionPromptConfig(), extractor=GoldExtractor(docs), progress=False)
+    report = evaluation.evaluate_extraction(
+        "stub", config, ExtractionPromptConfig(), extractor=GoldExtractor(docs), progress=False
+    )
     assert set(report.primary) == {"invoice", "news_event"} and report.coverage == {"invoice": 2, "news_event": 2}
     assert (report.metric, report.unit, report.per_dataset) == ("tree score", "documents", {})
     assert report.stats["valid_json"] == 0.5 and report.stats["tree_score"] == pytest.approx(0.5)
     assert len(report.predictions) == 4 and report.predictions[0].type == ""
     assert report.predictions[0].gold == report.predictions[0].predicted != []
     # the same subset every time (seeded)
-    again = evaluation.evaluate_extraction("stub", config, ExtractionPromptConfig(), extractor=GoldExtractor(docs), progress=False)
+    again = evaluation.evaluate_extraction(
+        "stub", config, ExtractionPromptConfig(), extractor=GoldExtractor(docs), progress=False
+    )
     assert [p.id for p in again.predictions] == [p.id for p in report.predictions]
     primary, coverage = registry.metrics_from_report(report)
-    passed, reasons = registry.decide(primary, None, GateConfig(min_f1=0.4), coverage, metric=report.metric, unit=report.unit)
+    passed, reasons = registry.decide(
+        primary, None, GateConfig(min_f1=0.4), coverage, metric=report.metric, unit=report.unit
+    )
     assert passed, reasons
     assert reasons[0].startswith("pass: floor: avg tree score ")
-    failed, reasons = registry.decide(primary, {"invoice": 0.5}, GateConfig(), coverage, {"invoice": 2},
-                                      metric=report.metric, unit=report.unit)
+    failed, reasons = registry.decide(
+        primary, {"invoice": 0.5}, GateConfig(), coverage, {"invoice": 2}, metric=report.metric, unit=report.unit
+    )
     assert not failed and "missing" in reasons[-1]
     assert evaluation.report_metrics(report)["extract.avg_tree_score"] == pytest.approx(report.average)
     with pytest.raises(ValueError, match="not in"):
@@ -178,7 +202,10 @@ def test_pyfunc_fills_rows(tiny_student: Path):
 
     model = ExtractionModel()
     model.load_context(SimpleNamespace(artifacts={"model": str(tiny_student)}, model_config={"max_new_tokens": 6}))
-    rows = [{"text": "Ann  met\nBo.", "template": json.dumps({"who": []})}, {"text": "Cy left.", "template": {"who": []}}]
+    rows = [
+        {"text": "Ann  met\nBo.", "template": json.dumps({"who": []})},
+        {"text": "Cy left.", "template": {"who": []}},
+    ]
     out = model.predict(None, rows)
     assert [r["text"] for r in out] == ["Ann met Bo.", "Cy left."] and all("raw" in r and "filled" in r for r in out)
     with pytest.raises(ValueError, match="template leaf"):
@@ -195,7 +222,12 @@ def test_cli_parser():
     add_commands(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["extract", "--template", "t.json", "--indent", "none", "doc.txt"])
     assert (args.model, args.template, args.file, args.indent, args.prompt_format) == (
-        "models:/distill-extract@production", "t.json", "doc.txt", None, "1.5")
+        "models:/distill-extract@production",
+        "t.json",
+        "doc.txt",
+        None,
+        "1.5",
+    )
     assert args.func.__name__ == "cmd_extract"
 
 
@@ -206,8 +238,18 @@ def test_cli_extract_end_to_end(tiny_student: Path, tmp_path: Path, capsys):
     (tmp_path / "doc.txt").write_text("Ann met Bo.")
     parser = argparse.ArgumentParser()
     add_commands(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["extract", "--model", str(tiny_student), "--template", str(tmp_path / "t.json"),
-                              "--max-new-tokens", "4", str(tmp_path / "doc.txt")])
+    args = parser.parse_args(
+        [
+            "extract",
+            "--model",
+            str(tiny_student),
+            "--template",
+            str(tmp_path / "t.json"),
+            "--max-new-tokens",
+            "4",
+            str(tmp_path / "doc.txt"),
+        ]
+    )
     # a random tiny model writes no JSON: the command says so and exits 1 (a trained one prints the JSON)
     with pytest.raises(SystemExit) as exit_info:
         args.func(args)

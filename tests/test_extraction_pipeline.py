@@ -30,22 +30,35 @@ def smoke_config(tmp_path: Path) -> Path:
     config["teacher"]["cache_path"] = str(tmp_path / "teacher_cache.sqlite")
     config["sft"]["max_length"] = 4096
     config["student"]["model"] = TINY_STUDENT_DIR
-    config["train"].update(max_steps=2, per_device_batch_size=2, lora_r=4, lora_alpha=8, checkpoint_every=0, learning_rate=1e-3)
+    config["train"].update(
+        max_steps=2, per_device_batch_size=2, lora_r=4, lora_alpha=8, checkpoint_every=0, learning_rate=1e-3
+    )
     config["eval"].update(max_per_kind=1, max_new_tokens=8)
     config["gate"].update(model_name=MODEL_NAME, min_f1=0.0)
     path = tmp_path / "extract_smoke.yaml"
-    path.write_text("# Launch: zenml pipeline run pipelines.distill_extraction.distill_extraction -c extract_smoke.yaml\n" + yaml.safe_dump(raw))
+    path.write_text(
+        "# Launch: zenml pipeline run pipelines.distill_extraction.distill_extraction -c extract_smoke.yaml\n"
+        + yaml.safe_dump(raw)
+    )
     return path
 
 
 def test_extraction_pipeline_end_to_end(tiny_student, zenml_env, tmp_path):
     assert (ROOT / "data/extraction/demo/corpus.jsonl").exists(), "run data/extraction/demo/build_demo.py"
-    setup = run_cli([sys.executable, "-m", "distill_ner.cli", "stack"], zenml_env)  # works without the console script installed
+    setup = run_cli(
+        [sys.executable, "-m", "distill_ner.cli", "stack"], zenml_env
+    )  # works without the console script installed
     assert setup.returncode == 0, setup.stderr[-4000:]
     # Pin this store's stack and project for every later command: the repo's .zen/config.yaml (the "active"
     # stack) is shared with every other ZenML process started in this checkout, concurrent tests included.
-    ids = run_cli([sys.executable, "-c", "from zenml.client import Client; c = Client(); "
-                   "print(c.get_stack('distill-ner').id, c.active_project.id)"], zenml_env)
+    ids = run_cli(
+        [
+            sys.executable,
+            "-c",
+            "from zenml.client import Client; c = Client(); print(c.get_stack('distill-ner').id, c.active_project.id)",
+        ],
+        zenml_env,
+    )
     assert ids.returncode == 0, ids.stderr[-4000:]
     stack_id, project_id = ids.stdout.strip().splitlines()[-1].split()
     zenml_env = {**zenml_env, "ZENML_ACTIVE_STACK_ID": stack_id, "ZENML_ACTIVE_PROJECT_ID": project_id}
@@ -58,8 +71,16 @@ def test_extraction_pipeline_end_to_end(tiny_student, zenml_env, tmp_path):
 
     assert state["run_status"].lower().endswith("completed")
     steps = state["steps"]
-    assert set(steps) == {"sample_corpus", "generate_templates", "fill_templates", "add_extraction_negatives",
-                          "build_extraction_sft", "train", "evaluate_extraction", "register_and_promote"}
+    assert set(steps) == {
+        "sample_corpus",
+        "generate_templates",
+        "fill_templates",
+        "add_extraction_negatives",
+        "build_extraction_sft",
+        "train",
+        "evaluate_extraction",
+        "register_and_promote",
+    }
     assert steps["sample_corpus"]["outputs"]["passages"]["passages"] == 16
     templates = steps["generate_templates"]["outputs"]["templates"]
     assert templates["examples"] + templates["failures"] == 16
@@ -77,16 +98,25 @@ def test_extraction_pipeline_end_to_end(tiny_student, zenml_env, tmp_path):
     # read from the version's tags: MLflow's search_model_versions leaves `aliases` empty
     assert version["tags"]["gate.passed"] == "true", version["tags"].get("gate.reasons")
     assert "promoted v1 to production" in version["tags"]["gate.reasons"]
-    assert json.loads(version["tags"]["gate.metrics"])["coverage"] == dict.fromkeys(json.loads(version["tags"]["gate.metrics"])["f1"], 1)
+    assert json.loads(version["tags"]["gate.metrics"])["coverage"] == dict.fromkeys(
+        json.loads(version["tags"]["gate.metrics"])["f1"], 1
+    )
 
     # the registered version is the extraction pyfunc (logged from code): template rows in, fillings out
-    load = run_cli([sys.executable, "-c", textwrap.dedent(f"""
+    load = run_cli(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(f"""
         import json, mlflow
         from distill_ner.console import use_tracking_uri
         use_tracking_uri()
         model = mlflow.pyfunc.load_model("models:/{MODEL_NAME}@production")
         out = model.predict([{{"text": "Ann met Bo.", "template": json.dumps({{"who": []}})}}])
         print(json.dumps(sorted(out[0])))
-    """)], zenml_env)
+    """),
+        ],
+        zenml_env,
+    )
     assert load.returncode == 0, load.stderr[-4000:]
     assert json.loads(load.stdout.strip().splitlines()[-1]) == ["filled", "raw", "text"]

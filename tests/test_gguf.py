@@ -61,7 +61,9 @@ def gguf_fields(path: Path) -> dict:
     from gguf import GGUFReader
 
     reader = GGUFReader(str(path))
-    fields = {name: field.contents() for name, field in reader.fields.items() if not name.startswith("tokenizer.ggml.tokens")}
+    fields = {
+        name: field.contents() for name, field in reader.fields.items() if not name.startswith("tokenizer.ggml.tokens")
+    }
     return {"fields": fields, "tensors": {t.name: t for t in reader.tensors}}
 
 
@@ -75,7 +77,7 @@ def test_export_keeps_chat_template_and_pre_tokenizer(tiny_f16: Path, tiny_dir: 
     assert meta["tokenizer.ggml.eos_token_id"] == tokenizer.convert_tokens_to_ids("<|im_end|>")
     modelfile = tiny_f16.with_suffix(".Modelfile").read_text()
     assert modelfile.startswith(f"FROM ./{tiny_f16.name}\n")
-    assert '<|im_start|>{{ .Role }}' in modelfile and 'PARAMETER stop "<|im_end|>"' in modelfile
+    assert "<|im_start|>{{ .Role }}" in modelfile and 'PARAMETER stop "<|im_end|>"' in modelfile
 
 
 def test_export_merges_an_adapter(tiny_dir: Path, tmp_path: Path):
@@ -106,8 +108,10 @@ def test_export_rejects_bad_input(tmp_path: Path, tiny_dir: Path):
         export_gguf(str(tiny_dir), tmp_path / "x.gguf", "q3_x")
     with pytest.raises(ValueError, match=r"\.gguf"):
         export_gguf(str(tiny_dir), tmp_path / "x.bin", "f16")
-    done = run_cli(["distill-ner", "export", "--model", str(tmp_path / "missing"), "--out", str(tmp_path / "m.gguf")],
-                   env=dict(os.environ))
+    done = run_cli(
+        ["distill-ner", "export", "--model", str(tmp_path / "missing"), "--out", str(tmp_path / "m.gguf")],
+        env=dict(os.environ),
+    )
     assert done.returncode != 0 and "missing" in done.stderr
     assert not list(tmp_path.glob("*.gguf*")), "nothing half-written is left"
 
@@ -148,13 +152,17 @@ def transformers_answers(tiny_dir: Path):
 
 @needs_llama_cpp
 @pytest.mark.parametrize("batch_size", [1, 4, 16])
-def test_llamacpp_f16_gives_the_engines_greedy_answers(tiny_f16: Path, tiny_dir: Path, transformers_answers, batch_size: int):
+def test_llamacpp_f16_gives_the_engines_greedy_answers(
+    tiny_f16: Path, tiny_dir: Path, transformers_answers, batch_size: int
+):
     """Same prompt ids, same stop tokens, greedy: the f16 GGUF answers as the fp32 engine does. Batch 4 and 16
     run several sentences' questions at once, batch 1 one question at a time."""
     engine = Engine(str(tiny_f16), backend="llamacpp", batch_size=batch_size, max_new_tokens=MAX_NEW, threads=1)
     hf_tokenizer = load_tokenizer(str(tiny_dir))
     # the .gguf path tokenises with the tokenizer transformers reads from the GGUF: the very same ids
-    assert [engine.prompt_ids(t, e) for t, e in queries()] == [query_prompt_ids(hf_tokenizer, t, e) for t, e in queries()]
+    assert [engine.prompt_ids(t, e) for t, e in queries()] == [
+        query_prompt_ids(hf_tokenizer, t, e) for t, e in queries()
+    ]
     got = [g.token_ids for g in engine.generate(queries(), progress=False)]
     same = sum(a == b for a, b in zip(got, transformers_answers))
     assert same == len(got), f"{same}/{len(got)} identical"
@@ -191,7 +199,9 @@ def test_q4_k_m_quantises_and_answers(tiny_f16: Path, tiny_dir: Path, tmp_path: 
 @needs_llama_cpp
 def test_predict_cli_on_the_exported_file(tiny_f16: Path):
     env = dict(os.environ)
-    done = run_cli(["distill-ner", "predict", "--model", str(tiny_f16), "--types", "person,location", SENTENCES[0]], env=env)
+    done = run_cli(
+        ["distill-ner", "predict", "--model", str(tiny_f16), "--types", "person,location", SENTENCES[0]], env=env
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     row = json.loads(done.stdout.strip())
     assert row["text"] == SENTENCES[0] and list(row["entities"]) == ["person", "location"]

@@ -168,7 +168,9 @@ def test_freed_rows_are_refilled(tiny, reference):
     first = [i for i, (text, _) in enumerate(qs) if text == max(SENTENCES, key=len)]
     stops = {reference[i][1] for i in first}
     expected = [truncate_at_any(ids, stops) for ids in reference]
-    engine = Engine.from_model(model, tokenizer, batch_size=2 * len(TYPES), max_new_tokens=MAX_NEW, stop_ids=sorted(stops))
+    engine = Engine.from_model(
+        model, tokenizer, batch_size=2 * len(TYPES), max_new_tokens=MAX_NEW, stop_ids=sorted(stops)
+    )
     generations = engine.generate(qs, progress=False)
     assert [(g.token_ids, g.stopped) for g in generations] == expected
     assert engine.last_stats.merges > 0
@@ -208,7 +210,9 @@ def test_engine_loads_reference_and_adapter(tiny_dir: Path, tmp_path: Path):
     qs = queries()[:5]
     base = Engine(str(tiny_dir), max_new_tokens=6, device="cpu")
     torch.manual_seed(1)
-    peft_model = get_peft_model(load_model(str(tiny_dir)), LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
+    peft_model = get_peft_model(
+        load_model(str(tiny_dir)), LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"])
+    )
     with torch.no_grad():  # LoRA B starts at zero (a no-op adapter); make it change the answers
         for name, param in peft_model.named_parameters():
             if "lora_B" in name:

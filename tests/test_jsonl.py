@@ -11,10 +11,13 @@ def test_values_with_their_place(tmp_path):
     assert list(iter_jsonl(path)) == [(f"{path}:1", {"x": 1}), (f"{path}:4", {"x": 2})]
 
 
-@pytest.mark.parametrize(("line", "message"), [
-    ('{"x": ', r"a\.jsonl:2: invalid JSON \(Expecting value at column \d+\)"),
-    ("[1, 2]", r"a\.jsonl:2: expected a JSON object per line, got list"),
-])
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ('{"x": ', r"a\.jsonl:2: invalid JSON \(Expecting value at column \d+\)"),
+        ("[1, 2]", r"a\.jsonl:2: expected a JSON object per line, got list"),
+    ],
+)
 def test_bad_line_named(tmp_path, line, message):
     path = tmp_path / "a.jsonl"
     path.write_text('{"x": 1}\n' + line + "\n", encoding="utf-8")

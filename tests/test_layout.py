@@ -30,7 +30,9 @@ def _tool(name: str) -> str:
 
 def test_import_contracts_hold():
     """The core never imports a recipe, recipes never import each other, no import cycles."""
-    result = subprocess.run([_tool("lint-imports"), "--no-cache"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [_tool("lint-imports"), "--no-cache"], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "0 broken" in result.stdout
 
@@ -48,5 +50,15 @@ def test_every_core_module_is_under_contract():
 
 def test_ruff_check_passes():
     """ruff (config in pyproject.toml [tool.ruff]) over the files it is enforced on."""
-    result = subprocess.run([_tool("ruff"), "check", "--no-cache"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [_tool("ruff"), "check", "--no-cache"], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_ruff_format_is_applied():
+    """`ruff format` (line length 120, pyproject.toml [tool.ruff]) leaves every file as it is."""
+    result = subprocess.run(
+        [_tool("ruff"), "format", "--check", "--no-cache"], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, "run `ruff format`:\n" + result.stdout + result.stderr

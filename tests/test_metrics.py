@@ -118,7 +118,7 @@ def _perturb(gold: list[str], pool: list[str], rng: random.Random, kind: int) ->
     if kind == 9:  # multi-line JSON: the reference's pattern does not cross the line break
         return json.dumps(g + [rng.choice(pool)], indent=1)
     if kind == 10:  # trailing text after the list
-        return json.dumps(g) + " and also [\"x\"]"
+        return json.dumps(g) + ' and also ["x"]'
     if kind == 11:  # duplicates
         return json.dumps(g + g + [x.lower() for x in g])
     if kind == 12:  # a non-string item spoils the whole answer
@@ -217,7 +217,7 @@ def test_perfect_predictions_score_one(shared_queries) -> None:
         ('["Paris"] ["Rome"]', ["paris"]),
         ('["a]b"]', []),  # cut at the first "]", invalid JSON
         ('["Paris", 3]', []),  # a non-string item spoils the whole answer
-        ('[null]', []),
+        ("[null]", []),
         ("[]", []),
         ('["An apple a day"]', ["apple day"]),
         ('["another theory"]', ["another theory"]),  # articles only as whole words
@@ -260,8 +260,14 @@ def test_uniner_scores_epsilon_and_empty() -> None:
 
 def test_average_is_macro() -> None:
     a = Scores(
-        precision=1.0, recall=0.5, f1=0.6, n_queries=10, n_sentences=2,
-        span_f1=0.5, span_precision=0.5, span_recall=0.5,
+        precision=1.0,
+        recall=0.5,
+        f1=0.6,
+        n_queries=10,
+        n_sentences=2,
+        span_f1=0.5,
+        span_precision=0.5,
+        span_recall=0.5,
     )
     b = Scores(precision=0.0, recall=0.5, f1=0.2, n_queries=5, n_sentences=1)
     avg = average({"a": a, "b": b})

@@ -11,11 +11,18 @@ from tests.conftest import ROOT
 
 
 def test_a_missing_registered_model_names_the_store_and_the_stack(tmp_path: Path) -> None:
-    env = {**os.environ, "ZENML_CONFIG_PATH": str(tmp_path / "zenml"), "PYTHONPATH": str(ROOT),
-           "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db", "ZENML_ANALYTICS_OPT_IN": "false"}
+    env = {
+        **os.environ,
+        "ZENML_CONFIG_PATH": str(tmp_path / "zenml"),
+        "PYTHONPATH": str(ROOT),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db",
+        "ZENML_ANALYTICS_OPT_IN": "false",
+    }
     env.pop("ZENML_REPOSITORY_PATH", None)
     code = "from distill_ner.models import resolve_reference; resolve_reference('models:/distill-ner@production')"
-    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900
+    )
     assert done.returncode != 0
     message = " ".join(done.stderr.split())  # a rich traceback handler may wrap the line
     assert f"LookupError: models:/distill-ner@production: not in the MLflow registry at sqlite:///{tmp_path}" in message

@@ -12,10 +12,23 @@ def student_folder(root: Path) -> Path:
     folder = root / "student"
     folder.mkdir()
     (folder / "adapter_model.safetensors").write_bytes(b"\0" * 2**20)
-    record = {"student": "models/tiny", "base_model": "/abs/models/tiny", "method": "lora", "precision": "fp32",
-              "data_hash": "0123456789abcdef", "train": {"learning_rate": 0.002},
-              "metrics": {"n_rows": 24, "n_target_tokens": 812, "steps": 16.0, "first_loss": 3.21, "final_loss": 1.05,
-                          "trainable_params": 4096.0, "train_runtime_s": 12.5}}
+    record = {
+        "student": "models/tiny",
+        "base_model": "/abs/models/tiny",
+        "method": "lora",
+        "precision": "fp32",
+        "data_hash": "0123456789abcdef",
+        "train": {"learning_rate": 0.002},
+        "metrics": {
+            "n_rows": 24,
+            "n_target_tokens": 812,
+            "steps": 16.0,
+            "first_loss": 3.21,
+            "final_loss": 1.05,
+            "trainable_params": 4096.0,
+            "train_runtime_s": 12.5,
+        },
+    }
     (folder / "training_config.json").write_text(json.dumps(record))
     return folder
 
@@ -23,9 +36,15 @@ def student_folder(root: Path) -> Path:
 def test_card_states_base_method_data_steps_loss_and_size(tmp_path: Path) -> None:
     folder = student_folder(tmp_path)
     card = model_card_markdown(folder)
-    for expected in ("# Student: models/tiny", "| Base model | `/abs/models/tiny` |", "| Method | lora (fp32) |",
-                     "24 SFT rows, 812 target tokens (data hash 0123456789ab)", "| Steps | 16 at learning rate 0.002 |",
-                     "| Loss (first -> last logged) | 3.2100 -> 1.0500 |", "| Size on disk | 1.0 MiB |"):
+    for expected in (
+        "# Student: models/tiny",
+        "| Base model | `/abs/models/tiny` |",
+        "| Method | lora (fp32) |",
+        "24 SFT rows, 812 target tokens (data hash 0123456789ab)",
+        "| Steps | 16 at learning rate 0.002 |",
+        "| Loss (first -> last logged) | 3.2100 -> 1.0500 |",
+        "| Size on disk | 1.0 MiB |",
+    ):
         assert expected in card, (expected, card)
     assert card_facts(folder)["steps"] == 16 and card_facts(folder)["final_loss"] == 1.05
 

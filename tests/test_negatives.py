@@ -97,9 +97,7 @@ def test_without_replacement_matches_exact_successive_sampling():
         for t in seq:
             inclusion[t] += prob
     passages = _passages(10_000, [[]])
-    result = add_negatives(
-        AnnotationSet(passages=passages, type_counts=table), NegativesConfig(per_passage=k, seed=3)
-    )
+    result = add_negatives(AnnotationSet(passages=passages, type_counts=table), NegativesConfig(per_passage=k, seed=3))
     counts = Counter(t for p in result.passages for t in p.negatives)
     assert all(len(set(p.negatives)) == k for p in result.passages)
     for t in table:
@@ -178,7 +176,9 @@ def test_uniform_and_none_strategies():
 def test_type_frequencies_uses_type_counts_else_recounts_normalised():
     passages = [
         AnnotatedPassage(id="a", text="", entities=[Entity(text="x", type="Person"), Entity(text="y", type="person ")]),
-        AnnotatedPassage(id="b", text="", entities=[Entity(text="z", type="Sports  team"), Entity(text="w", type="person")]),
+        AnnotatedPassage(
+            id="b", text="", entities=[Entity(text="z", type="Sports  team"), Entity(text="w", type="person")]
+        ),
     ]
     assert type_frequencies(AnnotationSet(passages=passages)) == {"person": 3, "sports team": 1}
     given = AnnotationSet(passages=passages, type_counts={"Location": 2, "location": 5, "date": 9, "x": 0})

@@ -79,10 +79,10 @@ def test_uniner_jsonl_and_label_map(tmp_path: Path) -> None:
 def test_uniner_invalid_json_names_file_entry_and_line(tmp_path: Path) -> None:
     good = json.dumps([_entry(0, "A b .", "person", "[]")], indent=2)
     path = tmp_path / "broken.json"
-    path.write_text(good[:-2] + ",\n  {\"id\": \"t_1\", \"conversations\": [}\n]", encoding="utf-8")
+    path.write_text(good[:-2] + ',\n  {"id": "t_1", "conversations": [}\n]', encoding="utf-8")
     with pytest.raises(ValueError, match=r"broken\.json: invalid JSON in entry 1 \(line 23, column 35\)"):
         load_uniner_json(path)
-    path.write_text("{\"not\": \"a list\"}", encoding="utf-8")
+    path.write_text('{"not": "a list"}', encoding="utf-8")
     with pytest.raises(ValueError, match=r"broken\.json: expected a JSON list"):
         load_uniner_json(path)
 
@@ -171,7 +171,9 @@ def test_bio_without_label_map_keeps_raw_types_in_classlabel_order(tmp_path: Pat
 
 
 def test_bio_i_after_o_names_dataset_row_and_label(tmp_path: Path) -> None:
-    folder = _save(tmp_path, [["a", "b"], ["Bob", "Smith", "x", "York"]], [["O", "O"], ["B-PER", "I-PER", "O", "I-LOC"]], "iob")
+    folder = _save(
+        tmp_path, [["a", "b"], ["Bob", "Smith", "x", "York"]], [["O", "O"], ["B-PER", "I-PER", "O", "I-LOC"]], "iob"
+    )
     with pytest.raises(ValueError, match=r"iob row 1, token 3: label 'I-LOC' follows O"):
         load_bio(str(folder), label_map="conll2003")
     folder = _save(tmp_path, [["Bob", "York"]], [["B-PER", "I-LOC"]], "iob_type")
@@ -214,9 +216,7 @@ def test_bio_string_tags_from_jsonl_and_json(tmp_path: Path) -> None:
 
 
 def test_bio_parquet_keeps_classlabel_and_datasetdict_split(tmp_path: Path) -> None:
-    ds = datasets.Dataset.from_dict(
-        {"tokens": [["Bob", "runs"]], "ner_tags": [[1, 0]]}, features=_conll_features()
-    )
+    ds = datasets.Dataset.from_dict({"tokens": [["Bob", "runs"]], "ner_tags": [[1, 0]]}, features=_conll_features())
     ds.to_parquet(str(tmp_path / "d.parquet"))
     assert load_bio(str(tmp_path / "d.parquet")).sentences[0].gold["PER"] == ["Bob"]
     datasets.DatasetDict({"validation": ds}).save_to_disk(str(tmp_path / "dd"))

@@ -25,8 +25,9 @@ PASSAGE = "Barack Obama met Angela Merkel in Berlin in 2009."
 SOUP = "[](){}\"',: \\a1.-\nTN"
 BOUND_S = 0.5  # per input; the old parser took 72 s on '[a ' * 16000 and never ended on '[' * 100000
 # no example database in the working tree; the same examples on every run
-FUZZ = settings(database=None, derandomize=True, deadline=None, max_examples=400,
-                suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(
+    database=None, derandomize=True, deadline=None, max_examples=400, suppress_health_check=[HealthCheck.too_slow]
+)
 
 
 def timed_parse(answer: str) -> tuple[ParseResult, float]:
@@ -113,10 +114,16 @@ def test_literal_forms_answers_use() -> None:
     assert extract_list('[("New " "York", "city")]') == [("New York", "city")]
     assert extract_list("[{'entity': 'Berlin', 'type': 'city'}]") == [{"entity": "Berlin", "type": "city"}]
     assert extract_list('{"entities": [["Berlin", "city"]]}') == [["Berlin", "city"]]
-    assert extract_list('[["Berlin", null], ["x", true], ["y", -1.5e3]]') == [["Berlin", None], ["x", True],
-                                                                              ["y", -1500.0]]
+    assert extract_list('[["Berlin", null], ["x", true], ["y", -1.5e3]]') == [
+        ["Berlin", None],
+        ["x", True],
+        ["y", -1500.0],
+    ]
     assert extract_list('[("caf\\u00e9", "t"), ("a\\x41", "t"), ("\\ud83d\\ude00", "t")]') == [
-        ("café", "t"), ("aA", "t"), ("😀", "t")]
+        ("café", "t"),
+        ("aA", "t"),
+        ("😀", "t"),
+    ]
     assert extract_list("[('O\\'Brien', 'person')]") == [("O'Brien", "person")]
     # a prose bracket whose quote swallows the real list does not hide it
     assert extract_list("[1 'note]: [('Berlin', 'city')]") == [("Berlin", "city")]
@@ -132,8 +139,15 @@ def test_an_unparseable_cached_answer_is_a_counted_failure(tmp_path: Path) -> No
     cache = ResponseCache(config.cache_path)
     for passage, answer in zip(passages, answers):
         req = teacher_request(passage.text, config)
-        cache.put(req.key, backend=config.backend, model=config.model, messages=req.messages, params=req.params,
-                  response=answer, usage={})
+        cache.put(
+            req.key,
+            backend=config.backend,
+            model=config.model,
+            messages=req.messages,
+            params=req.params,
+            response=answer,
+            usage={},
+        )
     cache.close()
     result = annotate_passages(passages, config, progress=False)
     assert [p.id for p in result.passages] == ["p0"]

@@ -32,7 +32,15 @@ def test_smoke_run_end_to_end_then_cached(tiny_student, zenml_env):
     state = inspect(zenml_env)
     assert state["run_status"].lower().endswith("completed")
     steps = state["steps"]
-    assert set(steps) == {"sample_corpus", "annotate", "add_negatives", "build_sft", "train", "evaluate", "register_and_promote"}
+    assert set(steps) == {
+        "sample_corpus",
+        "annotate",
+        "add_negatives",
+        "build_sft",
+        "train",
+        "evaluate",
+        "register_and_promote",
+    }
     assert steps["sample_corpus"]["outputs"]["passages"]["passages"] == 24
     annotations = steps["annotate"]["outputs"]["annotations"]
     assert annotations["passages"] + annotations["failures"] == 24
@@ -70,7 +78,9 @@ def test_smoke_run_end_to_end_then_cached(tiny_student, zenml_env):
     state = inspect(zenml_env)
     assert state["runs"] == 2
     statuses = {name: s["status"] for name, s in state["steps"].items()}
-    assert all(status.lower().endswith("cached") for name, status in statuses.items() if name != "register_and_promote"), statuses
+    assert all(
+        status.lower().endswith("cached") for name, status in statuses.items() if name != "register_and_promote"
+    ), statuses
     assert len(state["model_versions"]) == 1, "a cached rerun must not register the same model twice"
 
 

@@ -38,10 +38,20 @@ def corpus(path: Path, n: int, failing: set[int], words: int = 9) -> Path:
 def config(tmp_path: Path, name: str, corpus_path: Path, server: FakeOpenAIServer, **teacher) -> Path:
     cfg = yaml.safe_load((ROOT / "configs/smoke.yaml").read_text())
     params = cfg["parameters"]["config"]
-    params["corpus"] = {"sources": [{"path": str(corpus_path), "id_field": "id"}], "max_tokens": 2048,
-                        "num_passages": 12}
-    params["teacher"] = {"model": "fake-teacher", "base_url": server.base_url, "api_key_env": KEY_ENV,
-                         "max_retries": 0, "timeout_s": 10, "cache_path": str(tmp_path / f"{name}.sqlite"), **teacher}
+    params["corpus"] = {
+        "sources": [{"path": str(corpus_path), "id_field": "id"}],
+        "max_tokens": 2048,
+        "num_passages": 12,
+    }
+    params["teacher"] = {
+        "model": "fake-teacher",
+        "base_url": server.base_url,
+        "api_key_env": KEY_ENV,
+        "max_retries": 0,
+        "timeout_s": 10,
+        "cache_path": str(tmp_path / f"{name}.sqlite"),
+        **teacher,
+    }
     params["train"]["max_steps"] = 2
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -65,8 +75,9 @@ def test_failed_passages_are_retried_and_too_many_stop_the_run(tiny_student, zen
     zenml_env["TMPDIR"] = str(work_tmp)
     assert run_cli(["distill-ner", "stack"], zenml_env).returncode == 0
     with FakeOpenAIServer(fail_marker="FAILME") as server:
-        two_of_twelve = config(tmp_path, "outage", corpus(tmp_path / "c1.jsonl", 12, {3, 7}), server,
-                               max_failed_fraction=0.25)
+        two_of_twelve = config(
+            tmp_path, "outage", corpus(tmp_path / "c1.jsonl", 12, {3, 7}), server, max_failed_fraction=0.25
+        )
 
         # an outage for 2 of 12 passages, under the allowed share: the run goes on with 10
         first = run_cli(PIPELINE + [str(two_of_twelve)], zenml_env, timeout=900)
@@ -101,7 +112,10 @@ def test_failed_passages_are_retried_and_too_many_stop_the_run(tiny_student, zen
         stopped = run_cli(PIPELINE + [str(too_many)], zenml_env, timeout=900)
         output = stopped.stdout + stopped.stderr
         assert stopped.returncode != 0
-        assert "teacher openai:fake-teacher: 3 of 12 passages failed (25.0%, above teacher.max_failed_fraction 0.05)" in output
+        assert (
+            "teacher openai:fake-teacher: 3 of 12 passages failed (25.0%, above teacher.max_failed_fraction 0.05)"
+            in output
+        )
         assert "server_error 3" in output
         assert "Step train has started" not in output and "Step build_sft has started" not in output
 

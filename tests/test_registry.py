@@ -44,7 +44,9 @@ def test_first_model_only_needs_the_floor() -> None:
 
 
 def test_better_passes_with_margin_and_every_check_stated() -> None:
-    passed, reasons = registry.decide({"a": 0.6, "b": 0.5}, {"a": 0.5, "b": 0.5}, gate(margin=0.05), {"a": 4, "b": 4}, {"a": 4, "b": 4})
+    passed, reasons = registry.decide(
+        {"a": 0.6, "b": 0.5}, {"a": 0.5, "b": 0.5}, gate(margin=0.05), {"a": 4, "b": 4}, {"a": 4, "b": 4}
+    )
     assert passed, reasons
     assert "pass: avg F1 0.5500 >= production's 0.5000 + margin 0.0500 = 0.5500" in reasons  # equal counts as >=
     assert any(r.startswith("pass: largest single-benchmark drop 0.0000") for r in reasons)
@@ -54,13 +56,37 @@ def test_better_passes_with_margin_and_every_check_stated() -> None:
     ("candidate", "coverage", "expected"),
     [
         ({"a": 0.5, "b": 0.5}, {"a": 4, "b": 4}, "fail: avg F1 0.5000 < production's 0.5500 + margin 0.0000 = 0.5500"),
-        ({"a": 0.9, "b": 0.4}, {"a": 4, "b": 4}, "fail: benchmark b: F1 0.4000 dropped 0.1000 from production's 0.5000 (max_drop 0.0500)"),
+        (
+            {"a": 0.9, "b": 0.4},
+            {"a": 4, "b": 4},
+            "fail: benchmark b: F1 0.4000 dropped 0.1000 from production's 0.5000 (max_drop 0.0500)",
+        ),
         ({}, {}, "fail: the evaluation is empty (0 benchmarks scored); an empty evaluation never passes"),
-        ({"a": 0.9, "b": float("nan")}, {"a": 4, "b": 4}, "fail: benchmark b: evaluation failed (F1 nan, 4 sentences evaluated)"),
-        ({"a": 0.9, "b": 0.9}, {"a": 4, "b": 0}, "fail: benchmark b: evaluation failed (F1 0.9, 0 sentences evaluated)"),
-        ({"a": 0.9, "c": 0.9}, {"a": 4, "c": 4}, "fail: benchmark set differs from production's (2 vs 2): missing ['b'], not in production ['c']; not comparable"),
-        ({"a": 0.9}, {"a": 4}, "fail: benchmark set differs from production's (1 vs 2): missing ['b'], not in production []; not comparable"),
-        ({"a": 0.9, "b": 0.9}, {"a": 4, "b": 2}, "fail: coverage differs from production's (b: 2 vs production's 4 sentences); not comparable"),
+        (
+            {"a": 0.9, "b": float("nan")},
+            {"a": 4, "b": 4},
+            "fail: benchmark b: evaluation failed (F1 nan, 4 sentences evaluated)",
+        ),
+        (
+            {"a": 0.9, "b": 0.9},
+            {"a": 4, "b": 0},
+            "fail: benchmark b: evaluation failed (F1 0.9, 0 sentences evaluated)",
+        ),
+        (
+            {"a": 0.9, "c": 0.9},
+            {"a": 4, "c": 4},
+            "fail: benchmark set differs from production's (2 vs 2): missing ['b'], not in production ['c']; not comparable",
+        ),
+        (
+            {"a": 0.9},
+            {"a": 4},
+            "fail: benchmark set differs from production's (1 vs 2): missing ['b'], not in production []; not comparable",
+        ),
+        (
+            {"a": 0.9, "b": 0.9},
+            {"a": 4, "b": 2},
+            "fail: coverage differs from production's (b: 2 vs production's 4 sentences); not comparable",
+        ),
     ],
     ids=["worse", "one-benchmark-drop", "empty", "nan", "zero-coverage", "other-benchmarks", "subset", "coverage"],
 )
@@ -79,14 +105,20 @@ def test_secrets_are_redacted() -> None:
     os.environ["TEST_DISTILL_API_KEY"] = "verysecretvalue123"
     try:
         cleaned = registry.redact(
-            {"teacher": {"api_key": "abc", "api_key_env": "OPENAI_API_KEY", "max_tokens": 1024, "hf_token": "x"},
-             "note": "key verysecretvalue123 leaked", "url": "sk-abcdefghijklmnop", "tokenizer": "gpt2"}
+            {
+                "teacher": {"api_key": "abc", "api_key_env": "OPENAI_API_KEY", "max_tokens": 1024, "hf_token": "x"},
+                "note": "key verysecretvalue123 leaked",
+                "url": "sk-abcdefghijklmnop",
+                "tokenizer": "gpt2",
+            }
         )
     finally:
         del os.environ["TEST_DISTILL_API_KEY"]
     assert cleaned == {
         "teacher": {"api_key": "<redacted>", "api_key_env": "<redacted>", "max_tokens": 1024, "hf_token": "<redacted>"},
-        "note": "<redacted>", "url": "<redacted>", "tokenizer": "gpt2",
+        "note": "<redacted>",
+        "url": "<redacted>",
+        "tokenizer": "gpt2",
     }
 
 
@@ -162,8 +194,13 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def candidate(tiny_model: Path, dest: Path, tag: str) -> Path:
     """A model folder with its own content (its training record differs), as each training run gives."""
     shutil.copytree(tiny_model, dest)
-    record = {"data_hash": f"data-{tag}", "base_model": str(tiny_model), "method": "full",
-              "train": {"learning_rate": 1e-3}, "teacher": {"api_key": "sk-shouldneverleak0123"}}
+    record = {
+        "data_hash": f"data-{tag}",
+        "base_model": str(tiny_model),
+        "method": "full",
+        "train": {"learning_rate": 1e-3},
+        "teacher": {"api_key": "sk-shouldneverleak0123"},
+    }
     (dest / "training_config.json").write_text(json.dumps(record))
     return dest
 
@@ -172,7 +209,9 @@ def report(f1: dict[str, float], coverage: dict[str, int] | None = None) -> Eval
     coverage = coverage or {name: 4 for name in f1}
     return EvalReport(
         model="candidate",
-        per_dataset={k: Scores(precision=v, recall=v, f1=v, n_queries=8, n_sentences=coverage[k]) for k, v in f1.items()},
+        per_dataset={
+            k: Scores(precision=v, recall=v, f1=v, n_queries=8, n_sentences=coverage[k]) for k, v in f1.items()
+        },
         coverage=coverage,
     )
 
@@ -208,10 +247,16 @@ def state(name: str) -> dict[str, str | None]:
     return out
 
 
-def register(path: Path, f1: dict[str, float], name: str, zmv=None, coverage: dict[str, int] | None = None, **gate_kw: float):
+def register(
+    path: Path, f1: dict[str, float], name: str, zmv=None, coverage: dict[str, int] | None = None, **gate_kw: float
+):
     return registry.register_and_gate(
-        path, report(f1, coverage), GateConfig(model_name=name, **{**GATE, **gate_kw}),
-        tags={"zenml_run": f"run-{path.name}", "teacher": "demo-teacher"}, zenml_model_version=zmv, flavour=NERServing(max_new_tokens=4),
+        path,
+        report(f1, coverage),
+        GateConfig(model_name=name, **{**GATE, **gate_kw}),
+        tags={"zenml_run": f"run-{path.name}", "teacher": "demo-teacher"},
+        zenml_model_version=zmv,
+        flavour=NERServing(max_new_tokens=4),
     )
 
 
@@ -228,7 +273,9 @@ def test_promotion_lease_is_exclusive_and_broken_only_once_expired(mlflow_store)
     with pytest.raises(TimeoutError, match="holds the lease 'leased.promotion-lease'"):
         second.acquire(timeout=0.5)
     # the holder died: its lease expires (written as its holder would have, long ago) and is broken
-    client.set_registered_model_tag(first.name, promote_module.TAG_LEASE_EXPIRES, f"{time.time() - promote_module.CLOCK_SKEW_S - 1:.3f}")
+    client.set_registered_model_tag(
+        first.name, promote_module.TAG_LEASE_EXPIRES, f"{time.time() - promote_module.CLOCK_SKEW_S - 1:.3f}"
+    )
     second.acquire(timeout=5)
     assert client.get_registered_model(second.name).tags[promote_module.TAG_LEASE_HOLDER] == second.holder
     first.release()  # a late release by the old holder leaves the new lease alone
@@ -244,7 +291,9 @@ def test_promotion_lease_is_exclusive_and_broken_only_once_expired(mlflow_store)
 # ------------------------------------------------------------------------------------------ lifecycle
 
 
-def test_gate_promotes_refuses_and_rolls_back(zenml_store, mlflow_store, tiny_model: Path, tmp_path: Path, capsys) -> None:
+def test_gate_promotes_refuses_and_rolls_back(
+    zenml_store, mlflow_store, tiny_model: Path, tmp_path: Path, capsys
+) -> None:
     from mlflow import MlflowClient
 
     from distill_ner import cli
@@ -256,20 +305,44 @@ def test_gate_promotes_refuses_and_rolls_back(zenml_store, mlflow_store, tiny_mo
     # 1. first model: the floor only
     d1 = register(candidate(tiny_model, tmp_path / "m1", "1"), {"a": 0.5, "b": 0.5}, name, z[1])
     assert (d1.version, d1.promoted, d1.production_version_before) == ("1", True, None)
-    assert state(name) == {"production": "1", "production.zenml": str(z[1].id), "previous": None, "previous.zenml": None, "zenml.production": str(z[1].id)}
+    assert state(name) == {
+        "production": "1",
+        "production.zenml": str(z[1].id),
+        "previous": None,
+        "previous.zenml": None,
+        "zenml.production": str(z[1].id),
+    }
 
     # 2. better: replaces it, the old one is kept as `previous`
     d2 = register(candidate(tiny_model, tmp_path / "m2", "2"), {"a": 0.6, "b": 0.55}, name, z[2])
     assert (d2.version, d2.promoted, d2.production_version_before) == ("2", True, "1")
     assert d2.production_before == {"avg_f1": 0.5, "f1/a": 0.5, "f1/b": 0.5}
-    assert state(name) == {"production": "2", "production.zenml": str(z[2].id), "previous": "1", "previous.zenml": str(z[1].id), "zenml.production": str(z[2].id)}
+    assert state(name) == {
+        "production": "2",
+        "production.zenml": str(z[2].id),
+        "previous": "1",
+        "previous.zenml": str(z[1].id),
+        "zenml.production": str(z[2].id),
+    }
 
     # 3-6. registered, not promoted, the reason recorded on the version and on its run
     refused = {
         "3": ({"a": 0.55, "b": 0.5}, None, "fail: avg F1 0.5250 < production's 0.5750 + margin 0.0000 = 0.5750"),
-        "4": ({"a": 0.8, "b": 0.48}, None, "fail: benchmark b: F1 0.4800 dropped 0.0700 from production's 0.5500 (max_drop 0.0500)"),
-        "5": ({"a": 0.9, "b": 0.9}, {"a": 4, "b": 0}, "fail: benchmark b: evaluation failed (F1 0.9, 0 sentences evaluated)"),
-        "6": ({"a": 0.9, "c": 0.9}, None, "fail: benchmark set differs from production's (2 vs 2): missing ['b'], not in production ['c']; not comparable"),
+        "4": (
+            {"a": 0.8, "b": 0.48},
+            None,
+            "fail: benchmark b: F1 0.4800 dropped 0.0700 from production's 0.5500 (max_drop 0.0500)",
+        ),
+        "5": (
+            {"a": 0.9, "b": 0.9},
+            {"a": 4, "b": 0},
+            "fail: benchmark b: evaluation failed (F1 0.9, 0 sentences evaluated)",
+        ),
+        "6": (
+            {"a": 0.9, "c": 0.9},
+            None,
+            "fail: benchmark set differs from production's (2 vs 2): missing ['b'], not in production ['c']; not comparable",
+        ),
     }
     for version, (f1, coverage, reason) in refused.items():
         d = register(candidate(tiny_model, tmp_path / f"m{version}", version), f1, name, z[int(version)], coverage)
@@ -292,7 +365,13 @@ def test_gate_promotes_refuses_and_rolls_back(zenml_store, mlflow_store, tiny_mo
     # rollback: production <- previous; ZenML follows; nothing further back, so a second one is refused
     cli.main(["rollback", "--model-name", name])
     assert capsys.readouterr().out.strip() == f"{name}: production v2 -> v1"
-    assert state(name) == {"production": "1", "production.zenml": str(z[1].id), "previous": None, "previous.zenml": None, "zenml.production": str(z[1].id)}
+    assert state(name) == {
+        "production": "1",
+        "production.zenml": str(z[1].id),
+        "previous": None,
+        "previous.zenml": None,
+        "zenml.production": str(z[1].id),
+    }
     assert client.get_model_version(name, "2").tags.get(registry.TAG_ROLLED_BACK)
     with pytest.raises(SystemExit, match="no `previous` version to roll back to"):
         cli.main(["rollback", "--model-name", name])
@@ -301,14 +380,32 @@ def test_gate_promotes_refuses_and_rolls_back(zenml_store, mlflow_store, tiny_mo
     cli.main(["promote", "--model-name", name, "--version", "3"])
     assert capsys.readouterr().out.strip() == f"{name}: production -> v3 (previous: v1)"
     registry.promote(name, 2)
-    assert state(name) == {"production": "2", "production.zenml": str(z[2].id), "previous": "3", "previous.zenml": str(z[3].id), "zenml.production": str(z[2].id)}
+    assert state(name) == {
+        "production": "2",
+        "production.zenml": str(z[2].id),
+        "previous": "3",
+        "previous.zenml": str(z[3].id),
+        "zenml.production": str(z[2].id),
+    }
     assert registry.rollback(name) == "3" and registry.rollback(name) == "1"
-    assert state(name) == {"production": "1", "production.zenml": str(z[1].id), "previous": None, "previous.zenml": None, "zenml.production": str(z[1].id)}
+    assert state(name) == {
+        "production": "1",
+        "production.zenml": str(z[1].id),
+        "previous": None,
+        "previous.zenml": None,
+        "zenml.production": str(z[1].id),
+    }
     # 2 replaced 1, then 1 replaced 2: rolling back from 1 to 2 must not leave 1 as `previous`
     registry.promote(name, 2)
     registry.promote(name, 1)
     assert registry.rollback(name) == "2"
-    assert state(name) == {"production": "2", "production.zenml": str(z[2].id), "previous": None, "previous.zenml": None, "zenml.production": str(z[2].id)}
+    assert state(name) == {
+        "production": "2",
+        "production.zenml": str(z[2].id),
+        "previous": None,
+        "previous.zenml": None,
+        "zenml.production": str(z[2].id),
+    }
 
 
 def test_same_model_content_reuses_its_version(zenml_store, mlflow_store, tiny_model: Path, tmp_path: Path) -> None:
@@ -334,15 +431,20 @@ def test_same_model_content_reuses_its_version(zenml_store, mlflow_store, tiny_m
     # its page lists the version registered from it; the version's description lists the gate's checks
     assert json.loads(logged.tags["mlflow.modelVersions"]) == [{"name": name, "version": "1"}]
     assert MlflowClient().get_model_version(name, "1").description == "\n".join(
-        ["Gate: promoted to production.", "", *[f"- {r}" for r in d1.reasons]])
+        ["Gate: promoted to production.", "", *[f"- {r}" for r in d1.reasons]]
+    )
     # ZenML now shows the re-run's model version as production
     assert state(name)["zenml.production"] == str(z2.id)
     # a full model folder (no adapter) serves too
-    (row,) = mlflow.pyfunc.load_model(f"models:/{name}@production").predict([{"text": "Marie Curie", "types": "person"}])
+    (row,) = mlflow.pyfunc.load_model(f"models:/{name}@production").predict(
+        [{"text": "Marie Curie", "types": "person"}]
+    )
     assert row["text"] == "Marie Curie" and list(row["entities"]) == ["person"]
 
 
-def test_failed_zenml_write_restores_the_aliases_and_unlinked_versions_archive(zenml_store, mlflow_store, tiny_model: Path, tmp_path: Path) -> None:
+def test_failed_zenml_write_restores_the_aliases_and_unlinked_versions_archive(
+    zenml_store, mlflow_store, tiny_model: Path, tmp_path: Path
+) -> None:
     from zenml.client import Client
 
     name = f"ner-{uuid.uuid4().hex[:6]}"
@@ -353,20 +455,40 @@ def test_failed_zenml_write_restores_the_aliases_and_unlinked_versions_archive(z
     Client().delete_model_version(z2.id)  # the ZenML side of v2 is gone: setting its stage fails for real
     with pytest.raises(KeyError):
         registry.promote(name, 2)
-    assert state(name) == before == {"production": "1", "production.zenml": str(z1.id), "previous": None, "previous.zenml": None, "zenml.production": str(z1.id)}
+    assert (
+        state(name)
+        == before
+        == {
+            "production": "1",
+            "production.zenml": str(z1.id),
+            "previous": None,
+            "previous.zenml": None,
+            "zenml.production": str(z1.id),
+        }
+    )
 
     # a version registered outside ZenML: once it serves, ZenML shows no production version (z1 archived)
     assert register(candidate(tiny_model, tmp_path / "m3", "3"), {"a": 0.6}, name).promoted
-    assert state(name) == {"production": "3", "production.zenml": None, "previous": "1", "previous.zenml": str(z1.id), "zenml.production": None}
+    assert state(name) == {
+        "production": "3",
+        "production.zenml": None,
+        "previous": "1",
+        "previous.zenml": str(z1.id),
+        "zenml.production": None,
+    }
     assert str(Client().get_model_version(name, z1.name).stage) == "archived"
 
 
-def test_a_move_that_does_not_read_back_is_raised_and_left_alone(zenml_store, mlflow_store, tiny_model: Path, tmp_path: Path, monkeypatch) -> None:
+def test_a_move_that_does_not_read_back_is_raised_and_left_alone(
+    zenml_store, mlflow_store, tiny_model: Path, tmp_path: Path, monkeypatch
+) -> None:
     """A writer without the lease (a person in the MLflow UI) moves `production` between our write and
     the read-back: the promotion fails loudly and does not undo their move."""
     name = f"ner-{uuid.uuid4().hex[:6]}"
     register(candidate(tiny_model, tmp_path / "m1", "1"), {"a": 0.5}, name, zenml_version(name, "r1"))
-    register(candidate(tiny_model, tmp_path / "m2", "2"), {"a": 0.4}, name, zenml_version(name, "r2"))  # registered only
+    register(
+        candidate(tiny_model, tmp_path / "m2", "2"), {"a": 0.4}, name, zenml_version(name, "r2")
+    )  # registered only
     real = promote_module._set_alias
 
     def then_someone_else(client, model, alias, version):
@@ -419,7 +541,9 @@ print("DECISION " + decision.model_dump_json())
 
 
 @pytest.mark.slow
-def test_racing_promotions_leave_one_consistent_production(zenml_store, mlflow_store, tiny_model: Path, tmp_path: Path) -> None:
+def test_racing_promotions_leave_one_consistent_production(
+    zenml_store, mlflow_store, tiny_model: Path, tmp_path: Path
+) -> None:
     """Two processes register and gate at once (P=0.5 in production; A=0.6 and B=0.7 both beat P).
     Under the promotion lease each gate is decided against the production of its moment, so B ends in production
     whatever the order, and the loser's decision names the winner as the production it was compared with.
@@ -433,13 +557,24 @@ def test_racing_promotions_leave_one_consistent_production(zenml_store, mlflow_s
     for label, f1 in (("A", 0.6), ("B", 0.7)):
         zmv = zenml_version(name, label)
         args = {
-            "zenml_version_id": str(zmv.id), "go": str(go), "ready": str(tmp_path / f"ready-{label}"), "label": label,
-            "read": str(tmp_path / f"read-{label}"), "other_read": str(tmp_path / f"read-{'B' if label == 'A' else 'A'}"),
+            "zenml_version_id": str(zmv.id),
+            "go": str(go),
+            "ready": str(tmp_path / f"ready-{label}"),
+            "label": label,
+            "read": str(tmp_path / f"read-{label}"),
+            "other_read": str(tmp_path / f"read-{'B' if label == 'A' else 'A'}"),
             "model_dir": str(candidate(tiny_model, tmp_path / label, label)),
-            "report": report({"a": f1}).model_dump(mode="json"), "gate": {"model_name": name, **GATE},
+            "report": report({"a": f1}).model_dump(mode="json"),
+            "gate": {"model_name": name, **GATE},
         }
-        proc = subprocess.Popen([sys.executable, "-c", RACER, json.dumps(args)], cwd=zenml_store["cwd"], env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", RACER, json.dumps(args)],
+            cwd=zenml_store["cwd"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         racers[label] = (proc, zmv)
     deadline = time.monotonic() + 600  # importing takes minutes on a loaded 2-core machine
     while not all((tmp_path / f"ready-{label}").exists() for label in racers):  # both imported and waiting

@@ -33,7 +33,13 @@ def test_gpus_only_for_train_and_evaluate_with_retries():
     for name, step in RAW["steps"].items():
         settings = step.get("settings", {})
         kubeflow = ResourceSettings.model_validate(settings.get("resources", {})).gpu_count or 0
-        kubernetes = int(settings.get("orchestrator.kubernetes", {}).get("pod_settings", {}).get("resources", {}).get("limits", {}).get("nvidia.com/gpu", 0))
+        kubernetes = int(
+            settings.get("orchestrator.kubernetes", {})
+            .get("pod_settings", {})
+            .get("resources", {})
+            .get("limits", {})
+            .get("nvidia.com/gpu", 0)
+        )
         assert kubeflow == kubernetes, name  # the same request whichever orchestrator runs it
         if kubeflow:
             asking.add(name)

@@ -15,8 +15,15 @@ MESSAGES = [{"role": "user", "content": "Passage: x"}]
 
 def fill(cache: ResponseCache, n: int, size: int = 10) -> None:
     for i in range(n):
-        cache.put(f"k{i:05d}", backend="openai", model="m", messages=MESSAGES, params={"i": i},
-                  response=f"[('{i}', 'number')]" + "x" * size, usage={})
+        cache.put(
+            f"k{i:05d}",
+            backend="openai",
+            model="m",
+            messages=MESSAGES,
+            params={"i": i},
+            response=f"[('{i}', 'number')]" + "x" * size,
+            usage={},
+        )
 
 
 def test_a_file_that_is_not_a_database_is_named(tmp_path: Path) -> None:

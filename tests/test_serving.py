@@ -47,11 +47,17 @@ def adapter_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         torch.manual_seed(0)
         model = get_peft_model(
             load_model(str(base)),
-            LoraConfig(r=8, lora_alpha=16, task_type="CAUSAL_LM",
-                       target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]),
+            LoraConfig(
+                r=8,
+                lora_alpha=16,
+                task_type="CAUSAL_LM",
+                target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+            ),
         )
         prompt = query_prompt_ids(tokenizer, TEXT, "location")
-        answer = tokenizer('["Warsaw"]', add_special_tokens=False)["input_ids"] + [tokenizer.convert_tokens_to_ids("<|im_end|>")]
+        answer = tokenizer('["Warsaw"]', add_special_tokens=False)["input_ids"] + [
+            tokenizer.convert_tokens_to_ids("<|im_end|>")
+        ]
         ids, labels = torch.tensor([prompt + answer]), torch.tensor([[-100] * len(prompt) + answer])
         optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
         for _ in range(60):
@@ -64,7 +70,9 @@ def adapter_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     model.peft_config["default"].base_model_name_or_path = str(base)
     model.save_pretrained(root / "adapter")
     tokenizer.save_pretrained(root / "adapter")
-    (root / "adapter" / "training_config.json").write_text(json.dumps({"base_model": str(base), "method": "lora", "data_hash": "d"}))
+    (root / "adapter" / "training_config.json").write_text(
+        json.dumps({"base_model": str(base), "method": "lora", "data_hash": "d"})
+    )
     return root / "adapter"
 
 
@@ -111,7 +119,9 @@ def production(store: str, adapter_dir: Path) -> str:
     return f"models:/{name}@production"
 
 
-def test_logged_adapter_is_self_contained_and_answers_like_the_local_model(adapter_dir: Path, store: str, tmp_path: Path) -> None:
+def test_logged_adapter_is_self_contained_and_answers_like_the_local_model(
+    adapter_dir: Path, store: str, tmp_path: Path
+) -> None:
     import mlflow
     import pandas as pd
 
@@ -120,14 +130,18 @@ def test_logged_adapter_is_self_contained_and_answers_like_the_local_model(adapt
 
     # a private copy of the adapter and its base, so that the base can be removed after logging
     base = tmp_path / "base"
-    shutil.copytree(Path(json.loads((adapter_dir / "adapter_config.json").read_text())["base_model_name_or_path"]), base)
+    shutil.copytree(
+        Path(json.loads((adapter_dir / "adapter_config.json").read_text())["base_model_name_or_path"]), base
+    )
     adapter = tmp_path / "adapter"
     shutil.copytree(adapter_dir, adapter)
     config = json.loads((adapter / "adapter_config.json").read_text())
     (adapter / "adapter_config.json").write_text(json.dumps({**config, "base_model_name_or_path": str(base)}))
     local = Predictor(str(adapter), surface_forms=True, max_new_tokens=12).predict([TEXT], ["location", "person"])
     assert local[0]["location"] == ["Warsaw"]
-    assert Predictor(str(base), surface_forms=True, max_new_tokens=12).predict([TEXT], ["location"])[0]["location"] != ["Warsaw"]
+    assert Predictor(str(base), surface_forms=True, max_new_tokens=12).predict([TEXT], ["location"])[0]["location"] != [
+        "Warsaw"
+    ]
 
     uri = log(adapter).model_uri
     shutil.rmtree(base)  # the logged model must not need it any more
@@ -138,7 +152,10 @@ def test_logged_adapter_is_self_contained_and_answers_like_the_local_model(adapt
     # the adapter is logged byte for byte as trained (it still names the original base)
     assert (bundled / "adapter_config.json").read_bytes() == (adapter / "adapter_config.json").read_bytes()
     mlmodel = (downloaded / "MLmodel").read_text()
-    assert "torch==" in (downloaded / "requirements.txt").read_text() and "+cpu" not in (downloaded / "requirements.txt").read_text()
+    assert (
+        "torch==" in (downloaded / "requirements.txt").read_text()
+        and "+cpu" not in (downloaded / "requirements.txt").read_text()
+    )
     assert "signature" in mlmodel and (downloaded / "input_example.json").exists()
     assert (downloaded / "code" / "distill_ner" / "engine" / "engine.py").exists()
     assert not list((downloaded / "code").rglob("__pycache__"))
@@ -160,10 +177,18 @@ def test_cli_predict_prints_entities(production: str, monkeypatch: pytest.Monkey
     uri = production
     cli.main(["predict", "--model", uri, "--types", "person,location", TEXT])
     (row,) = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
-    assert row["text"] == TEXT and list(row["entities"]) == ["person", "location"] and row["entities"]["location"] == ["Warsaw"]
+    assert (
+        row["text"] == TEXT
+        and list(row["entities"]) == ["person", "location"]
+        and row["entities"]["location"] == ["Warsaw"]
+    )
 
     # JSONL in, JSONL out; --types fills in where a line has none
-    monkeypatch.setattr(sys, "stdin", io.StringIO(json.dumps({"text": TEXT, "types": ["location"]}) + "\n\n" + json.dumps({"text": "Paris"}) + "\n"))
+    monkeypatch.setattr(
+        sys,
+        "stdin",
+        io.StringIO(json.dumps({"text": TEXT, "types": ["location"]}) + "\n\n" + json.dumps({"text": "Paris"}) + "\n"),
+    )
     cli.main(["predict", "--model", uri, "--types", "person"])
     rows = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
     assert rows[0] == {"text": TEXT, "entities": {"location": ["Warsaw"]}}
@@ -196,10 +221,14 @@ def test_wrong_model_name_alias_or_version_lists_what_exists(production: str) ->
 
     name = production.removeprefix("models:/").split("@")[0]
     cases = [
-        (["predict", "--model", "models:/no-such-model@production", "--types", "person", TEXT],
-         ["no registered model 'no-such-model'; registered: ", name]),
-        (["predict", "--model", f"models:/{name}@staging", "--types", "person", TEXT],
-         ["has no alias 'staging'; its aliases: production -> v1; versions: 1", "distill-ner promote"]),
+        (
+            ["predict", "--model", "models:/no-such-model@production", "--types", "person", TEXT],
+            ["no registered model 'no-such-model'; registered: ", name],
+        ),
+        (
+            ["predict", "--model", f"models:/{name}@staging", "--types", "person", TEXT],
+            ["has no alias 'staging'; its aliases: production -> v1; versions: 1", "distill-ner promote"],
+        ),
         (["serve", "--model", f"models:/{name}/7"], ["has no version '7'; its versions: 1"]),
         (["promote", "--model-name", name, "--version", "9"], ["has no version '9'"]),
         (["rollback", "--model-name", "no-such-model"], ["no registered model 'no-such-model'", name]),
@@ -214,8 +243,13 @@ def test_wrong_model_name_alias_or_version_lists_what_exists(production: str) ->
 def test_cli_stdout_holds_only_results(production: str) -> None:
     """Warnings and library logs go to stderr, so `distill-ner predict ... | jq` works."""
     env = {**os.environ, "PYTHONWARNINGS": "always"}
-    done = subprocess.run([sys.executable, "-m", "distill_ner.cli", "predict", "--model", production, "--types", "person", TEXT],
-                          capture_output=True, text=True, env=env, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "distill_ner.cli", "predict", "--model", production, "--types", "person", TEXT],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert [json.loads(line)["text"] for line in done.stdout.splitlines()] == [TEXT]
     assert "Warning" in done.stderr  # there were warnings; they went where they belong
@@ -245,11 +279,18 @@ def test_stage_model_layouts(tmp_path: Path) -> None:
         return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
 
     local = stage_model(adapter("local", str(base)), tmp_path / "s1")
-    assert files(local) == ["adapter_config.json", "adapter_model.safetensors", "base/config.json", "base/model.safetensors"]
+    assert files(local) == [
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "base/config.json",
+        "base/model.safetensors",
+    ]
     assert (local / "base" / "model.safetensors").stat().st_ino == (base / "model.safetensors").stat().st_ino
     assert files(stage_model(adapter("merged", str(base), merged=True), tmp_path / "s2")) == ["config.json"]
     assert files(stage_model(adapter("hub", "HuggingFaceTB/SmolLM2-135M-Instruct"), tmp_path / "s3")) == [
-        "adapter_config.json", "adapter_model.safetensors"]
+        "adapter_config.json",
+        "adapter_model.safetensors",
+    ]
 
 
 def free_port() -> int:
@@ -269,11 +310,21 @@ def test_serve_production_over_http(production: str, tmp_path: Path) -> None:
     log_file = open(tmp_path / "serve.log", "w")
     server = subprocess.Popen(
         [sys.executable, "-m", "distill_ner.cli", "serve", "--model", production, "--port", str(port)],
-        cwd=tmp_path, env=env, stdout=log_file, stderr=subprocess.STDOUT,
+        cwd=tmp_path,
+        env=env,
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
     )
     try:
         wait_until_answering(server, f"http://127.0.0.1:{port}/ping", tmp_path / "serve.log")
-        body = json.dumps({"dataframe_records": [{"text": TEXT, "types": ["person", "location"]}, {"text": TEXT, "types": "location"}]})
+        body = json.dumps(
+            {
+                "dataframe_records": [
+                    {"text": TEXT, "types": ["person", "location"]},
+                    {"text": TEXT, "types": "location"},
+                ]
+            }
+        )
         request = urllib.request.Request(
             f"http://127.0.0.1:{port}/invocations", data=body.encode(), headers={"Content-Type": "application/json"}
         )
@@ -286,7 +337,9 @@ def test_serve_production_over_http(production: str, tmp_path: Path) -> None:
         # a bad request is refused at once with what is wrong, and no stack trace of the server
         many = {"dataframe_records": [{"text": TEXT, "types": [f"type {i}" for i in range(10_000)]}]}
         request = urllib.request.Request(
-            f"http://127.0.0.1:{port}/invocations", data=json.dumps(many).encode(), headers={"Content-Type": "application/json"}
+            f"http://127.0.0.1:{port}/invocations",
+            data=json.dumps(many).encode(),
+            headers={"Content-Type": "application/json"},
         )
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(request, timeout=60)
@@ -294,10 +347,15 @@ def test_serve_production_over_http(production: str, tmp_path: Path) -> None:
         assert refused.value.code == 400 and "10000 entity types in one row; at most 100" in error["message"]
         assert "stack_trace" not in error and "Traceback" not in json.dumps(error)
         # a bad row: 400 with the row's problem in the message, no stack trace
-        for rows, said in (([{"text": TEXT, "types": " , "}], "at least one entity type"),
-                           ([{"text": TEXT, "types": 7}], "`types` must be a list of strings")):
-            bad = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", headers={"Content-Type": "application/json"},
-                                         data=json.dumps({"dataframe_records": rows}).encode())
+        for rows, said in (
+            ([{"text": TEXT, "types": " , "}], "at least one entity type"),
+            ([{"text": TEXT, "types": 7}], "`types` must be a list of strings"),
+        ):
+            bad = urllib.request.Request(
+                f"http://127.0.0.1:{port}/invocations",
+                headers={"Content-Type": "application/json"},
+                data=json.dumps({"dataframe_records": rows}).encode(),
+            )
             with pytest.raises(urllib.error.HTTPError) as error:
                 urllib.request.urlopen(bad, timeout=60)
             assert error.value.code == 400

@@ -14,14 +14,21 @@ def decision(candidate: dict[str, float], production: dict[str, float] | None, v
     coverage = {name: 10 for name in candidate}
     passed, reasons = decide(candidate, production, GateConfig(min_f1=0.3, margin=0.01), coverage, coverage)
     flat = {"avg_f1": sum(candidate.values()) / len(candidate), **{f"f1/{k}": v for k, v in candidate.items()}}
-    return PromotionDecision(model_name="ner", version=version, promoted=passed, reasons=reasons, candidate=flat,
-                             production_version_before="1" if production else None)
+    return PromotionDecision(
+        model_name="ner",
+        version=version,
+        promoted=passed,
+        reasons=reasons,
+        candidate=flat,
+        production_version_before="1" if production else None,
+    )
 
 
 def test_first_model_promoted_names_the_floor_and_the_production_command() -> None:
     lines = closing_lines(decision({"a": 0.5, "b": 0.4}, None, version="1"), USAGE)
-    assert lines[0] == ("Registered ner v1 (models:/ner/1); gate: promoted to production; "
-                        "pass: floor: avg F1 0.4500 >= min_f1 0.3000")
+    assert lines[0] == (
+        "Registered ner v1 (models:/ner/1); gate: promoted to production; pass: floor: avg F1 0.4500 >= min_f1 0.3000"
+    )
     assert lines[1] == "F1 per benchmark: a 0.5000, b 0.4000 (avg 0.4500)"
     assert lines[2].startswith("Next: make ui")
     assert lines[3].strip() == "distill-ner predict --model models:/ner@production --types person"

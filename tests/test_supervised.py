@@ -76,7 +76,9 @@ def test_converter_accepts_any_record_of_that_shape_and_an_explicit_type_list():
 def test_load_supervised_conll_with_label_map(tmp_path: Path):
     path = tmp_path / "train.conll"
     path.write_text(CONLL, encoding="utf-8")
-    passages = load_supervised(SupervisedSource(name="conll2003", path=str(path), format="conll", label_map="conll2003"))
+    passages = load_supervised(
+        SupervisedSource(name="conll2003", path=str(path), format="conll", label_map="conll2003")
+    )
     assert [p.text for p in passages] == [
         "EU rejects German call .",
         "Peter Blackburn met Peter Blackburn in Brussels .",
@@ -102,12 +104,19 @@ def test_load_supervised_conll_with_label_map(tmp_path: Path):
 
 def test_load_supervised_uniner_json(tmp_path: Path):
     entries = [
-        {"id": "0", "conversations": [
-            {"from": "human", "value": "Text: Ada wrote Python code ."}, {"from": "gpt", "value": "I've read this text."},
-            {"from": "human", "value": "What describes programming language in the text?"}, {"from": "gpt", "value": "[\"Python\"]"},
-            {"from": "human", "value": "What describes person in the text?"}, {"from": "gpt", "value": "[\"Ada\"]"},
-            {"from": "human", "value": "What describes country in the text?"}, {"from": "gpt", "value": "[]"},
-        ]},
+        {
+            "id": "0",
+            "conversations": [
+                {"from": "human", "value": "Text: Ada wrote Python code ."},
+                {"from": "gpt", "value": "I've read this text."},
+                {"from": "human", "value": "What describes programming language in the text?"},
+                {"from": "gpt", "value": '["Python"]'},
+                {"from": "human", "value": "What describes person in the text?"},
+                {"from": "gpt", "value": '["Ada"]'},
+                {"from": "human", "value": "What describes country in the text?"},
+                {"from": "gpt", "value": "[]"},
+            ],
+        },
     ]
     path = tmp_path / "mini.json"
     path.write_text(json.dumps(entries), encoding="utf-8")
@@ -129,14 +138,19 @@ def test_supervised_conversations_carry_the_dataset_line_and_queries_do_not(toke
     ]
     mixed = [("conll2003", to_annotated_passages(sentences, "conll2003"))]
     teacher = AnnotationSet(
-        passages=[AnnotatedPassage(id=f"t{i}", text=f"Paris {i}", entities=[Entity(text="Paris", type="city")]) for i in range(4)]
+        passages=[
+            AnnotatedPassage(id=f"t{i}", text=f"Paris {i}", entities=[Entity(text="Paris", type="city")])
+            for i in range(4)
+        ]
     )
     dataset = build_sft_dataset(teacher, SFTConfig(seed=1), tokenizer, mixed)
     supervised = [c for c in dataset.conversations if c.dataset == "conll2003"]
     assert len(supervised) == 4
     for conversation in supervised:
         assert conversation.turns[1].content.startswith("Dataset: conll2003 \n Text: EU rejects call")
-        answers = dict(zip((t.content for t in conversation.turns[3::2]), (t.content for t in conversation.turns[4::2])))
+        answers = dict(
+            zip((t.content for t in conversation.turns[3::2]), (t.content for t in conversation.turns[4::2]))
+        )
         assert answers == {
             "What describes organization in the text?": '["EU"]',
             "What describes person in the text?": "[]",
@@ -155,7 +169,10 @@ def test_supervised_conversations_carry_the_dataset_line_and_queries_do_not(toke
 def test_load_supervised_bio_jsonl_and_format_errors(tmp_path: Path):
     path = tmp_path / "mini.jsonl"
     rows = [
-        {"tokens": ["Ada", "Lovelace", "wrote", "in", "London", "."], "ner_tags": ["B-PER", "I-PER", "O", "O", "B-LOC", "O"]},
+        {
+            "tokens": ["Ada", "Lovelace", "wrote", "in", "London", "."],
+            "ner_tags": ["B-PER", "I-PER", "O", "O", "B-LOC", "O"],
+        },
         {"tokens": ["It", "rained", "."], "ner_tags": ["O", "O", "O"]},
     ]
     path.write_text("\n".join(json.dumps(r) for r in rows), encoding="utf-8")

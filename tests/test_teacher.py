@@ -52,10 +52,25 @@ REPO = Path(__file__).resolve().parents[1]
 KEY_ENV = "DISTILL_NER_TEST_TEACHER_KEY"
 FAKE_KEY = "sk-distill-FAKEKEY-5f0c9e7a3b1d4e2f"
 # the mix the brief asks for: 20 % 429 (Retry-After), 10 % 500, 5 % hangs past the timeout, 5 % broken bodies
-FAULTS: dict[str, Any] = dict(rate_429=0.2, rate_500=0.1, rate_hang=0.05, rate_malformed=0.05,
-                              time_scale=0.05, retry_after_s=1.0, hang_s=20.0, latency_s=0.0)
-NO_FAULTS: dict[str, Any] = dict(rate_429=0.0, rate_500=0.0, rate_hang=0.0, rate_malformed=0.0, latency_s=0.0,
-                                 fail_marker=None, auth_fail_marker=None)
+FAULTS: dict[str, Any] = dict(
+    rate_429=0.2,
+    rate_500=0.1,
+    rate_hang=0.05,
+    rate_malformed=0.05,
+    time_scale=0.05,
+    retry_after_s=1.0,
+    hang_s=20.0,
+    latency_s=0.0,
+)
+NO_FAULTS: dict[str, Any] = dict(
+    rate_429=0.0,
+    rate_500=0.0,
+    rate_hang=0.0,
+    rate_malformed=0.0,
+    latency_s=0.0,
+    fail_marker=None,
+    auth_fail_marker=None,
+)
 
 NAMES = ["Alice Moreau", "Bob Okafor", "Chen Wei", "Dana Scully", "Emil Larsen", "Fatima Zahra", "Goran Ivic"]
 CITIES = ["Paris", "New York", "Rome", "Lagos", "Osaka", "Lima", "Oslo", "Cape Town"]
@@ -69,8 +84,10 @@ def make_passages(n: int, seed: int = 0, marked: dict[int, str] | None = None) -
         if i % 10 == 9:
             text = f"the weather stayed mild and nothing much happened on day number {i}."
         else:
-            text = (f"{rng.choice(NAMES)} travelled to {rng.choice(CITIES)} in {1900 + i} to meet "
-                    f"{rng.choice(NAMES)} at the {rng.choice(ORGS)}.")
+            text = (
+                f"{rng.choice(NAMES)} travelled to {rng.choice(CITIES)} in {1900 + i} to meet "
+                f"{rng.choice(NAMES)} at the {rng.choice(ORGS)}."
+            )
         if marked and i in marked:
             text += " " + marked[i]
         out.append(Passage(id=f"doc-{i}", text=text, source="test"))
@@ -79,8 +96,14 @@ def make_passages(n: int, seed: int = 0, marked: dict[int, str] | None = None) -
 
 def make_config(tmp_path: Path, server: FakeOpenAIServer, **overrides: Any) -> TeacherConfig:
     base: dict[str, Any] = dict(
-        base_url=server.base_url, model="fake-teacher", api_key_env=KEY_ENV, concurrency=16,
-        timeout_s=0.5, max_retries=8, retry_backoff_s=0.02, retry_backoff_max_s=0.2,
+        base_url=server.base_url,
+        model="fake-teacher",
+        api_key_env=KEY_ENV,
+        concurrency=16,
+        timeout_s=0.5,
+        max_retries=8,
+        retry_backoff_s=0.02,
+        retry_backoff_max_s=0.2,
         cache_path=str(tmp_path / "cache.sqlite"),
     )
     base.update(overrides)
@@ -104,6 +127,7 @@ def cached_passage_hashes(cache_path: Path) -> set[str]:
 
 
 # ----------------------------------------------------------------------------------- annotation runs
+
 
 def test_faulty_server_every_passage_annotated_or_failed(tmp_path: Path, server: FakeOpenAIServer) -> None:
     server.control(reset=True, **{**NO_FAULTS, **FAULTS, "fail_marker": "FAILME", "seed": 1})
@@ -149,8 +173,12 @@ def _write_child_inputs(tmp_path: Path, config: TeacherConfig, passages: list[Pa
 
 def _run_child(cfg_path: Path, passages_path: Path, out_path: Path) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.Popen([sys.executable, __file__, str(cfg_path), str(passages_path), str(out_path)],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, __file__, str(cfg_path), str(passages_path), str(out_path)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
 
 
 def _cache_rows(path: Path) -> int:
@@ -165,8 +193,19 @@ def _cache_rows(path: Path) -> int:
 
 def test_sigkill_halfway_then_resume_sends_nothing_twice(tmp_path: Path, server: FakeOpenAIServer) -> None:
     # 429s, 500s and broken bodies keep retries in flight at the kill; hangs would only add wall time
-    server.control(reset=True, **{**NO_FAULTS, "rate_429": 0.1, "rate_500": 0.05, "rate_malformed": 0.05,
-                                  "time_scale": 0.05, "retry_after_s": 1.0, "latency_s": 0.4, "seed": 2})
+    server.control(
+        reset=True,
+        **{
+            **NO_FAULTS,
+            "rate_429": 0.1,
+            "rate_500": 0.05,
+            "rate_malformed": 0.05,
+            "time_scale": 0.05,
+            "retry_after_s": 1.0,
+            "latency_s": 0.4,
+            "seed": 2,
+        },
+    )
     passages = make_passages(200, seed=3)
     config = make_config(tmp_path, server, concurrency=4, max_retries=12)
     cfg_path, passages_path = _write_child_inputs(tmp_path, config, passages)
@@ -192,8 +231,11 @@ def test_sigkill_halfway_then_resume_sends_nothing_twice(tmp_path: Path, server:
 
     # the uninterrupted reference run; faults change how it gets there, not what it gets
     server.control(reset=True, **NO_FAULTS)
-    fresh = annotate_passages(passages, make_config(tmp_path, server, concurrency=16,
-                                                    cache_path=str(tmp_path / "fresh.sqlite")), progress=False)
+    fresh = annotate_passages(
+        passages,
+        make_config(tmp_path, server, concurrency=16, cache_path=str(tmp_path / "fresh.sqlite")),
+        progress=False,
+    )
     assert not fresh.failures and not resumed.failures
     assert resumed.model_dump(exclude={"usage"}) == fresh.model_dump(exclude={"usage"})
 
@@ -245,17 +287,25 @@ def test_offline_cache_miss_raises_before_sending(tmp_path: Path, server: FakeOp
     export = tmp_path / "recorded.jsonl"
     with ResponseCache(online.cache_path) as cache:
         assert cache.export_jsonl(export) == 20
-    replay = make_config(tmp_path, server, offline=True, cache_path=str(tmp_path / "replay.sqlite"),
-                         recorded_responses=[str(export)], base_url=None)
+    replay = make_config(
+        tmp_path,
+        server,
+        offline=True,
+        cache_path=str(tmp_path / "replay.sqlite"),
+        recorded_responses=[str(export)],
+        base_url=None,
+    )
     replayed = annotate_passages(passages[:20], replay, progress=False)
     assert replayed.model_dump(exclude={"usage"}) == warm.model_dump(exclude={"usage"})
     assert server.stats()["counts"]["requests"] == 0
 
 
-def test_api_key_never_stored_or_logged(tmp_path: Path, server: FakeOpenAIServer,
-                                        caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]) -> None:
-    server.control(reset=True, **{**NO_FAULTS, **FAULTS, "fail_marker": "FAILME",
-                                  "auth_fail_marker": "DENYME", "seed": 5})
+def test_api_key_never_stored_or_logged(
+    tmp_path: Path, server: FakeOpenAIServer, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
+) -> None:
+    server.control(
+        reset=True, **{**NO_FAULTS, **FAULTS, "fail_marker": "FAILME", "auth_fail_marker": "DENYME", "seed": 5}
+    )
     caplog.set_level(logging.DEBUG)  # includes the openai and HTTP client loggers
     passages = make_passages(60, seed=6, marked={3: "FAILME", 4: "DENYME"})
     config = make_config(tmp_path, server, max_retries=3)
@@ -315,11 +365,16 @@ def test_api_key_from_zenml_secret(tmp_path: Path) -> None:
         print("OK")
     """)
     env = {k: v for k, v in os.environ.items() if k != KEY_ENV}
-    env.update(PYTHONPATH=str(REPO), ZENML_CONFIG_PATH=str(tmp_path / "zen"), ZENML_ANALYTICS_OPT_IN="false",
-               ZENML_LOGGING_VERBOSITY="ERROR")
+    env.update(
+        PYTHONPATH=str(REPO),
+        ZENML_CONFIG_PATH=str(tmp_path / "zen"),
+        ZENML_ANALYTICS_OPT_IN="false",
+        ZENML_LOGGING_VERBOSITY="ERROR",
+    )
     # cwd outside the repo: ZenML would otherwise find the repo's .zen/ and rewrite its active stack
-    proc = subprocess.run([sys.executable, "-c", script], env=env, cwd=tmp_path, capture_output=True, text=True,
-                          timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", script], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0 and "OK" in proc.stdout, proc.stderr[-3000:]
 
 
@@ -346,8 +401,14 @@ def test_unparseable_answer_is_a_failure(tmp_path: Path, server: FakeOpenAIServe
     config = make_config(tmp_path, server)
     req = teacher_request(passages[1].text, config)
     with ResponseCache(config.cache_path) as cache:
-        cache.put(req.key, backend="openai", model=config.model, messages=req.messages, params=req.params,
-                  response="I am sorry, I cannot help with that.")
+        cache.put(
+            req.key,
+            backend="openai",
+            model=config.model,
+            messages=req.messages,
+            params=req.params,
+            response="I am sorry, I cannot help with that.",
+        )
     result = annotate_passages(passages, config, progress=False)
     assert [f.passage_id for f in result.failures] == [passages[1].id]
     assert result.failures[0].reason == "unparseable"
@@ -367,14 +428,19 @@ def test_permanent_http_error_is_not_retried(tmp_path: Path, server: FakeOpenAIS
 
 # ------------------------------------------------------------------------------------- units: prompt
 
+
 def test_prompt_is_the_uniner_prompt() -> None:
     msgs = build_messages("Lionel Messi plays for Inter Miami.")
     assert msgs[0] == {"role": "system", "content": "You are a helpful information extraction system."}
     assert SYSTEM_PROMPT == msgs[0]["content"]
-    assert msgs[1] == {"role": "user", "content": (
-        "Given a passage, your task is to extract all entities and identify their entity types. "
-        'The output should be in a list of tuples of the following format: [("entity 1", "type of entity 1"), ... ].'
-        "\n\nPassage: Lionel Messi plays for Inter Miami.")}
+    assert msgs[1] == {
+        "role": "user",
+        "content": (
+            "Given a passage, your task is to extract all entities and identify their entity types. "
+            'The output should be in a list of tuples of the following format: [("entity 1", "type of entity 1"), ... ].'
+            "\n\nPassage: Lionel Messi plays for Inter Miami."
+        ),
+    }
     desc = build_messages("x {y}", "entities_with_descriptions")[1]["content"]
     assert "description" in desc and desc.endswith("\n\nPassage: x {y}")
     with pytest.raises(ValueError, match="unknown teacher prompt"):
@@ -431,16 +497,38 @@ def test_parse_malformed_answers() -> None:
 
 
 def test_parse_filters_count_by_reason() -> None:
-    answer = repr([
-        ("Berlin", "None"), ("Berlin", "N/A"), ("Berlin", "misc."), ("Berlin", "ELSE"), ("Berlin", "Other"),
-        ("Berlin", "unknown"), ("柏林", "city"), ("Москва", "city"), ("Berlin", "城市"),
-        ("Paris", "city"), ("Obama", "person"), ("Obama", "person"), ("", "city"), ("Berlin", "  "),
-        ("entity 1", "type of entity 1"), ("Merkel", "Person"), ("Berlin", "city"),
-    ])
+    answer = repr(
+        [
+            ("Berlin", "None"),
+            ("Berlin", "N/A"),
+            ("Berlin", "misc."),
+            ("Berlin", "ELSE"),
+            ("Berlin", "Other"),
+            ("Berlin", "unknown"),
+            ("柏林", "city"),
+            ("Москва", "city"),
+            ("Berlin", "城市"),
+            ("Paris", "city"),
+            ("Obama", "person"),
+            ("Obama", "person"),
+            ("", "city"),
+            ("Berlin", "  "),
+            ("entity 1", "type of entity 1"),
+            ("Merkel", "Person"),
+            ("Berlin", "city"),
+        ]
+    )
     r = parse_answer(answer, PASSAGE)
     assert ents(r) == [("Obama", "person"), ("Merkel", "person"), ("Berlin", "city")]
-    assert r.counts == {"else_type": 6, "non_english": 3, "not_in_text": 1, "duplicates": 1,
-                        "empty_entity": 1, "empty_type": 1, "template_echo": 1}
+    assert r.counts == {
+        "else_type": 6,
+        "non_english": 3,
+        "not_in_text": 1,
+        "duplicates": 1,
+        "empty_entity": 1,
+        "empty_type": 1,
+        "template_echo": 1,
+    }
 
 
 def test_not_in_text_rules() -> None:
@@ -473,6 +561,7 @@ def test_extract_list_bare_tuples() -> None:
 
 # -------------------------------------------------------------------------------------- units: cache
 
+
 def test_cache_threads_and_processes(tmp_path: Path) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
@@ -481,8 +570,15 @@ def test_cache_threads_and_processes(tmp_path: Path) -> None:
     msgs = build_messages("x")
 
     def put(i: int) -> None:
-        cache.put(f"k{i:03d}", backend="openai", model="m", messages=msgs, params={"i": i}, response=f"r{i}",
-                  usage={"prompt_tokens": i})
+        cache.put(
+            f"k{i:03d}",
+            backend="openai",
+            model="m",
+            messages=msgs,
+            params={"i": i},
+            response=f"r{i}",
+            usage={"prompt_tokens": i},
+        )
 
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(put, range(200)))
@@ -490,9 +586,17 @@ def test_cache_threads_and_processes(tmp_path: Path) -> None:
     assert not cache.put("k007", backend="openai", model="m", messages=msgs, params={}, response="other")
     assert cache.get("k007").response == "r7"  # first answer wins
     # another process sees every committed row at once
-    out = subprocess.run([sys.executable, "-c", f"import sqlite3; print(sqlite3.connect({str(path)!r})"
-                          ".execute('select count(*) from responses').fetchone()[0])"],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            f"import sqlite3; print(sqlite3.connect({str(path)!r})"
+            ".execute('select count(*) from responses').fetchone()[0])",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert out.stdout.strip() == "200"
     cache.close()
 
@@ -500,8 +604,15 @@ def test_cache_threads_and_processes(tmp_path: Path) -> None:
 def test_cache_import_errors_name_file_and_line(tmp_path: Path) -> None:
     msgs = build_messages("x")
     params = {"temperature": 0.0, "max_tokens": 1024}
-    good = {"key": request_key("openai", "m", msgs, params), "backend": "openai", "model": "m",
-            "messages": msgs, "params": params, "response": "[]", "usage": {}}
+    good = {
+        "key": request_key("openai", "m", msgs, params),
+        "backend": "openai",
+        "model": "m",
+        "messages": msgs,
+        "params": params,
+        "response": "[]",
+        "usage": {},
+    }
     path = tmp_path / "rec.jsonl"
     cache = ResponseCache(tmp_path / "c.sqlite")
 
@@ -523,6 +634,7 @@ def test_cache_import_errors_name_file_and_line(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------ units: backend
+
 
 def test_retry_after_parsing() -> None:
     assert parse_retry_after({"retry-after": "0.25"}) == 0.25
@@ -558,13 +670,22 @@ def test_transformers_backend_tiny_model(tmp_path: Path) -> None:
     tok.decoder = tokenizers.decoders.ByteLevel()
     trainer = tokenizers.trainers.BpeTrainer(vocab_size=300, special_tokens=["<unk>", "<s>", "</s>"])
     tok.train_from_iterator([SYSTEM_PROMPT, PASSAGE, "Given a passage, extract all entities."] * 5, trainer)
-    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>",
-                                                unk_token="<unk>")
-    fast.chat_template = ("{% for m in messages %}<s>{{ m['role'] }}: {{ m['content'] }}</s>{% endfor %}"
-                          "{% if add_generation_prompt %}<s>assistant: {% endif %}")
+    fast = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>"
+    )
+    fast.chat_template = (
+        "{% for m in messages %}<s>{{ m['role'] }}: {{ m['content'] }}</s>{% endfor %}"
+        "{% if add_generation_prompt %}<s>assistant: {% endif %}"
+    )
     torch.manual_seed(0)
-    cfg = transformers.LlamaConfig(vocab_size=len(fast), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                                   intermediate_size=64, max_position_embeddings=512)
+    cfg = transformers.LlamaConfig(
+        vocab_size=len(fast),
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=512,
+    )
     transformers.LlamaForCausalLM(cfg).save_pretrained(tmp_path / "m")
     fast.save_pretrained(tmp_path / "m")
 
@@ -586,31 +707,45 @@ def test_demo_recorded_teacher_covers_demo_corpus(tmp_path: Path, server: FakeOp
     from distill_ner.corpus import sample_passages
 
     docs = [json.loads(line) for line in (DEMO / "corpus.jsonl").read_text().splitlines() if line.strip()]
-    corpus = CorpusConfig(sources=[CorpusSource(path=str(DEMO / "corpus.jsonl"), id_field="id")],
-                          max_tokens=256, num_passages=10_000, min_words=1)
+    corpus = CorpusConfig(
+        sources=[CorpusSource(path=str(DEMO / "corpus.jsonl"), id_field="id")],
+        max_tokens=256,
+        num_passages=10_000,
+        min_words=1,
+    )
     passages = sample_passages(corpus, lambda s: int(len(s.split()) * 1.6) + 1)
     assert passages.stats["documents"] == len(docs) and len(passages.passages) == len(docs)
     assert {p.text for p in passages.passages} == {" ".join(d["text"].split()) for d in docs}
 
     server.control(reset=True)
     # pointed at the fake server, so a request sent by mistake would show in its counter
-    config = TeacherConfig(model="demo-recorded-teacher", offline=True, cache_path=str(tmp_path / "c.sqlite"),
-                           base_url=server.base_url, api_key_env=KEY_ENV,
-                           recorded_responses=[str(DEMO / "teacher_responses.jsonl")])
+    config = TeacherConfig(
+        model="demo-recorded-teacher",
+        offline=True,
+        cache_path=str(tmp_path / "c.sqlite"),
+        base_url=server.base_url,
+        api_key_env=KEY_ENV,
+        recorded_responses=[str(DEMO / "teacher_responses.jsonl")],
+    )
     result = annotate_passages(passages.passages, config, progress=False)
     assert result.usage["requests"] == 0 and result.usage["cache_hits"] == len(docs)
     assert len(result.passages) + len(result.failures) == len(docs)
     assert all(f.reason == "unparseable" for f in result.failures)
     assert server.stats()["counts"]["requests"] == 0
     # the demo's deliberate noise is caught by the filters, and only it
-    noisy = Counter(json.loads(line).get("noise") for g in sorted((DEMO / "written").glob("group*.jsonl"))
-                    for line in g.read_text().splitlines() if line.strip())
+    noisy = Counter(
+        json.loads(line).get("noise")
+        for g in sorted((DEMO / "written").glob("group*.jsonl"))
+        for line in g.read_text().splitlines()
+        if line.strip()
+    )
     assert result.filter_counts["else_type"] == noisy["else_type"]
     assert result.filter_counts["not_in_text"] == noisy["not_in_text"]
     assert result.filter_counts["unparseable"] == len(result.failures) == noisy["malformed"]
 
 
 # ----------------------------------------------------------------------------------- llama.cpp
+
 
 def test_llama_cpp_server_integration(tmp_path: Path) -> None:
     """Optional: a real OpenAI-compatible LLM server. Needs llama_cpp and DISTILL_NER_GGUF=<model.gguf>."""
@@ -623,12 +758,24 @@ def test_llama_cpp_server_integration(tmp_path: Path) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", gguf, "--host", "127.0.0.1",
-                             "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llama_cpp.server", "--model", gguf, "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
-        config = TeacherConfig(base_url=f"http://127.0.0.1:{port}/v1", model="local", api_key_env=KEY_ENV,
-                               max_tokens=64, timeout_s=60, max_retries=20, retry_backoff_s=0.5,
-                               retry_backoff_max_s=2, concurrency=2, cache_path=str(tmp_path / "c.sqlite"))
+        config = TeacherConfig(
+            base_url=f"http://127.0.0.1:{port}/v1",
+            model="local",
+            api_key_env=KEY_ENV,
+            max_tokens=64,
+            timeout_s=60,
+            max_retries=20,
+            retry_backoff_s=0.5,
+            retry_backoff_max_s=2,
+            concurrency=2,
+            cache_path=str(tmp_path / "c.sqlite"),
+        )
         result = annotate_passages(make_passages(4), config, progress=False)  # retries cover server start-up
         assert len(result.passages) + len(result.failures) == 4
         assert all(f.reason == "unparseable" for f in result.failures)  # small models answer with prose
@@ -638,6 +785,7 @@ def test_llama_cpp_server_integration(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------------- child process for SIGKILL
+
 
 def _child_main(cfg_path: str, passages_path: str, out_path: str) -> None:
     config = TeacherConfig.model_validate_json(Path(cfg_path).read_text())

@@ -67,15 +67,24 @@ def checkout(dest: Path) -> Path:
     `.zen` of its own (ZenML writes its active stack there), nothing else of this checkout."""
     import shutil
 
-    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                            capture_output=True, text=True)
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     if listed.returncode == 0:
         for name in filter(None, listed.stdout.split("\0")):
             if (ROOT / name).is_file():
                 (dest / name).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(ROOT / name, dest / name)
     else:  # not a git checkout
-        shutil.copytree(ROOT, dest, ignore=shutil.ignore_patterns(".git", ".venv", ".cache", ".zen", "__pycache__"), dirs_exist_ok=True)
+        shutil.copytree(
+            ROOT,
+            dest,
+            ignore=shutil.ignore_patterns(".git", ".venv", ".cache", ".zen", "__pycache__"),
+            dirs_exist_ok=True,
+        )
     (dest / ".zen").mkdir(exist_ok=True)
     from distill_ner.cli import TINY_STUDENT_DIR
 
@@ -111,7 +120,9 @@ def client(stack: dict, root: Path, name: str) -> dict[str, str]:
 def run(args: list[str], env: dict[str, str], timeout: int = 900, **kw) -> subprocess.CompletedProcess:
     bindir = Path(sys.executable).parent
     exe = str(bindir / args[0]) if (bindir / args[0]).exists() else args[0]
-    return subprocess.run([exe, *args[1:]], cwd=env["PYTHONPATH"], env=env, capture_output=True, text=True, timeout=timeout, **kw)
+    return subprocess.run(
+        [exe, *args[1:]], cwd=env["PYTHONPATH"], env=env, capture_output=True, text=True, timeout=timeout, **kw
+    )
 
 
 @pytest.fixture(scope="module")
@@ -157,7 +168,13 @@ def sql(stack: dict, admin: dict, query: str) -> list[tuple]:
     from distill_ner import team_stack
 
     db = admin["secrets"][team_stack.DB_SECRET]
-    conn = psycopg2.connect(host="127.0.0.1", port=stack["postgres"]["port"], user=db["username"], password=db["password"], dbname=team_stack.DB_NAME)
+    conn = psycopg2.connect(
+        host="127.0.0.1",
+        port=stack["postgres"]["port"],
+        user=db["username"],
+        password=db["password"],
+        dbname=team_stack.DB_NAME,
+    )
     try:
         with conn.cursor() as cur:
             cur.execute(query)
@@ -170,7 +187,11 @@ def mlflow_env(stack: dict, admin: dict) -> dict[str, str]:
     from distill_ner import team_stack
 
     m = admin["secrets"][team_stack.MLFLOW_SECRET]
-    return {"MLFLOW_TRACKING_URI": stack["mlflow"]["url"], "MLFLOW_TRACKING_USERNAME": m["username"], "MLFLOW_TRACKING_PASSWORD": m["password"]}
+    return {
+        "MLFLOW_TRACKING_URI": stack["mlflow"]["url"],
+        "MLFLOW_TRACKING_USERNAME": m["username"],
+        "MLFLOW_TRACKING_PASSWORD": m["password"],
+    }
 
 
 # --------------------------------------------------------------------------------- the pipeline, twice
@@ -195,9 +216,16 @@ def test_two_clients_run_the_smoke_pipeline_on_the_team_stack(stack, admin, tiny
         assert done.returncode == 0, (done.stdout + done.stderr)[-6000:]
         # nothing of the run stayed on the client machine: no model file, no artifact under its folders
         repo = Path(env["PYTHONPATH"])
-        kept = [p for p in Path(env["HOME"]).rglob("*") if p.is_file() and p.suffix in (".safetensors", ".bin", ".gz", ".tar")
-                and repo not in p.parents]
-        kept += [p for p in repo.rglob("*") if p.is_file() and p.suffix in (".safetensors", ".gz", ".tar") and ".cache/models" not in str(p)]
+        kept = [
+            p
+            for p in Path(env["HOME"]).rglob("*")
+            if p.is_file() and p.suffix in (".safetensors", ".bin", ".gz", ".tar") and repo not in p.parents
+        ]
+        kept += [
+            p
+            for p in repo.rglob("*")
+            if p.is_file() and p.suffix in (".safetensors", ".gz", ".tar") and ".cache/models" not in str(p)
+        ]
         assert not kept, kept
 
     # both runs are in the ZenML server
@@ -212,18 +240,24 @@ def test_two_clients_run_the_smoke_pipeline_on_the_team_stack(stack, admin, tiny
     done = run([sys.executable, "-c", code], admin["env"], timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     runs = json.loads(done.stdout.strip().splitlines()[-1])
-    assert len(runs) == 2 and all(status.lower().endswith("completed") and s == stack["stack"] for _, status, s in runs), runs
+    assert len(runs) == 2 and all(
+        status.lower().endswith("completed") and s == stack["stack"] for _, status, s in runs
+    ), runs
 
     # ... in MLflow's PostgreSQL store: a training run with its loss per client, two registered versions
     trained = sql(stack, admin, "SELECT DISTINCT run_uuid FROM metrics WHERE key = 'train/loss'")
     assert len(trained) == 2
-    versions = sql(stack, admin, "SELECT version, source FROM model_versions WHERE name = 'distill-ner-smoke' ORDER BY version")
+    versions = sql(
+        stack, admin, "SELECT version, source FROM model_versions WHERE name = 'distill-ner-smoke' ORDER BY version"
+    )
     assert [v for v, _ in versions] == [1, 2], versions
 
     # ... and their files in the object store: ZenML's artifacts, the registered models' weights
     keys = bucket_keys(stack, admin)
     assert any(k.startswith("zenml/") and "student_model" in k for k in keys), keys[:50]
-    assert sum(k.startswith("mlflow/") and k.endswith(".safetensors") for k in keys) >= 2, [k for k in keys if k.startswith("mlflow/")][:50]
+    assert sum(k.startswith("mlflow/") and k.endswith(".safetensors") for k in keys) >= 2, [
+        k for k in keys if k.startswith("mlflow/")
+    ][:50]
 
     import mlflow
 
@@ -246,8 +280,19 @@ def test_third_client_predicts_and_serves_the_production_model(stack, admin, tmp
     if not RUNS:
         pytest.skip("needs the pipeline runs of the test before")
     env = client(stack, tmp_path_factory.mktemp("third"), "C")
-    done = run(["distill-ner", "predict", "--model", "models:/distill-ner-smoke@production", "--types", "person,location",
-                "Marie Curie was born in Warsaw."], env, timeout=600)
+    done = run(
+        [
+            "distill-ner",
+            "predict",
+            "--model",
+            "models:/distill-ner-smoke@production",
+            "--types",
+            "person,location",
+            "Marie Curie was born in Warsaw.",
+        ],
+        env,
+        timeout=600,
+    )
     assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
     row = json.loads(done.stdout.strip().splitlines()[-1])
     assert row["text"] == "Marie Curie was born in Warsaw." and set(row["entities"]) == {"person", "location"}
@@ -256,8 +301,21 @@ def test_third_client_predicts_and_serves_the_production_model(stack, admin, tmp
 
     port = free_port()
     log = open(Path(env["HOME"]) / "serve.log", "w")
-    server = subprocess.Popen([str(Path(sys.executable).parent / "distill-ner"), "serve", "--model", "models:/distill-ner-smoke@production",
-                               "--port", str(port)], cwd=env["PYTHONPATH"], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    server = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "distill-ner"),
+            "serve",
+            "--model",
+            "models:/distill-ner-smoke@production",
+            "--port",
+            str(port),
+        ],
+        cwd=env["PYTHONPATH"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 300
         body = json.dumps({"inputs": [{"text": "Marie Curie was born in Warsaw.", "types": "person"}]}).encode()
@@ -265,7 +323,9 @@ def test_third_client_predicts_and_serves_the_production_model(stack, admin, tmp
             assert server.poll() is None, (Path(env["HOME"]) / "serve.log").read_text()[-4000:]
             assert time.monotonic() < deadline, "mlflow models serve never answered"
             try:
-                request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body, headers={"Content-Type": "application/json"})
+                request = urllib.request.Request(
+                    f"http://127.0.0.1:{port}/invocations", data=body, headers={"Content-Type": "application/json"}
+                )
                 with urllib.request.urlopen(request, timeout=30) as response:
                     answer = json.loads(response.read())
                 break
@@ -324,8 +384,14 @@ def test_train_killed_on_one_client_resumes_on_another(stack, admin, tiny_studen
     root = tmp_path_factory.mktemp("resume")
     vocab = json.loads((tiny_student / "config.json").read_text())["vocab_size"]
     data = synthetic_sft(vocab, n=24)
-    cfg = lora_config(max_steps=6, per_device_batch_size=2, gradient_accumulation_steps=2, checkpoint_every=2,
-                      lora_dropout=0.1, learning_rate=1e-2)
+    cfg = lora_config(
+        max_steps=6,
+        per_device_batch_size=2,
+        gradient_accumulation_steps=2,
+        checkpoint_every=2,
+        lora_dropout=0.1,
+        learning_rate=1e-2,
+    )
     shared = root / "inputs"  # the step's inputs, as ZenML would hand them to either machine
     shared.mkdir()
     (shared / "sft.json").write_text(data.model_dump_json())
@@ -336,8 +402,15 @@ def test_train_killed_on_one_client_resumes_on_another(stack, admin, tiny_studen
 
     env_a, env_b = client(stack, root, "A"), client(stack, root, "B")
     out_a = Path(env_a["HOME"]) / "out"
-    proc = subprocess.Popen([sys.executable, "-c", TRAINER, *args, str(out_a), "5"], cwd=env_a["PYTHONPATH"], env=env_a,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", TRAINER, *args, str(out_a), "5"],
+        cwd=env_a["PYTHONPATH"],
+        env=env_a,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 600
         for line in proc.stdout:
@@ -350,7 +423,7 @@ def test_train_killed_on_one_client_resumes_on_another(stack, admin, tiny_studen
         os.killpg(proc.pid, signal.SIGKILL)  # a real, unclean kill of the whole client
         proc.wait()
     assert proc.returncode == -signal.SIGKILL
-    mirrored = sorted({k[len(prefix):].split("/")[0] for k in bucket_keys(stack, admin) if k.startswith(prefix)})
+    mirrored = sorted({k[len(prefix) :].split("/")[0] for k in bucket_keys(stack, admin) if k.startswith(prefix)})
     assert mirrored == ["checkpoint-2", "checkpoint-4", FINGERPRINT_FILE], mirrored
     assert not out_a.exists()
 
@@ -410,7 +483,7 @@ def tagged_line(proc: subprocess.Popen, tag: str) -> str:
     """The next line the racer prints that starts with `tag` (ZenML logs to stdout too), "" at its end."""
     for line in proc.stdout:
         if line.startswith(tag):
-            return line[len(tag):]
+            return line[len(tag) :]
     return ""
 
 
@@ -435,9 +508,16 @@ def test_concurrent_promotions_from_two_clients_leave_the_better_model(stack, ad
         model = Path(env["HOME"]) / "model"
         shutil.copytree(tiny_student, model)
         (model / "training_config.json").write_text(json.dumps({"data_hash": f"data-{label}", "method": "full"}))
-        proc = subprocess.Popen([sys.executable, "-c", PROMOTER, label, str(model), str(f1)], cwd=env["PYTHONPATH"], env=env,
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=open(Path(env["HOME"]) / "err.log", "w"),
-                                text=True, start_new_session=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", PROMOTER, label, str(model), str(f1)],
+            cwd=env["PYTHONPATH"],
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=open(Path(env["HOME"]) / "err.log", "w"),
+            text=True,
+            start_new_session=True,
+        )
         racers[label] = proc
     for key, value in mlflow_env(stack, admin).items():
         os.environ[key] = value
@@ -464,12 +544,26 @@ def test_concurrent_promotions_from_two_clients_leave_the_better_model(stack, ad
             assert tags[b["version"]]["gate.passed"] == "true"
             if a["promoted"]:  # A first (no production), then B against A
                 orders.append("A")
-                assert a["production_version_before"] is None and b["production_version_before"] == a["version"], (round_, a, b)
-                assert aliases.get("previous") == a["version"] and tags[b["version"]]["gate.production_before"] == a["version"]
+                assert a["production_version_before"] is None and b["production_version_before"] == a["version"], (
+                    round_,
+                    a,
+                    b,
+                )
+                assert (
+                    aliases.get("previous") == a["version"]
+                    and tags[b["version"]]["gate.production_before"] == a["version"]
+                )
             else:  # B first, then A against B: refused
                 orders.append("B")
-                assert b["production_version_before"] is None and a["production_version_before"] == b["version"], (round_, a, b)
-                assert tags[a["version"]]["gate.passed"] == "false" and tags[a["version"]]["gate.production_before"] == b["version"]
+                assert b["production_version_before"] is None and a["production_version_before"] == b["version"], (
+                    round_,
+                    a,
+                    b,
+                )
+                assert (
+                    tags[a["version"]]["gate.passed"] == "false"
+                    and tags[a["version"]]["gate.production_before"] == b["version"]
+                )
                 assert "previous" not in aliases
             assert not mc.search_registered_models(f"name LIKE '{name}.%'"), "a lease was left behind"
             # the next round starts with no production
@@ -508,7 +602,15 @@ def test_no_secret_in_mlflow_zenml_artifacts_or_logs(stack, admin):
     # MLflow's store: every param, tag and description
     texts = {
         f"postgres:{table}": "\n".join(" ".join(map(str, row)) for row in sql(stack, admin, f"SELECT * FROM {table}"))
-        for table in ("params", "tags", "model_versions", "model_version_tags", "registered_models", "registered_model_tags", "experiments")
+        for table in (
+            "params",
+            "tags",
+            "model_versions",
+            "model_version_tags",
+            "registered_models",
+            "registered_model_tags",
+            "experiments",
+        )
     }
     # the clients' output (ZenML step logs included)
     texts.update({f"client {name}": done.stdout + done.stderr for name, done in RUNS.items()})
@@ -516,5 +618,7 @@ def test_no_secret_in_mlflow_zenml_artifacts_or_logs(stack, admin):
     # every object in the bucket: ZenML artifacts and logs, MLflow artifacts and models
     for key in bucket_keys(stack, admin):
         data = bucket_bytes(stack, admin, key)
-        leaks += [f"{what} in s3://{stack['s3']['bucket']}/{key}" for what, value in secrets.items() if value.encode() in data]
+        leaks += [
+            f"{what} in s3://{stack['s3']['bucket']}/{key}" for what, value in secrets.items() if value.encode() in data
+        ]
     assert not leaks, leaks

@@ -38,13 +38,22 @@ def test_nothing_is_logged_without_a_run() -> None:
 
 def test_datasets_chart_views_and_description_land_in_the_run(run, tmp_path: Path) -> None:
     client, run_id = run
-    rows = [{"id": "1", "text": "Marie Curie", "entities": [{"text": "Marie Curie", "type": "person"}]}, {"id": "2", "text": "Paris"}]
+    rows = [
+        {"id": "1", "text": "Marie Curie", "entities": [{"text": "Marie Curie", "type": "person"}]},
+        {"id": "2", "text": "Paris"},
+    ]
     assert tracking.log_dataset(rows, "sft_set", "training")
     tracking.log_dataset([{"text": "x", "gold": ["y"]}], "bench_a", "evaluation")
     assert tracking.log_f1_chart({"bench_a": 0.25, "bench_b": 0.5})
     tracking.log_text_view("<html>view</html>", "views/eval_report.html")
-    description = tracking.run_description(recipe="distill_ner", teacher="gpt-x", student="tiny (lora)",
-                                           counts={"SFT rows": 24}, f1={"bench_a": 0.25, "bench_b": 0.5}, outcome=["promoted"])
+    description = tracking.run_description(
+        recipe="distill_ner",
+        teacher="gpt-x",
+        student="tiny (lora)",
+        counts={"SFT rows": 24},
+        f1={"bench_a": 0.25, "bench_b": 0.5},
+        outcome=["promoted"],
+    )
     tracking.describe_run(description, tags={"result.avg_f1": "0.3750"})
 
     data = client.get_run(run_id)
@@ -60,7 +69,9 @@ def test_datasets_chart_views_and_description_land_in_the_run(run, tmp_path: Pat
 
     assert data.data.tags["mlflow.note.content"].startswith("**distill_ner**: teacher `gpt-x`")
     assert "| bench_b | 0.5000 |" in data.data.tags["mlflow.note.content"]
-    assert "| average | 0.3750 |" in data.data.tags["mlflow.note.content"] and data.data.tags["result.avg_f1"] == "0.3750"
+    assert (
+        "| average | 0.3750 |" in data.data.tags["mlflow.note.content"] and data.data.tags["result.avg_f1"] == "0.3750"
+    )
     artifacts = Path(data.info.artifact_uri.removeprefix("file://"))
     png = (artifacts / tracking.F1_CHART).read_bytes()
     assert png.startswith(b"\x89PNG")

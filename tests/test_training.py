@@ -238,8 +238,12 @@ def lora_run(tiny, sft, tmp_path_factory):
     out = tmp_path_factory.mktemp("lora") / "adapter"
     capture = CaptureModel()
     result = train_student(
-        sft, str(tiny), lora_config(max_steps=24, merge_adapter=True), out,
-        log_to_mlflow=False, callbacks=[capture.callback],
+        sft,
+        str(tiny),
+        lora_config(max_steps=24, merge_adapter=True),
+        out,
+        log_to_mlflow=False,
+        callbacks=[capture.callback],
     )
     return result, capture.model, out
 
@@ -284,8 +288,9 @@ def test_adapter_folder_loads_alone_with_same_logits(lora_run, tiny):
 
 def test_lora_continues_from_an_adapter(lora_run, tiny, sft, tmp_path):
     _, _, adapter = lora_run
-    result = train_student(sft, str(adapter), lora_config(max_steps=3, learning_rate=1e-3), tmp_path / "more",
-                           log_to_mlflow=False)
+    result = train_student(
+        sft, str(adapter), lora_config(max_steps=3, learning_rate=1e-3), tmp_path / "more", log_to_mlflow=False
+    )
     saved = json.loads((tmp_path / "more" / "adapter_config.json").read_text())
     assert saved["base_model_name_or_path"] == str(tiny.resolve())  # still the real base, not the adapter
     # it starts from the trained adapter, not from a fresh one
@@ -297,8 +302,12 @@ def test_full_finetuning_saves_a_whole_model(tiny, sft, tmp_path):
     out = tmp_path / "full"
     capture = CaptureModel()
     result = train_student(
-        sft, str(tiny), TrainConfig(method="full", learning_rate=5e-3, warmup_ratio=0.0, max_steps=12),
-        out, log_to_mlflow=False, callbacks=[capture.callback],
+        sft,
+        str(tiny),
+        TrainConfig(method="full", learning_rate=5e-3, warmup_ratio=0.0, max_steps=12),
+        out,
+        log_to_mlflow=False,
+        callbacks=[capture.callback],
     )
     assert (out / "config.json").is_file() and (out / "model.safetensors").is_file()
     assert not (out / "adapter_config.json").exists()
@@ -310,11 +319,15 @@ def test_full_finetuning_saves_a_whole_model(tiny, sft, tmp_path):
 def test_gradient_checkpointing_and_rounded_padding_train_the_same_model(tiny, sft, tmp_path):
     # recomputed activations and extra (masked) padding change the memory/compute, not the result
     data = SFTDataset(conversations=[], rows=sft.rows[:16])
-    plain = train_student(data, str(tiny), lora_config(max_steps=4, lora_dropout=0.0), tmp_path / "a",
-                          log_to_mlflow=False)
+    plain = train_student(
+        data, str(tiny), lora_config(max_steps=4, lora_dropout=0.0), tmp_path / "a", log_to_mlflow=False
+    )
     other = train_student(
-        data, str(tiny), lora_config(max_steps=4, lora_dropout=0.0, gradient_checkpointing=True, pad_to_multiple_of=64),
-        tmp_path / "b", log_to_mlflow=False,
+        data,
+        str(tiny),
+        lora_config(max_steps=4, lora_dropout=0.0, gradient_checkpointing=True, pad_to_multiple_of=64),
+        tmp_path / "b",
+        log_to_mlflow=False,
     )
     assert other.metrics["trained_tokens"] == plain.metrics["trained_tokens"]  # padding is not counted
     for a, b in zip(plain.history, other.history):
@@ -366,8 +379,12 @@ def test_checkpoint_kill_and_resume_matches_uninterrupted_run(tiny, sft, tmp_pat
     # dropout is on, so the RNG state must be restored too
     data = SFTDataset(conversations=[], rows=sft.rows[:24])
     cfg = lora_config(
-        max_steps=8, per_device_batch_size=2, gradient_accumulation_steps=2, checkpoint_every=2,
-        lora_dropout=0.1, learning_rate=1e-2,
+        max_steps=8,
+        per_device_batch_size=2,
+        gradient_accumulation_steps=2,
+        checkpoint_every=2,
+        lora_dropout=0.1,
+        learning_rate=1e-2,
     )
     (tmp_path / "sft.json").write_text(data.model_dump_json())
     (tmp_path / "cfg.json").write_text(cfg.model_dump_json())
@@ -375,9 +392,21 @@ def test_checkpoint_kill_and_resume_matches_uninterrupted_run(tiny, sft, tmp_pat
 
     with open(tmp_path / "child.log", "w") as log:
         child = subprocess.Popen(
-            [sys.executable, "-c", _KILLED_RUN, str(tmp_path / "sft.json"), str(tmp_path / "cfg.json"),
-             str(tiny), str(out), str(ckpt), str(marker)],
-            cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-c",
+                _KILLED_RUN,
+                str(tmp_path / "sft.json"),
+                str(tmp_path / "cfg.json"),
+                str(tiny),
+                str(out),
+                str(ckpt),
+                str(marker),
+            ],
+            cwd=REPO,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         try:
             deadline = time.monotonic() + 180
@@ -410,8 +439,14 @@ def test_checkpoint_kill_and_resume_matches_uninterrupted_run(tiny, sft, tmp_pat
 
     # a different run must not pick these checkpoints up
     with pytest.raises(ValueError, match="different run.*learning_rate"):
-        train_student(data, str(tiny), cfg.model_copy(update={"learning_rate": 5e-3}), tmp_path / "other",
-                      checkpoint_dir=ckpt, log_to_mlflow=False)
+        train_student(
+            data,
+            str(tiny),
+            cfg.model_copy(update={"learning_rate": 5e-3}),
+            tmp_path / "other",
+            checkpoint_dir=ckpt,
+            log_to_mlflow=False,
+        )
 
 
 # ------------------------------------------------------------------------------------------------- MLflow
@@ -450,8 +485,9 @@ def test_mlflow_records_params_and_loss_history(tiny, sft, tmp_path, monkeypatch
 @needs_cuda
 def test_qlora_trains_on_gpu(tiny, sft, tmp_path):
     pytest.importorskip("bitsandbytes")
-    result = train_student(sft, str(tiny), lora_config(method="qlora", max_steps=12), tmp_path / "q",
-                           log_to_mlflow=False)
+    result = train_student(
+        sft, str(tiny), lora_config(method="qlora", max_steps=12), tmp_path / "q", log_to_mlflow=False
+    )
     assert result.history[-1]["loss"] < result.history[0]["loss"]
     assert result.metrics["peak_gpu_mem_mb"] > 0
     load_model(str(tmp_path / "q"))
@@ -491,10 +527,23 @@ def test_multi_gpu_launch(tiny, sft, tmp_path, distributed):
     cfg = lora_config(max_steps=6, distributed=distributed, num_processes=2)
     (tmp_path / "cfg.json").write_text(cfg.model_dump_json())
     subprocess.run(
-        [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--multi_gpu",
-         str(tmp_path / "run.py"), str(tmp_path / "sft.json"), str(tmp_path / "cfg.json"), str(tiny),
-         str(tmp_path / "out")],
-        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, check=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--num_processes",
+            "2",
+            "--multi_gpu",
+            str(tmp_path / "run.py"),
+            str(tmp_path / "sft.json"),
+            str(tmp_path / "cfg.json"),
+            str(tiny),
+            str(tmp_path / "out"),
+        ],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        check=True,
+        timeout=600,
     )
     record = json.loads((tmp_path / "out" / "training_config.json").read_text())
     assert record["world_size"] == 2 and record["metrics"]["steps"] == 6
@@ -516,8 +565,9 @@ def test_two_process_ddp_on_cpu(tiny, sft, tmp_path, monkeypatch):
     losses = [h["loss"] for h in result.history]
     assert len(losses) == 6 and all(map(math.isfinite, losses))
     # one process with the same global batch (4) sees the same rows: the ranks split each batch, not copy it
-    single = train_student(sft, str(tiny), lora_config(max_steps=6, per_device_batch_size=4), tmp_path / "one",
-                           log_to_mlflow=False)
+    single = train_student(
+        sft, str(tiny), lora_config(max_steps=6, per_device_batch_size=4), tmp_path / "one", log_to_mlflow=False
+    )
     assert result.metrics["trained_tokens"] == single.metrics["trained_tokens"]
     assert losses[0] == pytest.approx(single.history[0]["loss"], rel=0.05)
     load_model(str(tmp_path / "out"))

@@ -25,14 +25,38 @@ DOMAINS = {
     "literature": ["writer", "book", "poem"],
 }
 SENTENCES = [
-    ("music", "Radiohead released OK Computer with a theremin .", {"band": ["Radiohead"], "album": ["OK Computer"], "musical instrument": ["theremin"]}),
-    ("music", "The Beatles recorded Abbey Road .", {"band": ["The Beatles"], "album": ["Abbey Road"], "musical instrument": []}),
-    ("politics", "Angela Merkel led the CDU into the 2005 election .", {"politician": ["Angela Merkel"], "political party": ["CDU"], "election": ["2005 election"]}),
+    (
+        "music",
+        "Radiohead released OK Computer with a theremin .",
+        {"band": ["Radiohead"], "album": ["OK Computer"], "musical instrument": ["theremin"]},
+    ),
+    (
+        "music",
+        "The Beatles recorded Abbey Road .",
+        {"band": ["The Beatles"], "album": ["Abbey Road"], "musical instrument": []},
+    ),
+    (
+        "politics",
+        "Angela Merkel led the CDU into the 2005 election .",
+        {"politician": ["Angela Merkel"], "political party": ["CDU"], "election": ["2005 election"]},
+    ),
     ("politics", "Labour lost the vote .", {"politician": [], "political party": ["Labour"], "election": []}),
-    ("science", "Marie Curie isolated radium .", {"scientist": ["Marie Curie"], "chemical element": ["radium"], "theory": []}),
-    ("science", "Einstein proposed general relativity .", {"scientist": ["Einstein"], "chemical element": [], "theory": ["general relativity"]}),
+    (
+        "science",
+        "Marie Curie isolated radium .",
+        {"scientist": ["Marie Curie"], "chemical element": ["radium"], "theory": []},
+    ),
+    (
+        "science",
+        "Einstein proposed general relativity .",
+        {"scientist": ["Einstein"], "chemical element": [], "theory": ["general relativity"]},
+    ),
     ("literature", "Tolkien wrote The Hobbit .", {"writer": ["Tolkien"], "book": ["The Hobbit"], "poem": []}),
-    ("literature", "Keats wrote Ode to a Nightingale .", {"writer": ["Keats"], "book": [], "poem": ["Ode to a Nightingale"]}),
+    (
+        "literature",
+        "Keats wrote Ode to a Nightingale .",
+        {"writer": ["Keats"], "book": [], "poem": ["Ode to a Nightingale"]},
+    ),
 ]
 # a model that answers some queries right, some wrong, and names something for every other query
 ANSWERS = {
@@ -56,15 +80,17 @@ def write_subset_file(path: Path) -> Path:
     entries = []
     for _, text, gold in SENTENCES:
         for entity_type, entities in gold.items():
-            entries.append({
-                "id": f"q{len(entries)}",
-                "conversations": [
-                    {"from": "human", "value": f"Text: {text}"},
-                    {"from": "gpt", "value": "I've read this text."},
-                    {"from": "human", "value": f"What describes {entity_type} in the text?"},
-                    {"from": "gpt", "value": json.dumps(entities)},
-                ],
-            })
+            entries.append(
+                {
+                    "id": f"q{len(entries)}",
+                    "conversations": [
+                        {"from": "human", "value": f"Text: {text}"},
+                        {"from": "gpt", "value": "I've read this text."},
+                        {"from": "human", "value": f"What describes {entity_type} in the text?"},
+                        {"from": "gpt", "value": json.dumps(entities)},
+                    ],
+                }
+            )
     path.write_text(json.dumps(entries))
     return path
 
@@ -99,7 +125,7 @@ def reference_f1(path: Path, answer_of) -> tuple[float, float, float, int]:
     entries = json.loads(path.read_text())
     for entry in entries:
         conv = entry["conversations"]
-        text = conv[0]["value"][len("Text: "):]
+        text = conv[0]["value"][len("Text: ") :]
         entity_type = re.fullmatch(r"What describes (.*) in the text\?", conv[-2]["value"]).group(1)
         gold, pred = _ref_parse(conv[-1]["value"]), _ref_parse(answer_of(text, entity_type))
         correct += sum(1 for p in pred if p in gold)
@@ -127,7 +153,9 @@ def test_uniner_file_is_scored_on_exactly_its_own_queries(tmp_path: Path) -> Non
 def test_every_type_rule_asks_every_sentence_every_type(tmp_path: Path) -> None:
     """The other rule, declared in the spec: what BIO/CoNLL sets always use. Here it asks 8 x 12."""
     path = write_subset_file(tmp_path / "four_domains.json")
-    register_benchmark(BenchmarkSpec(name="four_all", format="uniner", path=str(path), queries="every_type"), overwrite=True)
+    register_benchmark(
+        BenchmarkSpec(name="four_all", format="uniner", path=str(path), queries="every_type"), overwrite=True
+    )
     try:
         engine = Scripted(ANSWERS)
         report = evaluate_model("s", EvalConfig(benchmarks=["four_all"]), engine=engine)  # type: ignore[arg-type]
@@ -167,8 +195,13 @@ def _report(**f1: float) -> EvalReport:
 def test_comparison_table_averages_only_the_scored_sets() -> None:
     published = load_published()
     assert list(published.columns) == [
-        "mit_movie", "mit_restaurant", "crossner_ai", "crossner_literature",
-        "crossner_music", "crossner_politics", "crossner_science",
+        "mit_movie",
+        "mit_restaurant",
+        "crossner_ai",
+        "crossner_literature",
+        "crossner_music",
+        "crossner_politics",
+        "crossner_science",
     ]
     assert all(m.source for m in published.models)
     table = comparison_markdown(_report(crossner_ai=0.30, mit_restaurant=0.10), published)

@@ -66,14 +66,24 @@ def main() -> None:
         seen[row["id"]] = i
 
     config = TeacherConfig(model=MODEL)  # backend "openai", default sampling params
-    with (HERE / "corpus.jsonl").open("w", encoding="utf-8") as corpus, \
-            (HERE / "teacher_responses.jsonl").open("w", encoding="utf-8") as responses:
+    with (
+        (HERE / "corpus.jsonl").open("w", encoding="utf-8") as corpus,
+        (HERE / "teacher_responses.jsonl").open("w", encoding="utf-8") as responses,
+    ):
         for row in rows:
-            corpus.write(json.dumps({"id": row["id"], "domain": row["domain"], "text": row["text"]},
-                                    ensure_ascii=False) + "\n")
+            corpus.write(
+                json.dumps({"id": row["id"], "domain": row["domain"], "text": row["text"]}, ensure_ascii=False) + "\n"
+            )
             req = teacher_request(normalize_whitespace(row["text"]), config)
-            record = CacheRecord(key=req.key, backend=config.backend, model=config.model, messages=req.messages,
-                                 params=req.params, response=row["teacher_output"], usage={})
+            record = CacheRecord(
+                key=req.key,
+                backend=config.backend,
+                model=config.model,
+                messages=req.messages,
+                params=req.params,
+                response=row["teacher_output"],
+                usage={},
+            )
             responses.write(canonical_json(record.model_dump()) + "\n")
     print(f"wrote {len(rows)} documents to {HERE / 'corpus.jsonl'} and {HERE / 'teacher_responses.jsonl'}")
 

@@ -13,6 +13,13 @@ from distill_ner.engine.engine import (
 )
 
 __all__ = [
-    "Engine", "EngineStats", "Generation", "RowConstraint", "common_prefix_length", "group_indices", "import_vllm", "plan_chunks",
+    "Engine",
+    "EngineStats",
+    "Generation",
+    "RowConstraint",
+    "common_prefix_length",
+    "group_indices",
+    "import_vllm",
+    "plan_chunks",
     "stop_token_ids",
 ]

@@ -46,7 +46,11 @@ class RowConstraint(Protocol):
 
 
 def constrained_argmax(
-    logits: Any, picks: list[int], constraints: Sequence[RowConstraint | None], remaining: Sequence[int], fallback: Sequence[int]
+    logits: Any,
+    picks: list[int],
+    constraints: Sequence[RowConstraint | None],
+    remaining: Sequence[int],
+    fallback: Sequence[int],
 ) -> bool:
     """Replace, in place, each constrained row's pick by the best token its constraint allows and advance
     the constraint; True when some pick changed. A constraint that allows nothing gets `fallback` (stop ids)."""

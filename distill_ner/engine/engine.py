@@ -132,7 +132,9 @@ def _merged_adapter_dir(adapter_dir: str) -> str:
     """An adapter merged into its base, saved once per adapter content under the temp folder."""
     from distill_ner.fingerprint import fingerprint_paths
 
-    key = hashlib.sha256(f"{Path(adapter_dir).resolve()}\x00{fingerprint_paths([adapter_dir])}".encode()).hexdigest()[:16]
+    key = hashlib.sha256(f"{Path(adapter_dir).resolve()}\x00{fingerprint_paths([adapter_dir])}".encode()).hexdigest()[
+        :16
+    ]
     dest = Path(tempfile.gettempdir()) / "distill_ner_merged" / key
     if (dest / "config.json").exists():
         return str(dest)
@@ -641,7 +643,9 @@ class Engine:
                 "so a plain model.generate would differ",
                 ", ".join(changed),
             )
-        self._tf = _TransformersBackend(model, self.tokenizer, self.stop_ids, self.device, refill=self.continuous_batching)
+        self._tf = _TransformersBackend(
+            model, self.tokenizer, self.stop_ids, self.device, refill=self.continuous_batching
+        )
 
     # -------------------------------------------------------------------------------- public API
 
@@ -678,7 +682,9 @@ class Engine:
             raise ValueError(f"{len(constraints)} constraints for {len(prompts)} prompts")
         t0 = time.perf_counter()
         if self._vllm is not None:
-            results = self._vllm.generate(prompts, max_new, progress, constraints)  # vLLM's prefix cache finds the sharing
+            results = self._vllm.generate(
+                prompts, max_new, progress, constraints
+            )  # vLLM's prefix cache finds the sharing
             chunks, merges = 0, 0
         else:
             results, chunks, merges = self._generate_chunked(prompts, groups, max_new, progress, constraints)
@@ -710,9 +716,10 @@ class Engine:
         chunks = plan_chunks(prompts, groups, self.batch_size)
         tokens = 0
         t0 = time.perf_counter()
-        with torch.inference_mode(), tqdm(
-            total=len(prompts), unit="q", desc="generate", disable=not progress, dynamic_ncols=True
-        ) as bar:
+        with (
+            torch.inference_mode(),
+            tqdm(total=len(prompts), unit="q", desc="generate", disable=not progress, dynamic_ncols=True) as bar,
+        ):
 
             def on_finish(generation: Generation) -> None:
                 nonlocal tokens
@@ -722,7 +729,9 @@ class Engine:
 
             if self._llama is not None:
                 if constraints is not None and any(c is not None for c in constraints):
-                    raise NotImplementedError("constrained (grounded) decoding is not available on the llamacpp backend")
+                    raise NotImplementedError(
+                        "constrained (grounded) decoding is not available on the llamacpp backend"
+                    )
                 results = self._llama.decode(chunks, max_new, on_finish)
             else:
                 results = self._tf.decode(chunks, max_new, self.batch_size, on_finish, constraints)

@@ -110,9 +110,21 @@ def converter_dir(cache_dir: str | Path = DEFAULT_CONVERTER_CACHE, version: str 
         return dest
     with tempfile.TemporaryDirectory(prefix="llama_cpp_sdist_") as tmp:
         done = subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "-q",
-             f"llama-cpp-python=={version}", "-d", tmp],
-            capture_output=True, text=True,
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--no-binary",
+                ":all:",
+                "-q",
+                f"llama-cpp-python=={version}",
+                "-d",
+                tmp,
+            ],
+            capture_output=True,
+            text=True,
         )
         if done.returncode != 0:
             raise ExportError(
@@ -135,7 +147,9 @@ def converter_dir(cache_dir: str | Path = DEFAULT_CONVERTER_CACHE, version: str 
     return dest
 
 
-def convert_hf_folder(model_dir: str | Path, out: str | Path, outtype: str, cache_dir: str | Path = DEFAULT_CONVERTER_CACHE) -> Path:
+def convert_hf_folder(
+    model_dir: str | Path, out: str | Path, outtype: str, cache_dir: str | Path = DEFAULT_CONVERTER_CACHE
+) -> Path:
     """llama.cpp's converter on a full HF model folder (not an adapter): `outtype` f32, f16 or q8_0."""
     if outtype not in CONVERTER_OUTTYPES:
         raise ValueError(f"the converter writes {sorted(CONVERTER_OUTTYPES)}, not {outtype!r}")
@@ -144,8 +158,19 @@ def convert_hf_folder(model_dir: str | Path, out: str | Path, outtype: str, cach
     root = converter_dir(cache_dir)
     partial = out.with_name(out.name + ".partial")
     done = subprocess.run(
-        [sys.executable, "-c", _CONVERT_RUNNER, str(root), str(model_dir), "--outfile", str(partial), "--outtype", outtype],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            "-c",
+            _CONVERT_RUNNER,
+            str(root),
+            str(model_dir),
+            "--outfile",
+            str(partial),
+            "--outtype",
+            outtype,
+        ],
+        capture_output=True,
+        text=True,
     )
     if done.returncode != 0 or not partial.is_file():
         partial.unlink(missing_ok=True)

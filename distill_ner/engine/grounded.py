@@ -303,7 +303,9 @@ class SubstringListConstraint:
         return state[0] == _DONE
 
 
-def grounded_constraints(tokenizer: Any, stop_ids: Sequence[int], passages: Sequence[str]) -> list[SubstringListConstraint]:
+def grounded_constraints(
+    tokenizer: Any, stop_ids: Sequence[int], passages: Sequence[str]
+) -> list[SubstringListConstraint]:
     """One fresh constraint per passage (one suffix automaton per distinct passage text)."""
     vocab = grounded_vocab(tokenizer, stop_ids)
     automata = {p: SuffixAutomaton(p) for p in dict.fromkeys(passages)}

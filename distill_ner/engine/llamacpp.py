@@ -174,7 +174,9 @@ class LlamaCppBackend:
                 batch.n_tokens = n
                 status = lib.llama_decode(ctx, batch)
                 if status != 0:
-                    raise RuntimeError(f"llama_decode failed with status {status} ({n} tokens, context {capacity} cells)")
+                    raise RuntimeError(
+                        f"llama_decode failed with status {status} ({n} tokens, context {capacity} cells)"
+                    )
                 leaving: list[_Row] = []
                 for position, row in wanted:
                     logits = np.ctypeslib.as_array(lib.llama_get_logits_ith(ctx, position), shape=(self.n_vocab,))

@@ -56,7 +56,9 @@ def generate_templates(
         result = check_template_answer(run.answers[request.key], config.max_depth)
         counts.update(result.counts)
         if result.value is None:
-            failures.append(ExtractionFailure(id=passage.id, stage="template", reason=result.reason, detail=result.detail))
+            failures.append(
+                ExtractionFailure(id=passage.id, stage="template", reason=result.reason, detail=result.detail)
+            )
             continue
         examples.append(ExtractionExample(id=passage.id, text=passage.text, template=result.value))
     return ExtractionSet(
@@ -90,7 +92,9 @@ def fill_templates(
         result = check_filling_answer(run.answers[request.key], example.template, example.text)
         counts.update(result.counts)
         if result.value is None:
-            failures.append(ExtractionFailure(id=example.id, stage="filling", reason=result.reason, detail=result.detail))
+            failures.append(
+                ExtractionFailure(id=example.id, stage="filling", reason=result.reason, detail=result.detail)
+            )
             continue
         examples.append(example.model_copy(update={"filled": result.value}))
     values = [sum(1 for _ in string_leaves(ex.filled)) for ex in examples]

@@ -57,10 +57,16 @@ def cmd_extract(args: argparse.Namespace) -> None:
 
 def add_commands(sub: Any) -> None:
     """Add the extraction recipe's subcommands (`extract`) to `distill-ner` (called from distill_ner.cli.build_parser)."""
-    p = sub.add_parser("extract", help="fill a JSON template from a text file with an extraction student; prints the JSON")
-    p.add_argument("--model", default="models:/distill-extract@production", help="models:/name@alias, runs:/..., or a local folder")
-    p.add_argument("--template", required=True, help="JSON template file (\"\" / [] / [{...}] leaves)")
-    p.add_argument("--example", action="append", default=[], help="filled example JSON (prompt format 1.0 only; repeatable)")
+    p = sub.add_parser(
+        "extract", help="fill a JSON template from a text file with an extraction student; prints the JSON"
+    )
+    p.add_argument(
+        "--model", default="models:/distill-extract@production", help="models:/name@alias, runs:/..., or a local folder"
+    )
+    p.add_argument("--template", required=True, help='JSON template file ("" / [] / [{...}] leaves)')
+    p.add_argument(
+        "--example", action="append", default=[], help="filled example JSON (prompt format 1.0 only; repeatable)"
+    )
     p.add_argument("--prompt-format", choices=["1.5", "1.0"], default="1.5")
     p.add_argument("--indent", type=_indent, default=4, help="JSON indent used in training (an int, or 'none')")
     p.add_argument("--max-new-tokens", type=int, default=512)

@@ -30,7 +30,9 @@ DEFAULT_BENCHMARK = "data/extraction/benchmark.jsonl"
 class TemplatesConfig(StrictModel):
     """Template generation and the checks on both teacher answers."""
 
-    few_shot: str = Field("", description="block that replaces `*<few-shot examples>*` in the generation prompt; empty: zero-shot")
+    few_shot: str = Field(
+        "", description="block that replaces `*<few-shot examples>*` in the generation prompt; empty: zero-shot"
+    )
     max_depth: int = Field(MAX_DEPTH, gt=0, description="deepest template accepted (objects along a path)")
 
 
@@ -63,7 +65,9 @@ class ExtractionEvalConfig(StrictModel):
     benchmark: str = Field(DEFAULT_BENCHMARK, description="JSONL of {id, kind, text, template, gold}")
     kinds: list[str] | None = Field(None, description="document kinds to score (default: all)")
     max_per_kind: int | None = Field(None, gt=0, description="seeded subset of documents per kind")
-    leaf_metric: Literal["edit", "exact"] = Field("edit", description="leaf similarity of the tree score (the primary metric the gate reads)")
+    leaf_metric: Literal["edit", "exact"] = Field(
+        "edit", description="leaf similarity of the tree score (the primary metric the gate reads)"
+    )
     max_new_tokens: int = Field(512, gt=0, description="answer length limit per document")
     batch_size: int = Field(8, gt=0, description="documents decoded together")
     seed: int = Field(0, description="seed of every random choice of this stage")
@@ -79,9 +83,15 @@ class DistillExtractionConfig(StrictModel):
 
     corpus: CorpusConfig = Field(..., description="the corpus stage")
     teacher: TeacherConfig = Field(..., description="the teacher stage")
-    templates: TemplatesConfig = Field(TemplatesConfig(), description="template generation and the checks on the teacher's answers")
-    negatives: ExtractionNegativesConfig = Field(ExtractionNegativesConfig(), description="shortened texts whose vanished values are blanked")
-    prompt: ExtractionPromptConfig = Field(ExtractionPromptConfig(), description="the NuExtract prompt the student is trained and served with")
+    templates: TemplatesConfig = Field(
+        TemplatesConfig(), description="template generation and the checks on the teacher's answers"
+    )
+    negatives: ExtractionNegativesConfig = Field(
+        ExtractionNegativesConfig(), description="shortened texts whose vanished values are blanked"
+    )
+    prompt: ExtractionPromptConfig = Field(
+        ExtractionPromptConfig(), description="the NuExtract prompt the student is trained and served with"
+    )
     sft: ExtractionSFTConfig = Field(ExtractionSFTConfig(), description="building the SFT conversations")
     student: StudentConfig = Field(..., description="the student model")
     train: TrainConfig = Field(TrainConfig(), description="fine-tuning")
@@ -133,5 +143,7 @@ def signature():
     return ModelSignature(
         # `template` is a JSON object or its JSON text: AnyType accepts both
         inputs=Schema([ColSpec(DataType.string, "text"), ColSpec(AnyType(), "template")]),
-        outputs=Schema([ColSpec(DataType.string, "text"), ColSpec(AnyType(), "filled"), ColSpec(DataType.string, "raw")]),
+        outputs=Schema(
+            [ColSpec(DataType.string, "text"), ColSpec(AnyType(), "filled"), ColSpec(DataType.string, "raw")]
+        ),
     )

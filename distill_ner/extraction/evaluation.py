@@ -62,9 +62,13 @@ def evaluate_extraction(
     documents = select_documents(load_examples(config.benchmark), config)
     if not documents:
         raise ValueError(f"eval: no benchmark documents selected from {config.benchmark}")
-    extractor = extractor or Extractor.load(model_ref, prompt, batch_size=config.batch_size, max_new_tokens=config.max_new_tokens)
+    extractor = extractor or Extractor.load(
+        model_ref, prompt, batch_size=config.batch_size, max_new_tokens=config.max_new_tokens
+    )
     t0 = time.perf_counter()
-    fillings = extractor.fill([(d.template, d.text) for d in documents], progress=progress, max_new_tokens=config.max_new_tokens)
+    fillings = extractor.fill(
+        [(d.template, d.text) for d in documents], progress=progress, max_new_tokens=config.max_new_tokens
+    )
     seconds = time.perf_counter() - t0
     scored = [score_document(d.kind, f.value, d.filled) for d, f in zip(documents, fillings)]
     per_kind = kind_scores(scored, config.leaf_metric)
@@ -89,7 +93,9 @@ def evaluate_extraction(
         unit="documents",
         primary={kind: s.tree_score for kind, s in per_kind.items()},
         coverage={kind: s.documents for kind, s in per_kind.items()},
-        details={kind: {"leaf_precision": s.leaf_precision, "leaf_recall": s.leaf_recall} for kind, s in per_kind.items()},
+        details={
+            kind: {"leaf_precision": s.leaf_precision, "leaf_recall": s.leaf_recall} for kind, s in per_kind.items()
+        },
         predictions=predictions,
         stats=stats,
     )

@@ -47,7 +47,7 @@ def _clusters(text: str) -> list[tuple[int, int]]:
     start = 0
     for i in range(1, len(text) + 1):
         if i < len(text):
-            joined = unicodedata.normalize("NFC", text[start:i + 1])
+            joined = unicodedata.normalize("NFC", text[start : i + 1])
             split = unicodedata.normalize("NFC", text[start:i]) + unicodedata.normalize("NFC", text[i])
             if unicodedata.combining(text[i]) or joined != split:
                 continue

@@ -48,7 +48,9 @@ class Extractor:
 
     def prompt_ids(self, template: dict[str, Any], text: str, examples: Sequence[dict[str, Any]] = ()) -> list[int]:
         tokenizer = self.engine.tokenizer
-        messages = student_messages(template, text, fmt=self.prompt.format, examples=examples, indent=self.prompt.indent)
+        messages = student_messages(
+            template, text, fmt=self.prompt.format, examples=examples, indent=self.prompt.indent
+        )
         return encode_text(tokenizer, render_text(tokenizer, messages, add_generation_prompt=True))
 
     def fill(

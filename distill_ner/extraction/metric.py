@@ -159,8 +159,12 @@ def tree_score(predicted: Any, gold: Any, leaf: LeafMetric = "edit") -> TreeScor
         paired_g = {j for _, j in pairs}
         total = sum(cells[i][j].score for i, j in pairs)
         matched = sum(cells[i][j].matched for i, j in pairs)
-        n_pred = sum(cells[i][j].n_pred for i, j in pairs) + sum(_n_strings(p) for i, p in enumerate(predicted) if i not in paired_p)
-        n_gold = sum(cells[i][j].n_gold for i, j in pairs) + sum(_n_strings(g) for j, g in enumerate(gold) if j not in paired_g)
+        n_pred = sum(cells[i][j].n_pred for i, j in pairs) + sum(
+            _n_strings(p) for i, p in enumerate(predicted) if i not in paired_p
+        )
+        n_gold = sum(cells[i][j].n_gold for i, j in pairs) + sum(
+            _n_strings(g) for j, g in enumerate(gold) if j not in paired_g
+        )
         return TreeScore(total / max(len(gold), len(predicted)), matched, n_pred, n_gold)
     raise TypeError(f"gold must be a filling (str, list, dict), got {type(gold).__name__}")
 

@@ -60,8 +60,14 @@ def _all_empty(value: Any) -> bool:
     return len(value) == 0
 
 
-def shorten(example: ExtractionExample, seed: int, min_drop: float, max_drop: float,
-            splitter: SentenceSplitter, counts: Counter[str]) -> ExtractionExample | None:
+def shorten(
+    example: ExtractionExample,
+    seed: int,
+    min_drop: float,
+    max_drop: float,
+    splitter: SentenceSplitter,
+    counts: Counter[str],
+) -> ExtractionExample | None:
     """The negative of one example, or None when its text has a single sentence."""
     if example.filled is None:
         raise ValueError(f"example {example.id}: negatives need a filled example")

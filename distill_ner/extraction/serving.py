@@ -26,7 +26,9 @@ def to_rows(model_input: Any) -> list[tuple[str, dict[str, Any]]]:
     elif isinstance(model_input, (Mapping, Sequence)) and not isinstance(model_input, str):
         frame = pd.DataFrame([model_input] if isinstance(model_input, Mapping) else list(model_input))
     else:
-        raise TypeError(f"expected a DataFrame or a list of {{'text', 'template'}} dicts, got {type(model_input).__name__}")
+        raise TypeError(
+            f"expected a DataFrame or a list of {{'text', 'template'}} dicts, got {type(model_input).__name__}"
+        )
     records = frame.to_dict(orient="records")
     rows = []
     for i, record in enumerate(records):

@@ -49,7 +49,9 @@ def build_extraction_sft(
         conversations.append(conversation)
         rows += conversation_rows
     if too_long:
-        logger.warning("%d extraction examples are longer than max_length=%d tokens and were dropped", too_long, config.max_length)
+        logger.warning(
+            "%d extraction examples are longer than max_length=%d tokens and were dropped", too_long, config.max_length
+        )
     kept = {c.id for c in conversations}
     used = [ex for ex in examples if ex.id in kept]
     tokens = sum(len(r.input_ids) for r in rows)
@@ -65,4 +67,6 @@ def build_extraction_sft(
     }
     # the shared SFT view shows the first rows with their trained tokens highlighted
     preview = [preview_segments(r, tokenizer) for r in rows[:PREVIEW_ROWS]]
-    return SFTDataset(conversations=conversations, rows=rows, tokenizer=tokenizer.name_or_path or "", stats=stats, preview=preview)
+    return SFTDataset(
+        conversations=conversations, rows=rows, tokenizer=tokenizer.name_or_path or "", stats=stats, preview=preview
+    )

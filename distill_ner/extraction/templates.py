@@ -125,9 +125,9 @@ def validate_template(template: Any, max_depth: int = MAX_DEPTH, _path: str = ""
         elif isinstance(value, list) and len(value) == 1 and isinstance(value[0], dict):
             validate_template(value[0], max_depth, path + "[]", _depth + 1)
         elif isinstance(value, str):
-            raise TemplateError(f"{path}: a template leaf is \"\", got {value!r}")
+            raise TemplateError(f'{path}: a template leaf is "", got {value!r}')
         else:
-            raise TemplateError(f"{path}: expected \"\", [], [{{...}}] or {{...}}, got {json.dumps(value)[:60]}")
+            raise TemplateError(f'{path}: expected "", [], [{{...}}] or {{...}}, got {json.dumps(value)[:60]}')
     return template
 
 
@@ -216,5 +216,9 @@ def string_leaves(value: Any, _path: str = "") -> Iterator[tuple[str, str]]:
 
 def depth(template: dict[str, Any]) -> int:
     """Objects along the deepest path (the root object is 1)."""
-    inner = [depth(v if isinstance(v, dict) else v[0]) for v in template.values() if isinstance(v, dict) or (isinstance(v, list) and v)]
+    inner = [
+        depth(v if isinstance(v, dict) else v[0])
+        for v in template.values()
+        if isinstance(v, dict) or (isinstance(v, list) and v)
+    ]
     return 1 + max(inner, default=0)

@@ -59,15 +59,25 @@ def annotate_passages(
         result = parse_answer(answer, passage.text)
         filter_counts.update(result.counts)
         if not result.parsed:
-            failed.append(AnnotationFailure(passage_id=passage.id, reason="unparseable",
-                                            detail=f"{result.error}; answer starts: {answer[:200]!r}"))
+            failed.append(
+                AnnotationFailure(
+                    passage_id=passage.id,
+                    reason="unparseable",
+                    detail=f"{result.error}; answer starts: {answer[:200]!r}",
+                )
+            )
             continue
         type_counts.update(e.type for e in result.entities)
         annotated.append(AnnotatedPassage(id=passage.id, text=passage.text, entities=result.entities))
 
     usage = {"passages": len(passages), **run.usage, "failures": len(failed)}
-    log.info("teacher: %d annotated, %d failed, %d requests, %d cache hits",
-             len(annotated), len(failed), usage["requests"], usage["cache_hits"])
+    log.info(
+        "teacher: %d annotated, %d failed, %d requests, %d cache hits",
+        len(annotated),
+        len(failed),
+        usage["requests"],
+        usage["cache_hits"],
+    )
     return AnnotationSet(
         passages=annotated,
         failures=failed,

@@ -84,7 +84,9 @@ def _download(url: str, dest: Any, *, connect_timeout: float, read_timeout: floa
                     dest.write(chunk)
                     bar.update(len(chunk))
     except (requests.Timeout, urllib3.exceptions.TimeoutError) as e:
-        raise FetchError(f"{desc}: GET {url} timed out (connect {connect_timeout} s, read {read_timeout} s): {e}") from None
+        raise FetchError(
+            f"{desc}: GET {url} timed out (connect {connect_timeout} s, read {read_timeout} s): {e}"
+        ) from None
     except (requests.RequestException, urllib3.exceptions.HTTPError) as e:
         raise FetchError(f"{desc}: GET {url} failed: {e}") from None
 
@@ -124,8 +126,14 @@ def fetch_one(
                 origin = str(source)
             else:
                 origin = _source_url(spec, base_url)
-                _download(origin, out, connect_timeout=connect_timeout, read_timeout=read_timeout,
-                          deadline=deadline, desc=spec.name)
+                _download(
+                    origin,
+                    out,
+                    connect_timeout=connect_timeout,
+                    read_timeout=read_timeout,
+                    deadline=deadline,
+                    desc=spec.name,
+                )
             out.flush()
             os.fsync(out.fileno())
         actual = file_sha256(tmp)
@@ -145,7 +153,11 @@ def fetch_one(
         logger.warning(
             "benchmark %s: its spec pins no sha256; recorded %s in %s at this first fetch, and later fetches "
             "and loads are checked against it. Pin it in data/benchmarks/%s.yaml as `sha256: %s`",
-            spec.name, actual, recorded, spec.name, actual,
+            spec.name,
+            actual,
+            recorded,
+            spec.name,
+            actual,
         )
         return dest, f"fetched from {origin} (sha256 recorded, not pinned)"
     return dest, f"fetched from {origin} (sha256 verified)"
@@ -206,7 +218,10 @@ def overview() -> list[dict[str, Any]]:
 
 
 def overview_markdown(rows: list[dict[str, Any]]) -> str:
-    lines = ["| benchmark | present | sentences x types (queries) | rule | suites | licence | source |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| benchmark | present | sentences x types (queries) | rule | suites | licence | source |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         size = f"{r['sentences']} x {r['types']} ({r['queries']})" if r["sentences"] is not None else "-"
         lines.append(
@@ -221,7 +236,10 @@ def cmd_list(args: argparse.Namespace) -> None:
     print(overview_markdown(rows))
     missing = [r["name"] for r in rows if not r["present"]]
     if missing:
-        print(f"\nnot present: {', '.join(missing)}; fetch: distill-ner benchmarks fetch {' '.join(missing)}", file=sys.stderr)
+        print(
+            f"\nnot present: {', '.join(missing)}; fetch: distill-ner benchmarks fetch {' '.join(missing)}",
+            file=sys.stderr,
+        )
 
 
 def cmd_fetch(args: argparse.Namespace) -> None:
@@ -233,8 +251,14 @@ def cmd_fetch(args: argparse.Namespace) -> None:
     print(f"benchmark cache: {benchmark_cache_dir()}", file=sys.stderr)
     failed: FetchError | None = None
     try:
-        done = fetch(names, from_dir=args.from_dir, base_url=args.base_url, force=args.force,
-                     read_timeout=args.timeout, connect_timeout=min(args.timeout, CONNECT_TIMEOUT_S))
+        done = fetch(
+            names,
+            from_dir=args.from_dir,
+            base_url=args.base_url,
+            force=args.force,
+            read_timeout=args.timeout,
+            connect_timeout=min(args.timeout, CONNECT_TIMEOUT_S),
+        )
     except FetchError as e:
         done, failed = e.done, e
     for name, (path, what) in done.items():

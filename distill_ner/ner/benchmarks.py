@@ -109,9 +109,13 @@ class BenchmarkSpec(BaseModel):
     def _one_source(self) -> "BenchmarkSpec":
         local = self.path is not None or self.url is not None
         if local == (self.hf_id is not None):
-            raise InputError(f"benchmark {self.name}: give exactly one of `path` or `hf_id` (a `url` may stand in for `path`)")
+            raise InputError(
+                f"benchmark {self.name}: give exactly one of `path` or `hf_id` (a `url` may stand in for `path`)"
+            )
         if self.format in ("uniner", "conll") and not local:
-            raise InputError(f"benchmark {self.name}: format {self.format!r} needs a local `path` (or a `url` to fetch it from)")
+            raise InputError(
+                f"benchmark {self.name}: format {self.format!r} needs a local `path` (or a `url` to fetch it from)"
+            )
         if self.url is not None and not self.file_name:
             raise InputError(f"benchmark {self.name}: `url` {self.url!r} does not end in a file name")
         if self.format != "uniner" and self.queries == "as_in_file":
@@ -328,7 +332,10 @@ def warn_absent(absent: dict[str, list[str]]) -> None:
     for suite, names in absent.items():
         logger.warning(
             "suite %s: %d of %d benchmarks not present, not scored: %s; fetch them: %s",
-            suite, len(names), len(benchmark_suites()[suite].benchmarks), ", ".join(names),
+            suite,
+            len(names),
+            len(benchmark_suites()[suite].benchmarks),
+            ", ".join(names),
             fetch_hint(["--suite", suite]),
         )
 
@@ -378,7 +385,11 @@ def select_subset(sentences: list[NERSentence], max_sentences: int | None, seed:
 def missing_error(spec: BenchmarkSpec) -> MissingInputError:
     declared, cached = spec.declared_path(), spec.cache_path()
     where = str(declared or cached) + (f" (nor in the benchmark cache: {cached})" if declared and cached else "")
-    how = f"; fetch it: {fetch_hint([spec.name])} (add --from DIR for a folder that holds {spec.file_name})" if spec.url else ""
+    how = (
+        f"; fetch it: {fetch_hint([spec.name])} (add --from DIR for a folder that holds {spec.file_name})"
+        if spec.url
+        else ""
+    )
     return MissingInputError(f"benchmark {spec.name}: file not found: {where}{how}")
 
 

@@ -37,7 +37,11 @@ def _stdin_rows(default_types: list[str] | None) -> Iterator[dict[str, Any]]:
 def _is_plain_model(ref: str) -> bool:
     """A .gguf file or an HF model/adapter folder (predicted with directly), not a logged MLflow model."""
     path = Path(ref)
-    return (path.suffix == ".gguf" and path.is_file()) or (path / "config.json").is_file() or (path / "adapter_config.json").is_file()
+    return (
+        (path.suffix == ".gguf" and path.is_file())
+        or (path / "config.json").is_file()
+        or (path / "adapter_config.json").is_file()
+    )
 
 
 class _PlainModel:
@@ -82,7 +86,10 @@ def cmd_predict(args: argparse.Namespace) -> None:
         if args.model.startswith(("models:/", "runs:/")):
             use_tracking_uri()
             check_model(args.model)
-        overrides = {**({"backend": args.backend} if args.backend else {}), **({"grounded": True} if args.grounded else {})}
+        overrides = {
+            **({"backend": args.backend} if args.backend else {}),
+            **({"grounded": True} if args.grounded else {}),
+        }
         # once: every row below goes through this loaded model
         model = mlflow.pyfunc.load_model(args.model, model_config=overrides or None)
     if args.texts:
@@ -105,16 +112,25 @@ def cmd_predict(args: argparse.Namespace) -> None:
 def add_commands(sub: Any) -> None:
     """Add the NER recipe's subcommands (`predict`, `benchmarks`) to `distill-ner` (called from distill_ner.cli.build_parser)."""
     p = sub.add_parser("predict", help="entities from a logged/registered model, texts as arguments or JSONL on stdin")
-    p.add_argument("--model", default="models:/distill-ner@production", help="MLflow model URI, HF folder or .gguf file")
-    p.add_argument("--types", type=lambda v: [t.strip() for t in v.split(",") if t.strip()], default=None,
-                   help="comma-separated entity types, e.g. person,location")
-    p.add_argument("texts", nargs="*", help="texts; without any, JSONL {\"text\", \"types\"} is read from stdin")
-    p.add_argument("--backend", choices=BACKENDS, default=None,
-                   help="inference backend (default: the logged model's; llamacpp for a .gguf file)")
+    p.add_argument(
+        "--model", default="models:/distill-ner@production", help="MLflow model URI, HF folder or .gguf file"
+    )
+    p.add_argument(
+        "--types",
+        type=lambda v: [t.strip() for t in v.split(",") if t.strip()],
+        default=None,
+        help="comma-separated entity types, e.g. person,location",
+    )
+    p.add_argument("texts", nargs="*", help='texts; without any, JSONL {"text", "types"} is read from stdin')
+    p.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default=None,
+        help="inference backend (default: the logged model's; llamacpp for a .gguf file)",
+    )
     p.add_argument("--grounded", action="store_true", help="answers only with spans of the text (grounded decoding)")
     p.set_defaults(func=cmd_predict)
 
     from distill_ner.ner.benchmark_fetch import add_benchmarks_parser
 
     add_benchmarks_parser(sub)
-

@@ -22,11 +22,15 @@ from distill_ner.config import (
 
 
 class NegativesConfig(StrictModel):
-    strategy: Literal["frequency", "uniform", "none"] = Field("frequency", description="how negative types are drawn: by type frequency, uniformly, or none")
+    strategy: Literal["frequency", "uniform", "none"] = Field(
+        "frequency", description="how negative types are drawn: by type frequency, uniformly, or none"
+    )
     per_passage: int = Field(4, ge=0, description="negative types added to each passage")
     ratio: float | None = Field(
-        None, ge=0, description="instead of per_passage: this many negatives per positive type of the passage "
-        "(rounded, at least 1 when > 0)"
+        None,
+        ge=0,
+        description="instead of per_passage: this many negatives per positive type of the passage "
+        "(rounded, at least 1 when > 0)",
     )
     seed: int = Field(0, description="seed of every random choice of this stage")
 
@@ -37,7 +41,9 @@ class SupervisedSource(StrictModel):
     name: str = Field(..., description="dataset name, written in the first user turn of its conversations")
     path: str | None = Field(None, description="local file or folder of the dataset")
     hf_dataset: str | None = Field(None, description="HF dataset hub id or local dataset folder")
-    format: Literal["bio", "conll", "uniner"] = Field("bio", description="annotation format: BIO tags, CoNLL columns or UniNER conversations")
+    format: Literal["bio", "conll", "uniner"] = Field(
+        "bio", description="annotation format: BIO tags, CoNLL columns or UniNER conversations"
+    )
     split: str = Field("train", description="dataset split to read")
     label_map: str | None = Field(None, description="label-map name in the registry or a JSON file")
     max_examples: int | None = Field(None, gt=0, description="use at most this many examples (seeded)")
@@ -54,12 +60,13 @@ class SupervisedSource(StrictModel):
 class SFTConfig(StrictModel):
     max_length: int = Field(1024, gt=16, description="rows longer than this many tokens are split or dropped")
     seed: int = Field(0, description="seed of every random choice of this stage")
-    supervised: list[SupervisedSource] = Field(default_factory=list, description="human-annotated NER datasets mixed into the teacher data")
-    supervised_ratio: float = Field(
-        1.0, ge=0, description="supervised conversations per teacher conversation, at most"
+    supervised: list[SupervisedSource] = Field(
+        default_factory=list, description="human-annotated NER datasets mixed into the teacher data"
     )
+    supervised_ratio: float = Field(1.0, ge=0, description="supervised conversations per teacher conversation, at most")
     negatives_position: Literal["shuffled", "last", "first"] = Field(
-        "shuffled", description="where negative questions go: shuffled among the positives (UniNER), after or before them"
+        "shuffled",
+        description="where negative questions go: shuffled among the positives (UniNER), after or before them",
     )
     train_read_reply: bool = Field(
         True, description="loss on the `I've read this text.` reply too (UniNER: every assistant turn is a target)"

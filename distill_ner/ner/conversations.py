@@ -159,7 +159,9 @@ def build_sft_dataset(
     conversations = [build_conversation(p, config.seed, negatives_position=position) for p in annotations.passages]
     cap = int(config.supervised_ratio * len(conversations))
     chosen = _select_supervised(supervised, cap, config.seed)
-    conversations += [build_conversation(p, config.seed, dataset=name, negatives_position=position) for name, p in chosen]
+    conversations += [
+        build_conversation(p, config.seed, dataset=name, negatives_position=position) for name, p in chosen
+    ]
     order = stable_rng(config.seed, "order").permutation(len(conversations)).tolist()
     conversations = [conversations[i] for i in order]
 
@@ -188,7 +190,9 @@ def build_sft_dataset(
         "supervised_conversations": len(chosen),
     }
     if truncations:
-        logger.warning("%d question/answer pairs did not fit in max_length=%d and were dropped", truncations, config.max_length)
+        logger.warning(
+            "%d question/answer pairs did not fit in max_length=%d and were dropped", truncations, config.max_length
+        )
     return SFTDataset(
         conversations=conversations,
         rows=rows,

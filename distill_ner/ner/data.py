@@ -164,9 +164,7 @@ def sentence_from_bio(
         mention = " ".join(tokens[start:end])
         if mention not in found:
             found.append(mention)
-    return NERSentence(
-        id=id, text=" ".join(tokens), tokens=list(tokens), gold=gold, tags=list(tags), source=source
-    )
+    return NERSentence(id=id, text=" ".join(tokens), tokens=list(tokens), gold=gold, tags=list(tags), source=source)
 
 
 def split_bio(tokens: Sequence[str], tags: Sequence[str]) -> list[tuple[int, int]]:
@@ -179,12 +177,7 @@ def split_bio(tokens: Sequence[str], tags: Sequence[str]) -> list[tuple[int, int
     start = 0
     for i in range(len(tokens) - 1):
         nxt = tokens[i + 1]
-        if (
-            tokens[i] in SENTENCE_FINAL
-            and tags[i] == "O"
-            and not tags[i + 1].startswith("I-")
-            and nxt[:1].isupper()
-        ):
+        if tokens[i] in SENTENCE_FINAL and tags[i] == "O" and not tags[i + 1].startswith("I-") and nxt[:1].isupper():
             ranges.append((start, i + 1))
             start = i + 1
     if start < len(tokens):
@@ -458,9 +451,7 @@ class _BIOCollector:
                     prefix = "B"
                 else:
                     after = "the start" if i == 0 else ("O" if prev is None else f"a {prev!r} token")
-                    raise ValueError(
-                        f"{locate(i)}: label {tag!r} follows {after} (IOB2 needs B-{raw_type} first)"
-                    )
+                    raise ValueError(f"{locate(i)}: label {tag!r} follows {after} (IOB2 needs B-{raw_type} first)")
             natural: str | None = raw_type
             if self.label_map is not None:
                 if raw_type not in self.label_map:
@@ -489,9 +480,7 @@ class _BIOCollector:
         sentences = [sentence_from_bio(sid, toks, tags, types, src) for sid, toks, tags, src in self.rows]
         stats = dict(self.stats)
         stats["sentences"] = len(sentences)
-        return NERCorpus(
-            name=self.name, sentences=sentences, types=types, dropped=dict(self.dropped), stats=stats
-        )
+        return NERCorpus(name=self.name, sentences=sentences, types=types, dropped=dict(self.dropped), stats=stats)
 
 
 def _declared_types(names: Sequence[str]) -> list[str]:
@@ -610,9 +599,7 @@ def load_bio(
                 tags.append(names[tag])
             else:
                 raise ValueError(f"{where}, token {i}: label {tag!r} is neither a string nor a label id")
-        collector.add(
-            f"{id_prefix}-{index}", list(tokens), tags, where, lambda i, w=where: f"{w}, token {i}"
-        )
+        collector.add(f"{id_prefix}-{index}", list(tokens), tags, where, lambda i, w=where: f"{w}, token {i}")
     return collector.finish()
 
 

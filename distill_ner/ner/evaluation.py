@@ -97,7 +97,12 @@ def evaluate_model(model_ref: str, config: EvalConfig, engine: NEREngine | None 
 
 
 def _evaluate_pass(
-    engine: NEREngine, model_ref: str, benchmarks: list[Benchmark], config: EvalConfig, grounded: bool, load_seconds: float
+    engine: NEREngine,
+    model_ref: str,
+    benchmarks: list[Benchmark],
+    config: EvalConfig,
+    grounded: bool,
+    load_seconds: float,
 ) -> EvalReport:
     """One decoding pass (free or grounded) over the loaded benchmarks, scored per benchmark."""
     per_dataset: dict[str, Scores] = {}
@@ -110,7 +115,13 @@ def _evaluate_pass(
         if benchmark.name in per_dataset:
             raise ValueError(f"benchmark {benchmark.name!r} is listed twice in eval.benchmarks")
         queries = benchmark_queries(benchmark)
-        logger.info("%s: %d sentences x %d types = %d queries", benchmark.name, len(benchmark.sentences), len(benchmark.types), len(queries))
+        logger.info(
+            "%s: %d sentences x %d types = %d queries",
+            benchmark.name,
+            len(benchmark.sentences),
+            len(benchmark.types),
+            len(queries),
+        )
         answers = engine.answer(
             [(benchmark.sentences[i].text, t) for i, t, _ in queries],
             dataset=None,  # zero-shot: the dataset line is only for supervised training data
@@ -129,8 +140,13 @@ def _evaluate_pass(
         total_tokens += run.generated_tokens
         total_seconds += run.seconds
         logger.info(
-            "%s%s: F1 %.4f (P %.4f R %.4f), %.1f queries/s", benchmark.name, " (grounded)" if grounded else "",
-            scores.f1, scores.precision, scores.recall, run.queries_per_s,
+            "%s%s: F1 %.4f (P %.4f R %.4f), %.1f queries/s",
+            benchmark.name,
+            " (grounded)" if grounded else "",
+            scores.f1,
+            scores.precision,
+            scores.recall,
+            run.queries_per_s,
         )
     stats.update(
         seconds=total_seconds,

@@ -33,7 +33,9 @@ class NEREngine(Engine):
         prompts = [self.prompt_ids(text, entity_type, dataset) for text, entity_type in queries]
         groups = group_indices(text for text, _ in queries)  # one sentence's questions share their prefix
         constraints = self.grounded_constraints([text for text, _ in queries]) if grounded else None
-        return self.generate_ids(prompts, groups, progress=progress, max_new_tokens=max_new_tokens, constraints=constraints)
+        return self.generate_ids(
+            prompts, groups, progress=progress, max_new_tokens=max_new_tokens, constraints=constraints
+        )
 
     def answer(
         self,

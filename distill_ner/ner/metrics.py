@@ -154,20 +154,14 @@ def count_matches(prediction: Answer, gold: Answer) -> tuple[int, int, int]:
     return correct, len(pred_items), len(gold_items)
 
 
-def scores_from_counts(
-    correct: int, n_pred: int, n_gold: int, n_queries: int = 0, n_sentences: int = 0
-) -> Scores:
+def scores_from_counts(correct: int, n_pred: int, n_gold: int, n_queries: int = 0, n_sentences: int = 0) -> Scores:
     precision = correct / (n_pred + EPS)
     recall = correct / (n_gold + EPS)
     f1 = 2 * precision * recall / (precision + recall + EPS)
-    return Scores(
-        precision=precision, recall=recall, f1=f1, n_queries=n_queries, n_sentences=n_sentences
-    )
+    return Scores(precision=precision, recall=recall, f1=f1, n_queries=n_queries, n_sentences=n_sentences)
 
 
-def uniner_scores(
-    predictions: Sequence[Answer], golds: Sequence[Answer], n_sentences: int = 0
-) -> Scores:
+def uniner_scores(predictions: Sequence[Answer], golds: Sequence[Answer], n_sentences: int = 0) -> Scores:
     """Micro P/R/F1 over queries. Each prediction / gold is a raw answer text (parsed like the
     reference) or a list of strings (normalised and deduplicated)."""
     if len(predictions) != len(golds):
@@ -236,9 +230,7 @@ def _find_span(tokens_lower: list[str], mention: str, used: list[bool]) -> tuple
     return None
 
 
-def strings_to_tags(
-    tokens: Sequence[str], mentions: Mapping[str, Sequence[str]]
-) -> tuple[list[str], int]:
+def strings_to_tags(tokens: Sequence[str], mentions: Mapping[str, Sequence[str]]) -> tuple[list[str], int]:
     """IOB2 tags placing each (type -> strings) mention at its first unused occurrence, and the number
     of strings that could not be placed (not in the sentence, or overlapping an earlier one)."""
     lower = [t.lower() for t in tokens]
@@ -277,9 +269,7 @@ def _span_sequences(
         answers = by_sentence.get(sentence.id, {})
         # the sentence's own types first, so the placement order matches the gold side
         ordered = [t for t in sentence.gold if t in answers] + sorted(t for t in answers if t not in sentence.gold)
-        mentions = {
-            t: extract_items(answers[t]) if isinstance(answers[t], str) else list(answers[t]) for t in ordered
-        }
+        mentions = {t: extract_items(answers[t]) if isinstance(answers[t], str) else list(answers[t]) for t in ordered}
         pred_tags, _ = strings_to_tags(tokens, mentions)
         y_true.append(gold_tags)
         y_pred.append(pred_tags)
@@ -315,6 +305,4 @@ def span_report(
     from seqeval.scheme import IOB2
 
     y_true, y_pred = _span_sequences(sentences, predictions)
-    return str(
-        classification_report(y_true, y_pred, digits=digits, mode="strict", scheme=IOB2, zero_division=0)
-    )
+    return str(classification_report(y_true, y_pred, digits=digits, mode="strict", scheme=IOB2, zero_division=0))

@@ -36,15 +36,47 @@ from distill_ner.ner.prompt import TEMPLATE_ECHOES
 from distill_ner.records import Entity
 
 FILTER_REASONS: tuple[str, ...] = (
-    "unparseable", "malformed_item", "empty_entity", "empty_type", "template_echo",
-    "else_type", "non_english", "not_in_text", "duplicates",
+    "unparseable",
+    "malformed_item",
+    "empty_entity",
+    "empty_type",
+    "template_echo",
+    "else_type",
+    "non_english",
+    "not_in_text",
+    "duplicates",
 )
 
-ELSE_TYPES = frozenset({
-    "none", "na", "n/a", "n.a", "n. a", "nan", "null", "nil", "misc", "miscellaneous", "else", "other",
-    "others", "unknown", "unk", "not applicable", "no type", "no entity", "no entities", "entity", "entities",
-    "type", "undefined", "unspecified", "not specified", "various",
-})
+ELSE_TYPES = frozenset(
+    {
+        "none",
+        "na",
+        "n/a",
+        "n.a",
+        "n. a",
+        "nan",
+        "null",
+        "nil",
+        "misc",
+        "miscellaneous",
+        "else",
+        "other",
+        "others",
+        "unknown",
+        "unk",
+        "not applicable",
+        "no type",
+        "no entity",
+        "no entities",
+        "entity",
+        "entities",
+        "type",
+        "undefined",
+        "unspecified",
+        "not specified",
+        "various",
+    }
+)
 
 _SURROUNDING = string.punctuation + "“”‘’«»„‚‹›…·–— \t\n"
 _QUOTES = "\"'“”‘’«»„‚‹›`"
@@ -113,20 +145,30 @@ def find_in_text(entity: str, passage: str) -> str | None:
 
 MAX_NESTING = 32  # an answer nests 2 deep (a list of tuples); a deeper span is not an answer
 
-_TOKEN = re.compile(r"""\s*(?:
+_TOKEN = re.compile(
+    r"""\s*(?:
     (?P<num>[-+]?(?:0[xX][0-9a-fA-F_]+|0[oO][0-7_]+|0[bB][01_]+
         |(?:\d[\d_]*(?:\.[\d_]*)?|\.\d[\d_]*)(?:[eE][-+]?\d[\d_]*)?[jJ]?)(?![\w.]))
    |(?P<name>-Infinity|[A-Za-z_]\w*)
    |(?P<punct>[\[\](){},:"'])
    |(?P<other>\S)
-)""", re.X)
+)""",
+    re.X,
+)
 # an opening bracket whose content could be a literal (a value, another container or `]`)
 _SPAN_START = re.compile(r"""\[(?=\s*[\[\](){}"'\d.+\-TFNItfn])""")
 _OPENER_RUN = re.compile(r"[\s\[({]*")
 _UNESCAPED = {q: re.compile(rf"(?<!\\)(?:\\\\)*{q}") for q in "\"'"}
 _NAMES: dict[str, Any] = {
-    "True": True, "False": False, "None": None, "true": True, "false": False, "null": None,
-    "NaN": float("nan"), "Infinity": float("inf"), "-Infinity": float("-inf"),
+    "True": True,
+    "False": False,
+    "None": None,
+    "true": True,
+    "false": False,
+    "null": None,
+    "NaN": float("nan"),
+    "Infinity": float("inf"),
+    "-Infinity": float("-inf"),
 }
 _CLOSERS = {"[": "]", "(": ")", "{": "}"}
 _FAIL = object()
@@ -238,8 +280,12 @@ class _Frame:
             self.state, self.comma = _AFTER_COMMA, True
             if self.kind == "{" and not self.mode:
                 self.mode = "set"
-        elif c == ":" and self.kind == "{" and self.state == _AFTER_VALUE and (
-                awaiting_value or (not self.mode and len(items) == 1)):
+        elif (
+            c == ":"
+            and self.kind == "{"
+            and self.state == _AFTER_VALUE
+            and (awaiting_value or (not self.mode and len(items) == 1))
+        ):
             self.mode, self.state = "dict", _AFTER_COLON
         else:
             self.items = None
@@ -265,8 +311,13 @@ class _Frame:
             return _FAIL
 
 
-def _parse(text: str, start: int, strings: _Strings, spans: list[tuple[int, list[Any]]] | None = None,
-           opened: set[int] | None = None) -> tuple[Any, int]:
+def _parse(
+    text: str,
+    start: int,
+    strings: _Strings,
+    spans: list[tuple[int, list[Any]]] | None = None,
+    opened: set[int] | None = None,
+) -> tuple[Any, int]:
     """(value, end) of the literal at `start`: the whole of `text` when `spans` is None, else the
     span from the `[` at `start` to its `]`, appending every list closed on the way to `spans` and
     the position of every `[` opened to `opened`. On failure the value is _FAIL and `end` is past
@@ -293,7 +344,7 @@ def _parse(text: str, start: int, strings: _Strings, spans: list[tuple[int, list
                 end = strings.close(p) if strings.opens(p) else -1
                 if end < 0:
                     return _FAIL, pos
-                top.add(_string_value(text[p:end + 1]), is_str=True)
+                top.add(_string_value(text[p : end + 1]), is_str=True)
                 pos = end + 1
             elif c in _CLOSERS:
                 if len(stack) > MAX_NESTING:  # skip the rest of a run of openers: nothing in it is an answer

@@ -40,8 +40,10 @@ def parse_types(value: Any) -> list[str]:
         raise ValueError("every row needs at least one entity type in `types`")
     types = list(dict.fromkeys(types))
     if len(types) > MAX_TYPES_PER_ROW:
-        raise ValueError(f"{len(types)} entity types in one row; at most {MAX_TYPES_PER_ROW} (each type is one "
-                         "generation: split the request)")
+        raise ValueError(
+            f"{len(types)} entity types in one row; at most {MAX_TYPES_PER_ROW} (each type is one "
+            "generation: split the request)"
+        )
     return types
 
 
@@ -56,7 +58,9 @@ def to_rows(model_input: Any) -> list[tuple[str, list[str]]]:
     elif isinstance(model_input, Sequence) and not isinstance(model_input, str):
         records = [dict(r) for r in model_input]
     else:
-        raise TypeError(f"expected a DataFrame or a list of {{'text', 'types'}} dicts, got {type(model_input).__name__}")
+        raise TypeError(
+            f"expected a DataFrame or a list of {{'text', 'types'}} dicts, got {type(model_input).__name__}"
+        )
     rows = []
     for i, record in enumerate(records):
         if not isinstance(record.get("text"), str):
@@ -112,7 +116,9 @@ class NERModel(StagedModel):
             return self._predict_rows(rows)
         except Exception:
             logging.getLogger(__name__).exception("prediction failed")
-            raise MlflowException("prediction failed; the server log has the details", error_code=INTERNAL_ERROR) from None
+            raise MlflowException(
+                "prediction failed; the server log has the details", error_code=INTERNAL_ERROR
+            ) from None
 
     def _predict_rows(self, rows: list[tuple[str, list[str]]]) -> list[dict[str, Any]]:
         return predict_rows(self.predictor, rows)

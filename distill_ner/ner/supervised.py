@@ -71,7 +71,9 @@ def load_supervised(source: SupervisedSource) -> list[AnnotatedPassage]:
 
         # evaluation data must never leak into training
         if str(Path(source.path).expanduser().resolve()) in {str(Path(p).resolve()) for p in benchmark_paths()}:
-            raise ValueError(f"sft.supervised[{source.name}].path {source.path} is a registered benchmark; never train on it")
+            raise ValueError(
+                f"sft.supervised[{source.name}].path {source.path} is a registered benchmark; never train on it"
+            )
     if source.format == "bio":
         corpus = ner_data.load_bio(ref, split=source.split, label_map=source.label_map, name=source.name)
     elif source.path is None:
@@ -83,6 +85,8 @@ def load_supervised(source: SupervisedSource) -> list[AnnotatedPassage]:
 
     sentences = list(corpus.sentences)
     if source.max_examples is not None and len(sentences) > source.max_examples:
-        keep = stable_rng(0, "supervised-subset", source.name).choice(len(sentences), source.max_examples, replace=False)
+        keep = stable_rng(0, "supervised-subset", source.name).choice(
+            len(sentences), source.max_examples, replace=False
+        )
         sentences = [sentences[i] for i in sorted(keep.tolist())]
     return to_annotated_passages(sentences, source.name, corpus.types)

@@ -36,6 +36,7 @@ def annotations_html(data: AnnotationSet, limit: int = 40, top_types: int = 40) 
         body += "<h3>Failures</h3>" + html_table(("passage", "reason", "detail"), rows)
     return page("Teacher annotations", body)
 
+
 def eval_html(report: EvalReport, errors_per_type: int = 5) -> str:
     rows = "".join(
         f"<tr><td>{escape(name)}</td><td class=num>{s.n_sentences}</td><td class=num>{s.n_queries}</td>"

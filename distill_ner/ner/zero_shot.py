@@ -73,7 +73,12 @@ def comparison_markdown(report: EvalReport, published: PublishedTable | None = N
     title = {n: published.columns.get(n, n) for n in columns}
     avg_label = f"avg over {len(scored)} of {len(suite)}"
 
-    lines = [f"### {report.model}: per benchmark", "", "| benchmark | P | R | F1 | sentences |", "|---|---|---|---|---|"]
+    lines = [
+        f"### {report.model}: per benchmark",
+        "",
+        "| benchmark | P | R | F1 | sentences |",
+        "|---|---|---|---|---|",
+    ]
     for name, s in report.per_dataset.items():
         lines.append(
             f"| {name} | {100 * s.precision:.1f} | {100 * s.recall:.1f} | {100 * s.f1:.1f} | {report.coverage.get(name, s.n_sentences)} |"
@@ -88,8 +93,16 @@ def comparison_markdown(report: EvalReport, published: PublishedTable | None = N
 
     ours = {n: 100 * s.f1 for n, s in report.per_dataset.items()}
     lines.append(
-        "| " + " | ".join([f"**{report.model}**", *(_pct(ours.get(n)) if n in ours else "not scored" for n in columns),
-                          _pct(avg_over(ours)), "-"]) + " |"
+        "| "
+        + " | ".join(
+            [
+                f"**{report.model}**",
+                *(_pct(ours.get(n)) if n in ours else "not scored" for n in columns),
+                _pct(avg_over(ours)),
+                "-",
+            ]
+        )
+        + " |"
     )
     for model in published.models:
         cells = [_pct(model.f1.get(n)) for n in columns]
@@ -102,8 +115,10 @@ def comparison_markdown(report: EvalReport, published: PublishedTable | None = N
     )
     absent = [n for n in suite if n not in report.per_dataset]
     if absent:
-        lines.append(f"Not scored: {', '.join(absent)}. Fetch: `{fetch_hint(['--suite', published.suite])}`, "
-                     f"then evaluate with `eval.benchmarks: [{published.suite}]`.")
+        lines.append(
+            f"Not scored: {', '.join(absent)}. Fetch: `{fetch_hint(['--suite', published.suite])}`, "
+            f"then evaluate with `eval.benchmarks: [{published.suite}]`."
+        )
     lines.append("Published numbers are on the full test sets; this model's on the sentences counted above.")
     lines.append("Sources: " + "; ".join(f"{m.name}: {' '.join(m.source.split())}" for m in published.models) + ".")
     return "\n".join(lines) + "\n"
@@ -138,7 +153,9 @@ def comparison_figure(report: EvalReport, published: PublishedTable | None = Non
     width = 0.8 / len(series)
     for k, (label, values) in enumerate(series):
         xs = [i + (k - (len(series) - 1) / 2) * width for i in range(len(groups))]
-        bars = ax.bar([x for x, v in zip(xs, values) if v is not None], [v for v in values if v is not None], width, label=label)
+        bars = ax.bar(
+            [x for x, v in zip(xs, values) if v is not None], [v for v in values if v is not None], width, label=label
+        )
         if k == 0:
             ax.bar_label(bars, fmt="%.1f", fontsize=7)
     ax.set_xticks(range(len(groups)), groups, rotation=20, ha="right")

@@ -60,7 +60,9 @@ def decide(
 
     avg = average(candidate)
     ok = avg + EPS >= gate.min_f1
-    reasons.append(f"{'pass' if ok else 'fail'}: floor: avg {metric} {avg:.4f} {'>=' if ok else '<'} min_f1 {gate.min_f1:.4f}")
+    reasons.append(
+        f"{'pass' if ok else 'fail'}: floor: avg {metric} {avg:.4f} {'>=' if ok else '<'} min_f1 {gate.min_f1:.4f}"
+    )
     passed = ok
 
     if production is None:

@@ -17,7 +17,7 @@ def parse_model_uri(uri: str) -> tuple[str, str | None, str | None] | None:
     """(name, alias, version) of `models:/name@alias` or `models:/name/version`; None for other URIs."""
     if not uri.startswith("models:/"):
         return None
-    ref = uri[len("models:/"):].strip("/")
+    ref = uri[len("models:/") :].strip("/")
     if "@" in ref:
         name, alias = ref.split("@", 1)
         return name, alias, None

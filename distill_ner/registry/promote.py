@@ -162,7 +162,9 @@ class PromotionLease:
     def release(self) -> None:
         """Delete the lease while it is surely still ours; an expired one is left for a breaker."""
         if time.time() > self.expires - CLOCK_SKEW_S:
-            logger.warning("%s: promotion lease expired before release; left for the next promotion to break", self.model_name)
+            logger.warning(
+                "%s: promotion lease expired before release; left for the next promotion to break", self.model_name
+            )
             return
         current = self._read()
         if current is not None and current[0] == self.holder:
@@ -281,7 +283,11 @@ class AliasesMovedMeanwhile(RuntimeError):
 
 
 def _promote_locked(
-    client: "MlflowClient", model_name: str, version: "ModelVersion", zenml_model_version: Any = None, lease: PromotionLease | None = None
+    client: "MlflowClient",
+    model_name: str,
+    version: "ModelVersion",
+    zenml_model_version: Any = None,
+    lease: PromotionLease | None = None,
 ) -> str | None:
     current = _alias_version(client, model_name, PRODUCTION)
     if current is not None and str(current.version) == str(version.version):

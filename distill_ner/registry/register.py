@@ -183,20 +183,29 @@ def _record_decision(client: "MlflowClient", name: str, version: "ModelVersion",
             client.set_model_version_tag(name, version.version, key, value)
         # the registry page shows the description: the gate's checks as a list
         verdict = "promoted to production" if gated.passed else "not promoted"
-        client.update_model_version(name, version.version, description="\n".join(
-            [f"Gate: {verdict}.", "", *[f"- {r}" for r in gated.reasons]]))
+        client.update_model_version(
+            name, version.version, description="\n".join([f"Gate: {verdict}.", "", *[f"- {r}" for r in gated.reasons]])
+        )
     mlflow.set_tags({**decision_tags, "registered_model": name, "registered_version": str(version.version)})
 
 
 def _register_locked(
-    client: "MlflowClient", name: str, content_hash: str, version_tags: Mapping[str, str], run_id: str, log_model: Any, logged: Any
+    client: "MlflowClient",
+    name: str,
+    content_hash: str,
+    version_tags: Mapping[str, str],
+    run_id: str,
+    log_model: Any,
+    logged: Any,
 ) -> "ModelVersion":
     """A new version for this content, or the version already holding it (its tags refreshed). Call under the lock."""
     existing = _find_by_hash(client, name, content_hash)  # re-read: a racing process may have registered it
     if existing is None:
         logged = logged or log_model()  # None when found before the lock and deleted since
         _ensure_registered_model(client, name)
-        version = client.create_model_version(name, source=logged.model_uri, run_id=run_id, tags=dict(version_tags), model_id=logged.model_id)
+        version = client.create_model_version(
+            name, source=logged.model_uri, run_id=run_id, tags=dict(version_tags), model_id=logged.model_id
+        )
         _link_logged_model(client, version, logged.model_id)
         return version
     logger.info("%s: content %s already registered as v%s; reusing it", name, content_hash[:12], existing.version)
@@ -238,7 +247,10 @@ def version_metrics(version: "ModelVersion") -> tuple[dict[str, float], dict[str
 
 
 def _metric_tags(f1: Mapping[str, float], coverage: Mapping[str, int]) -> dict[str, str]:
-    tags = {TAG_METRICS: json.dumps({"f1": dict(f1), "coverage": dict(coverage)}, sort_keys=True), "avg_f1": f"{average(f1):.6f}"}
+    tags = {
+        TAG_METRICS: json.dumps({"f1": dict(f1), "coverage": dict(coverage)}, sort_keys=True),
+        "avg_f1": f"{average(f1):.6f}",
+    }
     tags.update({_tag_key(f"f1.{name}"): f"{value:.6f}" for name, value in f1.items()})
     tags.update({_tag_key(f"coverage.{name}"): str(n) for name, n in coverage.items()})
     return tags

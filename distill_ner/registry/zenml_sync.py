@@ -50,7 +50,10 @@ def sync_zenml_stage(model_name: str, version: "ModelVersion", zenml_model_versi
             return
         logger.warning(
             "MLflow %s v%s has no ZenML model version: archiving ZenML %s v%s (was production)",
-            model_name, version.version, model_name, current.number,
+            model_name,
+            version.version,
+            model_name,
+            current.number,
         )
         current.set_stage("archived", force=True)
         return
@@ -71,4 +74,6 @@ def log_zenml_metadata(zenml_model_version: Any, name: str, version: str, passed
             model_version_id=zenml_model_version.id,
         )
     except Exception as exc:  # noqa: BLE001
-        logger.warning("ZenML metadata not logged on model version %s: %s", getattr(zenml_model_version, "id", "?"), exc)
+        logger.warning(
+            "ZenML metadata not logged on model version %s: %s", getattr(zenml_model_version, "id", "?"), exc
+        )

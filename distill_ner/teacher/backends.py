@@ -102,14 +102,17 @@ def parse_retry_after(headers: Any) -> float | None:
 
 
 class OpenAIBackend:
-    def __init__(self, model: str, *, base_url: str | None = None, api_key: str | None = None,
-                 timeout_s: float = 60.0) -> None:
+    def __init__(
+        self, model: str, *, base_url: str | None = None, api_key: str | None = None, timeout_s: float = 60.0
+    ) -> None:
         import openai  # lazy: keeps `import distill_ner.teacher` light
 
         if api_key is None and base_url is None:
-            raise ValueError("teacher: no API key for the OpenAI API (set the environment variable named by "
-                             "teacher.api_key_env, or teacher.api_key_secret), or point teacher.base_url "
-                             "at a local server")
+            raise ValueError(
+                "teacher: no API key for the OpenAI API (set the environment variable named by "
+                "teacher.api_key_env, or teacher.api_key_secret), or point teacher.base_url "
+                "at a local server"
+            )
         self.model = model
         self._secret = api_key
         self._openai = openai
@@ -122,11 +125,11 @@ class OpenAIBackend:
 
     @classmethod
     def from_config(cls, config: "TeacherConfig") -> "OpenAIBackend":
-        return cls(config.model, base_url=config.base_url, api_key=resolve_api_key(config),
-                   timeout_s=config.timeout_s)
+        return cls(config.model, base_url=config.base_url, api_key=resolve_api_key(config), timeout_s=config.timeout_s)
 
-    def _error(self, reason: str, exc: BaseException | str, *, retryable: bool,
-               retry_after: float | None = None) -> TeacherError:
+    def _error(
+        self, reason: str, exc: BaseException | str, *, retryable: bool, retry_after: float | None = None
+    ) -> TeacherError:
         detail = redact(str(exc), self._secret)[:500]
         return TeacherError(reason, detail, retryable=retryable, retry_after=retry_after)
 

@@ -134,7 +134,7 @@ class ResponseCache:
         found: dict[str, CachedResponse] = {}
         conn = self._conn()
         for i in range(0, len(keys), 500):  # stay under SQLite's bound-parameter limit
-            chunk = keys[i:i + 500]
+            chunk = keys[i : i + 500]
             marks = ",".join("?" * len(chunk))
             for key, response, usage in conn.execute(
                 f"SELECT key, response, usage FROM responses WHERE key IN ({marks})", chunk
@@ -158,8 +158,16 @@ class ResponseCache:
         cur = self._conn().execute(
             "INSERT OR IGNORE INTO responses (key, backend, model, messages, params, response, usage, created_at)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (key, backend, model, canonical_json(messages), canonical_json(params), response,
-             canonical_json(usage or {}), time.time()),
+            (
+                key,
+                backend,
+                model,
+                canonical_json(messages),
+                canonical_json(params),
+                response,
+                canonical_json(usage or {}),
+                time.time(),
+            ),
         )
         return cur.rowcount == 1
 
@@ -174,8 +182,15 @@ class ResponseCache:
     def records(self) -> Iterator[CacheRecord]:
         """All entries, sorted by key so an export is byte-identical for identical contents."""
         for key, backend, model, messages, params, response, usage in self._rows():
-            yield CacheRecord(key=key, backend=backend, model=model, messages=json.loads(messages),
-                              params=json.loads(params), response=response, usage=json.loads(usage))
+            yield CacheRecord(
+                key=key,
+                backend=backend,
+                model=model,
+                messages=json.loads(messages),
+                params=json.loads(params),
+                response=response,
+                usage=json.loads(usage),
+            )
 
     def import_jsonl(self, path: str | Path) -> int:
         """Load a file in the export format; returns how many new entries it added.
@@ -193,8 +208,16 @@ class ResponseCache:
                 cur = conn.execute(
                     "INSERT OR IGNORE INTO responses (key, backend, model, messages, params, response, usage,"
                     " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (rec.key, rec.backend, rec.model, canonical_json(rec.messages), canonical_json(rec.params),
-                     rec.response, canonical_json(rec.usage), time.time()),
+                    (
+                        rec.key,
+                        rec.backend,
+                        rec.model,
+                        canonical_json(rec.messages),
+                        canonical_json(rec.params),
+                        rec.response,
+                        canonical_json(rec.usage),
+                        time.time(),
+                    ),
                 )
                 added += cur.rowcount
             conn.execute("COMMIT")
@@ -205,9 +228,11 @@ class ResponseCache:
 
     @_names_the_file
     def _rows(self) -> list[tuple[str, ...]]:
-        return self._conn().execute(
-            "SELECT key, backend, model, messages, params, response, usage FROM responses ORDER BY key"
-        ).fetchall()
+        return (
+            self._conn()
+            .execute("SELECT key, backend, model, messages, params, response, usage FROM responses ORDER BY key")
+            .fetchall()
+        )
 
     def checkpoint(self) -> None:
         """Copy the write-ahead log into the .sqlite file, so that file alone holds every answer (a copy

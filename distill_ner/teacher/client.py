@@ -65,8 +65,9 @@ class _Outcome:
 class _Sender:
     """Sends one request with retries; runs in worker threads."""
 
-    def __init__(self, backend: TeacherBackend, cache: ResponseCache, config: TeacherConfig,
-                 stop: threading.Event) -> None:
+    def __init__(
+        self, backend: TeacherBackend, cache: ResponseCache, config: TeacherConfig, stop: threading.Event
+    ) -> None:
         self.backend, self.cache, self.config, self.stop = backend, cache, config, stop
         self._rng = random.Random()  # jitter only; not part of any result
 
@@ -74,7 +75,7 @@ class _Sender:
         if err.retry_after is not None:
             # the server said when; a little jitter keeps waiting workers from returning in lockstep
             return min(err.retry_after, MAX_RETRY_AFTER_S) * self._rng.uniform(1.0, 1.2)
-        base = min(self.config.retry_backoff_max_s, self.config.retry_backoff_s * 2 ** attempt)
+        base = min(self.config.retry_backoff_max_s, self.config.retry_backoff_s * 2**attempt)
         return base * self._rng.uniform(0.5, 1.0)  # "equal jitter"
 
     def __call__(self, req: TeacherRequest) -> _Outcome:
@@ -97,15 +98,20 @@ class _Sender:
                 return _Outcome(req.key, attempt, reason="interrupted")
             # committed before the worker returns: a kill after this line loses nothing
             self.cache.put(
-                req.key, backend=self.config.backend, model=self.config.model, messages=req.messages,
-                params=req.params, response=completion.text,
+                req.key,
+                backend=self.config.backend,
+                model=self.config.model,
+                messages=req.messages,
+                params=req.params,
+                response=completion.text,
                 usage={"prompt_tokens": completion.prompt_tokens, "completion_tokens": completion.completion_tokens},
             )
             return _Outcome(req.key, attempt, completion=completion)
 
 
-def _send_all(requests: list[TeacherRequest], backend: TeacherBackend, cache: ResponseCache,
-              config: TeacherConfig, progress: bool) -> dict[str, _Outcome]:
+def _send_all(
+    requests: list[TeacherRequest], backend: TeacherBackend, cache: ResponseCache, config: TeacherConfig, progress: bool
+) -> dict[str, _Outcome]:
     stop = threading.Event()
     sender = _Sender(backend, cache, config, stop)
     todo: queue.SimpleQueue[TeacherRequest] = queue.SimpleQueue()
@@ -184,8 +190,12 @@ def run_teacher(
             raise TeacherCacheMissError(n_missing, len(requests), str(cache.path), config.recorded_responses)
         outcomes: dict[str, _Outcome] = {}
         if missing:
-            log.info("teacher: %d requests cached, sending %d (concurrency %d)",
-                     len(requests) - n_missing, len(missing), config.concurrency)
+            log.info(
+                "teacher: %d requests cached, sending %d (concurrency %d)",
+                len(requests) - n_missing,
+                len(missing),
+                config.concurrency,
+            )
             if backend is None:
                 backend = make_backend(config)
             outcomes = _send_all(missing, backend, cache, config, progress)
@@ -208,7 +218,10 @@ def run_teacher(
         "failures": sum(1 for r in requests if r.key in failures),
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
-        "estimated_cost": round(prompt_tokens / 1000 * config.price_per_1k_prompt_tokens
-                                + completion_tokens / 1000 * config.price_per_1k_completion_tokens, 6),
+        "estimated_cost": round(
+            prompt_tokens / 1000 * config.price_per_1k_prompt_tokens
+            + completion_tokens / 1000 * config.price_per_1k_completion_tokens,
+            6,
+        ),
     }
     return TeacherRun(answers=answers, failures=failures, usage=usage)

@@ -38,7 +38,7 @@ def _join(*parts: str) -> str:
 
 def _checkpoint_step(name: str) -> int | None:
     prefix = "checkpoint-"
-    return int(name[len(prefix):]) if name.startswith(prefix) and name[len(prefix):].isdigit() else None
+    return int(name[len(prefix) :]) if name.startswith(prefix) and name[len(prefix) :].isdigit() else None
 
 
 class CheckpointMirror:
@@ -164,7 +164,12 @@ def train_resumable(
             mirror.download_latest(local_dir)
         extra = [_mirror_callback(mirror, local_dir)] if config.checkpoint_every > 0 else []
         result = training.train_student(
-            sft, student, config, output_dir, checkpoint_dir=local_dir, log_to_mlflow=log_to_mlflow,
+            sft,
+            student,
+            config,
+            output_dir,
+            checkpoint_dir=local_dir,
+            log_to_mlflow=log_to_mlflow,
             callbacks=[*extra, *(callbacks or [])],
         )
     finally:

@@ -29,12 +29,30 @@ def launch_command(config: TrainConfig, work: Path, *, cpu: bool = False) -> lis
     target = ["-m", "distill_ner.training.launch", "--work", str(work)]
     if cpu:
         # --standalone: a private rendezvous on a free local port
-        return [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                "--nproc_per_node", str(config.num_processes), *target]
+        return [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            str(config.num_processes),
+            *target,
+        ]
     # FSDP wrapping and precision come from TrainingArguments (training.py), not from launcher flags,
     # so the two cannot disagree
-    return [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(config.num_processes),
-            "--multi_gpu", "--num_machines", "1", "--dynamo_backend", "no", *target]
+    return [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--num_processes",
+        str(config.num_processes),
+        "--multi_gpu",
+        "--num_machines",
+        "1",
+        "--dynamo_backend",
+        "no",
+        *target,
+    ]
 
 
 def train_distributed(

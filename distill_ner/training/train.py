@@ -47,8 +47,18 @@ TARGET_MODULES: dict[str, list[str]] = {
     **{
         arch: _ATTN_MLP_PROJ
         for arch in (
-            "llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "gemma3_text",
-            "olmo", "olmo2", "granite", "smollm3",
+            "llama",
+            "mistral",
+            "qwen2",
+            "qwen3",
+            "gemma",
+            "gemma2",
+            "gemma3",
+            "gemma3_text",
+            "olmo",
+            "olmo2",
+            "granite",
+            "smollm3",
         )
     },
     "gpt2": ["c_attn", "c_proj", "c_fc"],
@@ -56,6 +66,7 @@ TARGET_MODULES: dict[str, list[str]] = {
     "phi3": ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"],
 }
 ALL_LINEAR = "all-linear"
+
 
 # TrainConfig fields that do not change the optimisation trajectory: a checkpoint stays valid across them.
 class TrainResult(BaseModel):
@@ -278,8 +289,13 @@ def train_student(
     scratch = None if checkpoint_dir else Path(tempfile.mkdtemp(prefix="distill-ner-trainer-"))
     try:
         args = _training_arguments(
-            config, checkpoint_dir or scratch, precision,
-            cuda=cuda, fsdp=fsdp, world_size=world_size, saving=bool(checkpoint_dir) and config.checkpoint_every > 0,
+            config,
+            checkpoint_dir or scratch,
+            precision,
+            cuda=cuda,
+            fsdp=fsdp,
+            world_size=world_size,
+            saving=bool(checkpoint_dir) and config.checkpoint_every > 0,
             model=model,
         )
         trainer, tracking, mlflow_run = _make_trainer(
@@ -288,8 +304,16 @@ def train_student(
         counts = _data_counts(features, skipped, model)
         if mlflow_run:
             mlflow_run.log_params(
-                _run_params(config, counts, ref=ref, base_ref=base_ref, rows_hash=rows_hash,
-                            precision=precision, targets=targets, world_size=args.world_size)
+                _run_params(
+                    config,
+                    counts,
+                    ref=ref,
+                    base_ref=base_ref,
+                    rows_hash=rows_hash,
+                    precision=precision,
+                    targets=targets,
+                    world_size=args.world_size,
+                )
             )
 
         if cuda:
@@ -299,9 +323,22 @@ def train_student(
         trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
 
         history, metrics = _save_result(
-            trainer, tracking, mlflow_run, output_dir, config, counts, cuda=cuda,
-            about={"student": ref, "base_model": base_ref, "method": config.method, "precision": precision,
-                   "lora_target_modules": targets, "data_hash": rows_hash, "world_size": args.world_size},
+            trainer,
+            tracking,
+            mlflow_run,
+            output_dir,
+            config,
+            counts,
+            cuda=cuda,
+            about={
+                "student": ref,
+                "base_model": base_ref,
+                "method": config.method,
+                "precision": precision,
+                "lora_target_modules": targets,
+                "data_hash": rows_hash,
+                "world_size": args.world_size,
+            },
         )
         trainer.accelerator.wait_for_everyone()
     finally:

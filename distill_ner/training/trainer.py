@@ -159,6 +159,7 @@ class StudentTrainer(Trainer):
     def _get_train_sampler(self, train_dataset: Any = None) -> SeededBatchOrderSampler:
         return self.batch_order
 
+
 class TrackingCallback(TrainerCallback):
     """Times the training loop, counts this run's tokens, and sends per-step metrics to MLflow."""
 

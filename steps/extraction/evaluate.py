@@ -17,7 +17,9 @@ from steps._stack import experiment_tracker_name
 @step(
     output_materializers=EvalReportMaterializer,
     experiment_tracker=experiment_tracker_name(),
-    cache_policy=CachePolicy(source_dependencies=[evaluation, inference, shared_inference, metric, prompts, templates, records]),
+    cache_policy=CachePolicy(
+        source_dependencies=[evaluation, inference, shared_inference, metric, prompts, templates, records]
+    ),
 )
 def evaluate_extraction(
     model: Path, config: ExtractionEvalConfig, prompt: ExtractionPromptConfig, benchmark_fingerprint: str

@@ -10,7 +10,10 @@ from distill_ner.extraction.data import ExtractionSet
 from materializers.extraction import ExtractionSetMaterializer
 
 
-@step(output_materializers=ExtractionSetMaterializer, cache_policy=CachePolicy(source_dependencies=[negatives, filters, corpus]))
+@step(
+    output_materializers=ExtractionSetMaterializer,
+    cache_policy=CachePolicy(source_dependencies=[negatives, filters, corpus]),
+)
 def add_extraction_negatives(
     extractions: ExtractionSet, config: ExtractionNegativesConfig
 ) -> Annotated[ExtractionSet, "extractions_with_negatives"]:

@@ -56,12 +56,17 @@ def main(argv: list[str] | None = None) -> None:
         count_tokens = count_tokens_fn(str(STUDENT))
     config = TeacherConfig(model=MODEL)  # backend "openai", default sampling params: what the demo config uses
     args.out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp, ResponseCache(Path(tmp) / "demo.sqlite") as cache, \
-            (args.out / "corpus.jsonl").open("w", encoding="utf-8") as corpus:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        ResponseCache(Path(tmp) / "demo.sqlite") as cache,
+        (args.out / "corpus.jsonl").open("w", encoding="utf-8") as corpus,
+    ):
         for ex in examples:
             text = normalize_whitespace(ex.text)
             if count_tokens is not None and count_tokens(text) > MAX_TOKENS:
-                raise SystemExit(f"{args.input}: {ex.id}: {count_tokens(text)} tokens, more than one passage of {MAX_TOKENS}")
+                raise SystemExit(
+                    f"{args.input}: {ex.id}: {count_tokens(text)} tokens, more than one passage of {MAX_TOKENS}"
+                )
             corpus.write(json.dumps({"id": ex.id, "kind": ex.kind, "text": text}, ensure_ascii=False) + "\n")
             template_answer = dump_json(ex.template, 4)
             parsed = check_template_answer(template_answer).value
@@ -72,10 +77,19 @@ def main(argv: list[str] | None = None) -> None:
                 (extraction_messages(text, parsed), dump_json(ex.filled, 4)),
             ):
                 request = make_request(messages, config)
-                cache.put(request.key, backend=config.backend, model=config.model, messages=request.messages,
-                          params=request.params, response=answer, usage={})
+                cache.put(
+                    request.key,
+                    backend=config.backend,
+                    model=config.model,
+                    messages=request.messages,
+                    params=request.params,
+                    response=answer,
+                    usage={},
+                )
         n = cache.export_jsonl(args.out / "teacher_responses.jsonl")
-    print(f"wrote {len(examples)} documents to {args.out / 'corpus.jsonl'} and {n} responses to {args.out / 'teacher_responses.jsonl'}")
+    print(
+        f"wrote {len(examples)} documents to {args.out / 'corpus.jsonl'} and {n} responses to {args.out / 'teacher_responses.jsonl'}"
+    )
 
 
 if __name__ == "__main__":
