@@ -9,7 +9,7 @@ import string
 from pathlib import Path
 
 import pytest
-from test_evaluation import ScriptedEngine
+from test_evaluation import ScriptedEngine, write_uniner
 
 from distill_ner.ner.benchmarks import BenchmarkSpec, load_benchmark, register_benchmark, unregister_benchmark
 from distill_ner.ner.config import EvalConfig
@@ -77,22 +77,9 @@ class Scripted(ScriptedEngine):
 
 
 def write_subset_file(path: Path) -> Path:
-    entries = []
-    for _, text, gold in SENTENCES:
-        for entity_type, entities in gold.items():
-            entries.append(
-                {
-                    "id": f"q{len(entries)}",
-                    "conversations": [
-                        {"from": "human", "value": f"Text: {text}"},
-                        {"from": "gpt", "value": "I've read this text."},
-                        {"from": "human", "value": f"What describes {entity_type} in the text?"},
-                        {"from": "gpt", "value": json.dumps(entities)},
-                    ],
-                }
-            )
-    path.write_text(json.dumps(entries))
-    return path
+    sentences = {text: gold for _, text, gold in SENTENCES}
+    assert len(sentences) == len(SENTENCES), "sentence texts must be unique"
+    return write_uniner(path, sentences)
 
 
 # --- the reference rules (universal-ner src/eval/evaluate.py), written out again from its description
