@@ -321,12 +321,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     quiet_defaults()
     args = build_parser().parse_args(argv)
-    if args.debug:
-        os.environ[DEBUG_ENV] = "1"
     try:
         args.func(args)
     except Exception as exc:
-        message = None if debug_wanted() else describe(exc, [], paths=True)
+        message = None if args.debug or debug_wanted() else describe(exc, [], paths=True)
         if message is None:
             raise
         raise SystemExit(f"distill-ner {args.command}: {message}\n{HINT}") from None

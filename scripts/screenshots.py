@@ -4,8 +4,11 @@
     python scripts/screenshots.py --tracking-uri sqlite:///.zen/.../mlflow.db --out docs/images
     python scripts/screenshots.py --out docs/images            # the active ZenML stack's MLflow store
 
-Needs Debian's chromium (`apt-get install -y chromium`) or --chromium PATH. The run is the latest finished run
-of --experiment that holds the F1 chart (distill_ner.tracking.F1_CHART), or --run.
+Needs Debian's chromium (`apt-get install -y chromium`) or --chromium PATH, driven by Playwright
+(`pip install -e ".[screenshots]"`; it uses that browser, it downloads none) so that each shot waits for
+what it shows: the MLflow UI is a single-page app that keeps polling, so a fixed delay either catches its
+loading skeleton or wastes minutes. The run is the latest finished run of --experiment that holds the F1
+chart (distill_ner.tracking.F1_CHART), or --run.
 """
 
 from __future__ import annotations
@@ -17,7 +20,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -26,16 +28,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from distill_ner.tracking import F1_CHART  # noqa: E402
-
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--hide-scrollbars",
-]
 
 
 def free_port() -> int:
@@ -73,22 +65,12 @@ def wait_for(url: str, process: subprocess.Popen, timeout_s: float) -> None:
     raise SystemExit(f"{url} did not answer in {timeout_s} s")
 
 
-def screenshot(chromium: str, url: str, out: Path, size: str, wait_ms: int) -> None:
-    with tempfile.TemporaryDirectory(prefix="chromium_") as profile:
-        subprocess.run(
-            [
-                chromium,
-                *CHROMIUM_FLAGS,
-                f"--user-data-dir={profile}",
-                f"--window-size={size}",
-                f"--timeout={wait_ms}",
-                f"--screenshot={out}",
-                url,
-            ],
-            check=True,
-            capture_output=True,
-            timeout=300,
-        )
+def screenshot(page, url: str, out: Path, ready: str, timeout_ms: int) -> None:  # noqa: ANN001
+    """Open `url`, wait until the `ready` selector is visible and the page has settled, then save a PNG."""
+    page.goto(url)
+    page.locator(ready).first.wait_for(state="visible", timeout=timeout_ms)
+    page.wait_for_timeout(1500)  # charts and tables finish drawing after their data arrives
+    page.screenshot(path=str(out))
     if not out.exists() or out.stat().st_size == 0:
         raise SystemExit(f"chromium wrote no screenshot of {url}")
 
@@ -102,13 +84,7 @@ def main() -> None:
     parser.add_argument("--run", default=None, help="run id (default: the latest finished run with the F1 chart)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "images")
     parser.add_argument("--chromium", default=shutil.which("chromium") or "/usr/bin/chromium")
-    parser.add_argument(
-        "--wait-ms",
-        type=int,
-        default=60000,
-        help="time the page gets to load before the screenshot "
-        "(the MLflow UI keeps polling, so there is no 'loaded' moment to wait for)",
-    )
+    parser.add_argument("--timeout-ms", type=int, default=180_000, help="how long a page may take to show what is shot")
     args = parser.parse_args()
 
     from mlflow import MlflowClient
@@ -128,14 +104,24 @@ def main() -> None:
         env={**os.environ, "MLFLOW_TRACKING_URI": uri, "PYTHONPATH": str(ROOT)},
     )
     try:
+        from playwright.sync_api import sync_playwright
+
         wait_for(f"http://127.0.0.1:{port}/health", ui, timeout_s=600)
         shots = {
-            "mlflow_run.png": (base, "1400,1300"),
-            "mlflow_f1_chart.png": (f"{base}/artifacts/{F1_CHART}", "1400,900"),
+            # the run page is ready when its metrics table lists the F1; the artifact view when the image is drawn
+            "mlflow_run.png": (base, {"width": 1400, "height": 1300}, "text=avg_f1"),
+            "mlflow_f1_chart.png": (f"{base}/artifacts/{F1_CHART}", {"width": 1400, "height": 900}, "img[src]"),
         }
-        for name, (url, size) in shots.items():
-            screenshot(args.chromium, url, args.out / name, size, args.wait_ms)
-            print(f"{args.out / name}  <- {url}")
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=args.chromium, args=["--no-sandbox", "--disable-gpu"])
+            try:
+                for name, (url, viewport, ready) in shots.items():
+                    page = browser.new_page(viewport=viewport)
+                    screenshot(page, url, args.out / name, ready, args.timeout_ms)
+                    page.close()
+                    print(f"{args.out / name}  <- {url}")
+            finally:
+                browser.close()
     finally:
         ui.send_signal(signal.SIGTERM)  # distill-ner ui stops the MLflow server and its workers with it
         ui.wait(timeout=60)

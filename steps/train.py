@@ -10,7 +10,7 @@ from zenml.enums import ArtifactType
 from distill_ner import tracking
 from distill_ner.config import StudentConfig, TrainConfig
 from distill_ner.records import SFTDataset
-from distill_ner.training import checkpoint_store, checkpoints, launch, trainer
+from distill_ner.training import checkpoint_store, checkpoints, launch
 from distill_ner.training import train as training
 from materializers.model import StudentModelMaterializer, work_folder
 from steps._stack import experiment_tracker_name
@@ -20,7 +20,11 @@ from steps._stack import experiment_tracker_name
     # the folder as ZenML stores a Path, plus a model card; the working copy is removed once stored
     output_materializers=StudentModelMaterializer,
     experiment_tracker=experiment_tracker_name(),
-    cache_policy=CachePolicy(source_dependencies=[training, trainer, checkpoints, checkpoint_store, launch]),
+    # the trainer module by name: importing it loads torch and transformers, seconds that every `zenml pipeline run`
+    # (a config error included) would pay before its first step
+    cache_policy=CachePolicy(
+        source_dependencies=[training, "distill_ner.training.trainer", checkpoints, checkpoint_store, launch]
+    ),
 )
 def train(
     sft: SFTDataset, student: StudentConfig, config: TrainConfig

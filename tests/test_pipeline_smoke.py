@@ -91,5 +91,10 @@ def test_bad_config_fails_before_any_step(tmp_path, zenml_env):
     done = run_cli(PIPELINE + [str(bad)], zenml_env, timeout=300)
     assert done.returncode != 0
     output = done.stdout + done.stderr
-    assert "train.learning_rat" in output
     assert "Step sample_corpus has started" not in output
+    # one message naming the file and the key as the YAML spells it, no traceback (distill_ner.errors)
+    assert f"error: {bad}: invalid configuration (1 error)" in output
+    assert "parameters.config.train.learning_rat: unknown key" in output
+    assert "Traceback" not in output and "pipeline_definition.py" not in output, output[-3000:]
+    # the pipeline loaded without torch: a config error costs ZenML's start-up, not the model libraries'
+    assert "PyTorch version" not in output
