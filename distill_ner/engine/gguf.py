@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from distill_ner.backends import QUANTS
+from distill_ner.paths import building
 
 logger = logging.getLogger(__name__)
 
@@ -106,8 +107,13 @@ def converter_dir(cache_dir: str | Path = DEFAULT_CONVERTER_CACHE, version: str 
         return root
     version = version or llama_cpp_python_version() or LLAMA_CPP_PYTHON_VERSION
     dest = Path(cache_dir) / version
-    if (dest / "convert_hf_to_gguf.py").is_file():
-        return dest
+    with building(dest):
+        if not (dest / "convert_hf_to_gguf.py").is_file():
+            _fetch_converter(dest, version)
+    return dest
+
+
+def _fetch_converter(dest: Path, version: str) -> None:
     with tempfile.TemporaryDirectory(prefix="llama_cpp_sdist_") as tmp:
         done = subprocess.run(
             [
@@ -144,7 +150,6 @@ def converter_dir(cache_dir: str | Path = DEFAULT_CONVERTER_CACHE, version: str 
                     tar.extract(member, partial, filter="data")
         shutil.rmtree(dest, ignore_errors=True)
         partial.rename(dest)  # only a complete converter ever appears under the final name
-    return dest
 
 
 def convert_hf_folder(
