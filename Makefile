@@ -58,8 +58,11 @@ demo: setup
 smoke: setup
 	$(BIN)/zenml pipeline run pipelines.distill_ner.distill_ner -c configs/smoke.yaml
 
+# Two workers, each taking whole test files (module fixtures such as the team stack's servers stay in one
+# process); most of the suite waits on subprocesses and servers, so two workers fit two cores.
+TEST_WORKERS ?= 2
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 ui: install
 	$(BIN)/distill-ner ui
