@@ -165,6 +165,7 @@ class EvalReportMaterializer(_RecordMaterializer):
         out = super().save_visualizations(data)
         if data.per_dataset:  # the results next to the published zero-shot numbers: table and chart
             out[self._write_text("zero_shot.md", zero_shot.comparison_markdown(data))] = VisualizationType.MARKDOWN
+        if zero_shot.scores_the_suite(data):
             png = self._path("zero_shot.png")
             with fileio.open(png, "wb") as f:
                 f.write(zero_shot.figure_png(zero_shot.comparison_figure(data)))

@@ -65,10 +65,21 @@ def wait_for(url: str, process: subprocess.Popen, timeout_s: float) -> None:
     raise SystemExit(f"{url} did not answer in {timeout_s} s")
 
 
+def close_assistant(page) -> None:  # noqa: ANN001
+    """MLflow 3 opens its assistant panel beside every page; closed, the run gets the whole width."""
+    panel = page.get_by_text("MLflow Assistant", exact=True)
+    if panel.count():
+        buttons = panel.first.locator("xpath=ancestor::*[.//button][1]").locator("button")
+        if buttons.count():
+            buttons.last.click()  # the panel's header buttons: refresh, settings, close
+            page.wait_for_timeout(500)
+
+
 def screenshot(page, url: str, out: Path, ready: str, timeout_ms: int) -> None:  # noqa: ANN001
-    """Open `url`, wait until the `ready` selector is visible and the page has settled, then save a PNG."""
+    """Open `url`, wait until `ready` (a JavaScript predicate) holds, then save a PNG."""
     page.goto(url)
-    page.locator(ready).first.wait_for(state="visible", timeout=timeout_ms)
+    page.wait_for_function(ready, timeout=timeout_ms)
+    close_assistant(page)
     page.wait_for_timeout(1500)  # charts and tables finish drawing after their data arrives
     page.screenshot(path=str(out))
     if not out.exists() or out.stat().st_size == 0:
@@ -108,9 +119,18 @@ def main() -> None:
 
         wait_for(f"http://127.0.0.1:{port}/health", ui, timeout_s=600)
         shots = {
-            # the run page is ready when its metrics table lists the F1; the artifact view when the image is drawn
-            "mlflow_run.png": (base, {"width": 1400, "height": 1300}, "text=avg_f1"),
-            "mlflow_f1_chart.png": (f"{base}/artifacts/{F1_CHART}", {"width": 1400, "height": 900}, "img[src]"),
+            # ready: the run page when its metrics table lists the F1; the artifact view when the chart's image
+            # (fetched as a blob, so no src to wait for) has been decoded at its real size
+            "mlflow_run.png": (
+                base,
+                {"width": 1400, "height": 1300},
+                "() => document.body.innerText.includes('result.avg_f1')",
+            ),
+            "mlflow_f1_chart.png": (
+                f"{base}/artifacts/{F1_CHART}",
+                {"width": 1400, "height": 900},
+                "() => [...document.images].some(i => i.complete && i.naturalWidth >= 300)",
+            ),
         }
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=args.chromium, args=["--no-sandbox", "--disable-gpu"])

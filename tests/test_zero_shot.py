@@ -203,6 +203,13 @@ def test_comparison_table_averages_only_the_scored_sets() -> None:
     assert "distill-ner benchmarks fetch --suite uniner_zero_shot" in table
 
 
+def test_no_comparison_when_no_suite_set_was_scored() -> None:
+    table = comparison_markdown(_report(distill_ner_demo=0.47))
+    assert "| distill_ner_demo | 47.0 | 47.0 | 47.0 | 10 |" in table
+    assert "Zero-shot F1" not in table and "ChatGPT" not in table
+    assert "No set of the uniner_zero_shot suite was scored" in table
+
+
 def test_comparison_chart_is_a_png_and_a_dashboard_view(tmp_path: Path) -> None:
     report = _report(crossner_ai=0.30, distill_ner_demo=0.47)
     png = figure_png(comparison_figure(report))

@@ -59,6 +59,12 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
 
 
+def scores_the_suite(report: EvalReport, published: PublishedTable | None = None) -> bool:
+    """Whether any set of the published suite was scored (else there is nothing to compare with)."""
+    columns = (published or load_published()).columns
+    return any(name in columns for name in report.per_dataset)
+
+
 def comparison_columns(report: EvalReport, published: PublishedTable) -> list[str]:
     """The suite's sets in paper order, then any other scored benchmark."""
     return list(published.columns) + [n for n in report.per_dataset if n not in published.columns]
@@ -83,6 +89,13 @@ def comparison_markdown(report: EvalReport, published: PublishedTable | None = N
         lines.append(
             f"| {name} | {100 * s.precision:.1f} | {100 * s.recall:.1f} | {100 * s.f1:.1f} | {report.coverage.get(name, s.n_sentences)} |"
         )
+    if not scored:  # e.g. the demo's own benchmark: a table of dashes would say nothing
+        lines += [
+            "",
+            f"No set of the {published.suite} suite was scored, so there is no comparison with published numbers "
+            f"(`{fetch_hint(['--suite', published.suite])}`, then `eval.benchmarks: [{published.suite}]`).",
+        ]
+        return "\n".join(lines) + "\n"
     lines += ["", f"### Zero-shot F1 (%) next to published numbers ({published.suite})", ""]
     header = ["model", *(title[n] for n in columns), avg_label, f"avg of {len(suite)} (published)"]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -179,5 +192,6 @@ def log_comparison(report: EvalReport) -> str:
 
     markdown = comparison_markdown(report)
     mlflow.log_text(markdown, "zero_shot/comparison.md")
-    mlflow.log_figure(comparison_figure(report), "zero_shot/comparison.png")
+    if scores_the_suite(report):
+        mlflow.log_figure(comparison_figure(report), "zero_shot/comparison.png")
     return markdown
