@@ -26,6 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL = REPO / ".cache/models/SmolLM2-135M-Instruct"
 SETTINGS = {
     "OpenMP defaults (spin, then sleep)": {"GOMP_SPINCOUNT": "300000"},  # libgomp's documented default
+    "short spin (GOMP_SPINCOUNT=10000)": {"GOMP_SPINCOUNT": "10000"},
     "project defaults (passive)": {},
 }
 
