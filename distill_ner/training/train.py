@@ -564,14 +564,9 @@ def _run_params(
         "data_hash": rows_hash,
         "precision_resolved": precision,
         "lora_target_modules": targets,
-        "n_rows": counts["n_rows"],
-        "n_rows_skipped": counts["n_rows_skipped"],
-        "n_tokens": counts["n_tokens"],
-        "n_target_tokens": counts["n_target_tokens"],
+        **counts,  # rows (kept, skipped), tokens (all, target), parameters (trainable, total)
         "world_size": world_size,
         "effective_batch_size": config.per_device_batch_size * config.gradient_accumulation_steps * world_size,
-        "trainable_params": counts["trainable_params"],
-        "total_params": counts["total_params"],
     }
 
 
