@@ -4,7 +4,8 @@
 
 prints the filled JSON. The text's whitespace is collapsed as the corpus stage does for training passages
 (the student never saw anything else). --prompt-format / --indent must match the training config
-(`prompt:` in configs/extract_*.yaml; the defaults are the same).
+(`prompt:` in configs/extract_*.yaml; the defaults are the same). --grounded holds the answer to the template's
+JSON with every value a span of the text (grounded decoding).
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ def cmd_extract(args: argparse.Namespace) -> None:
         use_tracking_uri()  # the registry of the active stack, as `distill-ner predict` uses
         check_model(args.model)
     extractor = Extractor.load(args.model, prompt, batch_size=1, max_new_tokens=args.max_new_tokens)
-    [filling] = extractor.fill([(template, normalize_whitespace(raw_text))], examples=examples)
+    [filling] = extractor.fill([(template, normalize_whitespace(raw_text))], examples=examples, grounded=args.grounded)
     if filling.value is None:
         print(f"the model's answer holds no JSON object ({filling.error}); it wrote:\n{filling.raw}", file=sys.stderr)
         raise SystemExit(1)
@@ -70,5 +71,10 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--prompt-format", choices=["1.5", "1.0"], default="1.5")
     p.add_argument("--indent", type=_indent, default=4, help="JSON indent used in training (an int, or 'none')")
     p.add_argument("--max-new-tokens", type=int, default=512)
+    p.add_argument(
+        "--grounded",
+        action="store_true",
+        help="grounded decoding: the template's JSON exactly, every value copied from the text",
+    )
     p.add_argument("file", help="text file to read ('-' for stdin)")
     p.set_defaults(func=cmd_extract)

@@ -70,6 +70,10 @@ class ExtractionEvalConfig(StrictModel):
     )
     max_new_tokens: int = Field(512, gt=0, description="answer length limit per document")
     batch_size: int = Field(8, gt=0, description="documents decoded together")
+    grounded: bool = Field(
+        False,
+        description="grounded decoding: answers held to the template's JSON rendering, every value a span of the text",
+    )
     seed: int = Field(0, description="seed of every random choice of this stage")
 
     @field_validator("benchmark")

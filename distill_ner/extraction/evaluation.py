@@ -6,6 +6,9 @@ kind, `primary[kind]` is the mean tree score of its documents and `coverage[kind
 it over kinds and compares kind by kind with production, as it does for NER benchmarks.
 `details[kind]` adds the leaf precision and recall pooled over its documents.
 
+`eval.grounded` decodes with grounded decoding (inference.py): every answer is the template's JSON with spans of
+the text, so `valid_json` and `conforms` are 1 unless max_new_tokens cannot hold the empty filling.
+
 Each Prediction is one document: `gold` / `predicted` are the filled strings as `path = value` lines
 (what was missed and what was invented) and `raw` is what the model wrote.
 """
@@ -66,8 +69,10 @@ def evaluate_extraction(
         model_ref, prompt, batch_size=config.batch_size, max_new_tokens=config.max_new_tokens
     )
     t0 = time.perf_counter()
+    # `grounded` only when on: an extractor without the option (a stub) still evaluates free decoding
+    grounded = {"grounded": True} if config.grounded else {}
     fillings = extractor.fill(
-        [(d.template, d.text) for d in documents], progress=progress, max_new_tokens=config.max_new_tokens
+        [(d.template, d.text) for d in documents], progress=progress, max_new_tokens=config.max_new_tokens, **grounded
     )
     seconds = time.perf_counter() - t0
     scored = [score_document(d.kind, f.value, d.filled) for d, f in zip(documents, fillings)]

@@ -4,6 +4,10 @@ The prompt is rendered exactly as in training (prompts.student_messages through 
 the generation prompt), turned into token ids with the shared `encode_text`, and decoded by
 `Engine.generate_ids`, which batches prompts and runs a shared token prefix once per group. Prompts
 with the same template are grouped: they share everything up to the text.
+
+`grounded=True` holds every answer, token by token, to the JSON rendering of its template filled with
+substrings of its text, written as in training (`engine.grounded_template`): keys, punctuation and indentation
+forced, every value `""`, a span, or a list of spans/objects; the answer ends after the closing `}`.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from typing import Any
 
 from distill_ner.chat import encode_text, render_text
 from distill_ner.engine import Engine, group_indices
+from distill_ner.engine.grounded_template import template_constraints
 from distill_ner.extraction.config import ExtractionPromptConfig
 from distill_ner.extraction.prompts import dump_json, student_messages
 from distill_ner.extraction.templates import parse_json_object
@@ -60,9 +65,26 @@ class Extractor:
         examples: Sequence[dict[str, Any]] = (),
         progress: bool = False,
         max_new_tokens: int | None = None,
+        grounded: bool = False,
     ) -> list[Filling]:
-        """Greedy fillings of (template, text) pairs, in order."""
+        """Greedy fillings of (template, text) pairs, in order; `grounded`: held to the template filled with spans
+        of the text (module doc), off: the model's own answers."""
         prompts = [self.prompt_ids(template, text, examples) for template, text in items]
         groups = group_indices(dump_json(template, None) for template, _ in items)  # same template, same prefix
-        generations = self.engine.generate_ids(prompts, groups, progress=progress, max_new_tokens=max_new_tokens)
-        return [parse_filling(g.text.strip()) for g in generations]
+        constraints = None
+        if grounded:
+            engine = self.engine
+            constraints = template_constraints(engine.tokenizer, engine.stop_ids, items, self.prompt.indent)
+        generations = self.engine.generate_ids(
+            prompts, groups, progress=progress, max_new_tokens=max_new_tokens, constraints=constraints
+        )
+        fillings = [parse_filling(g.text.strip()) for g in generations]
+        limit = max_new_tokens or self.engine.max_new_tokens
+        for filling, constraint in zip(fillings, constraints or ()):
+            if constraint.min_tokens > limit and not filling.raw:
+                # the constraint allowed no token at all, so the row stopped at once: say why it is empty
+                filling.error = (
+                    f"max_new_tokens {limit} cannot hold even the empty filling of this template "
+                    f"({constraint.min_tokens} tokens): grounded decoding wrote nothing"
+                )
+        return fillings
