@@ -4,6 +4,8 @@ with a message that names neither the corpus nor the teacher."""
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
+from typing import Protocol
 
 from distill_ner.config import CorpusConfig
 from distill_ner.records import AnnotationSet, PassageSet
@@ -28,10 +30,21 @@ def require_passages(passages: PassageSet, config: CorpusConfig) -> None:
     )
 
 
-def failure_summary(annotations: AnnotationSet, examples: int = 3) -> str:
-    reasons = Counter(f.reason for f in annotations.failures)
+class Failure(Protocol):
+    """A passage the teacher stage could not use (each recipe has its own record)."""
+
+    @property
+    def passage_id(self) -> str: ...
+
+    reason: str
+    detail: str
+
+
+def failure_summary(failures: Sequence[Failure], examples: int = 3) -> str:
+    """Counts by reason, then the first few failures with their passage id and detail."""
+    reasons = Counter(f.reason for f in failures)
     text = ", ".join(f"{reason} {n}" for reason, n in reasons.most_common())
-    shown = [f"{f.passage_id}: {f.reason} {f.detail}".strip()[:300] for f in annotations.failures[:examples]]
+    shown = [f"{f.passage_id}: {f.reason} {f.detail}".strip()[:300] for f in failures[:examples]]
     return text + ("; e.g. " + " | ".join(shown) if shown else "")
 
 
@@ -45,14 +58,34 @@ def require_annotations(annotations: AnnotationSet, max_failed_fraction: float) 
     total = failed + len(annotations.passages)
     if total == 0:
         raise NoPassagesError(f"teacher {annotations.teacher}: no passages to annotate (the corpus gave none)")
-    rerun = "The answers received are cached: a rerun asks the teacher only for the failed passages."
-    if not annotations.passages:
+    require_teacher_answers(
+        annotations.teacher,
+        failed,
+        total,
+        max_failed_fraction,
+        failure_summary(annotations.failures),
+        all_failed=failed == total,
+    )
+
+
+def require_teacher_answers(
+    teacher: str,
+    failed: int,
+    total: int,
+    max_failed_fraction: float,
+    summary: str,
+    *,
+    all_failed: bool = False,
+    what: str = "passages",
+) -> None:
+    """Stop the run, naming the teacher, the count and the reasons, when more than `max_failed_fraction` of
+    `total` requests got no usable answer (or, `all_failed`, when nothing is left to train on)."""
+    rerun = f"The answers received are cached: a rerun asks the teacher only for the failed {what}."
+    if all_failed and failed:
+        raise TeacherFailuresError(f"teacher {teacher}: all {failed} {what} failed ({summary}). {rerun}")
+    if total and failed / total > max_failed_fraction:
         raise TeacherFailuresError(
-            f"teacher {annotations.teacher}: all {failed} passages failed ({failure_summary(annotations)}). {rerun}"
-        )
-    if failed / total > max_failed_fraction:
-        raise TeacherFailuresError(
-            f"teacher {annotations.teacher}: {failed} of {total} passages failed ({failed / total:.1%}, above "
-            f"teacher.max_failed_fraction {max_failed_fraction:g}): {failure_summary(annotations)}. {rerun} "
+            f"teacher {teacher}: {failed} of {total} {what} failed ({failed / total:.1%}, above "
+            f"teacher.max_failed_fraction {max_failed_fraction:g}): {summary}. {rerun} "
             "Raise teacher.max_failed_fraction to train on the rest."
         )

@@ -2,10 +2,8 @@ import logging
 from typing import Annotated
 
 import mlflow
-from zenml import get_step_context, step
-from zenml.client import Client
+from zenml import step
 from zenml.config.cache_policy import CachePolicy
-from zenml.utils.time_utils import utc_now
 
 from distill_ner import run_checks, tracking
 from distill_ner.config import TeacherConfig
@@ -14,7 +12,7 @@ from distill_ner.ner import parse, prompt, views
 from distill_ner.records import AnnotationSet, PassageSet
 from distill_ner.teacher import client as teacher_client
 from materializers import AnnotationSetMaterializer
-from steps._stack import experiment_tracker_name
+from steps._stack import experiment_tracker_name, retry_failures_next_run
 
 log = logging.getLogger(__name__)
 
@@ -36,13 +34,13 @@ def annotate(
     failed passages stop the run here, before training."""
     annotations = ner_annotate.annotate_passages(passages.passages, config)
     if annotations.failures:
-        Client().update_step_run(get_step_context().step_run.id, cache_expires_at=utc_now())
+        retry_failures_next_run()
         log.warning(
             "teacher %s: %d of %d passages failed (%s); the next run retries them",
             annotations.teacher,
             len(annotations.failures),
             len(passages.passages),
-            run_checks.failure_summary(annotations, examples=1),
+            run_checks.failure_summary(annotations.failures, examples=1),
         )
     if mlflow.active_run():
         tracking.log_dataset([p.model_dump() for p in passages.passages], "corpus_sample", "corpus")

@@ -24,7 +24,7 @@ from distill_ner.extraction.data import ExtractionExample, ExtractionSet
 from distill_ner.extraction.inference import Filling
 from distill_ner.extraction.prompts import dump_json
 from distill_ner.records import Passage
-from distill_ner.teacher.backends import Completion
+from distill_ner.teacher.backends import Completion, TeacherError
 from distill_ner.teacher.client import TeacherCacheMissError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,6 +64,62 @@ class FakeTeacher:
 
 def teacher_config(tmp_path: Path, **kw: Any) -> TeacherConfig:
     return TeacherConfig(model="fake-teacher", cache_path=str(tmp_path / "cache.sqlite"), concurrency=2, **kw)
+
+
+class OutageTeacher(FakeTeacher):
+    """FakeTeacher whose server fails every request about the passages named in `down` (no answer at all)."""
+
+    def __init__(self, down: set[str]) -> None:
+        super().__init__()
+        self.down = down
+
+    def complete(self, messages: list[dict[str, str]], params: dict[str, Any]) -> Completion:
+        if any(PASSAGES[int(pid[1:]) - 1].text in messages[-1]["content"] for pid in self.down):
+            self.calls += 1
+            raise TeacherError("server_error", "HTTP 500", retryable=False)
+        return super().complete(messages, params)
+
+
+def test_requests_without_answer_are_retried_next_run_and_stop_the_run_above_the_threshold(tmp_path: Path, monkeypatch):
+    """Transport failures (unlike answers the filters refused) are flagged, expire the step's ZenML cache so
+    the next run asks again, and more than teacher.max_failed_fraction of them stop the run before training."""
+    from distill_ner import run_checks
+    from distill_ner.extraction import annotate
+    from steps.extraction import _teacher
+
+    expired: list[bool] = []
+    monkeypatch.setattr(_teacher, "retry_failures_next_run", lambda: expired.append(True))
+    config = teacher_config(tmp_path, max_retries=0, max_failed_fraction=0.25)
+
+    outage = OutageTeacher({"p2"})
+    templates = annotate.generate_templates(PASSAGES, config, TemplatesConfig(), backend=outage, progress=False)
+    failed = annotate.request_failures(templates, "template")
+    assert [(f.id, f.reason) for f in failed] == [("p2", "server_error")]
+    # p3's refused template is a failure too, but not a request to send again
+    assert [f.id for f in templates.failures if not f.request] == ["p3"]
+    _teacher.check_teacher(templates, "template", len(PASSAGES), config)  # 1 of 5 = 20 % <= 25 %
+    assert expired == [True]
+
+    with pytest.raises(run_checks.TeacherFailuresError) as err:
+        _teacher.check_teacher(
+            templates, "template", len(PASSAGES), config.model_copy(update={"max_failed_fraction": 0.1})
+        )
+    assert "teacher openai:fake-teacher: 1 of 5 template requests failed (20.0%" in str(err.value)
+    assert "server_error 1" in str(err.value) and "p2: server_error" in str(err.value)
+
+    # the next run asks the teacher again for p2 only; the others come from the response cache
+    healthy = FakeTeacher()
+    again = annotate.generate_templates(PASSAGES, config, TemplatesConfig(), backend=healthy, progress=False)
+    assert healthy.calls == 1 and annotate.request_failures(again, "template") == []
+    expired.clear()
+    _teacher.check_teacher(again, "template", len(PASSAGES), config)
+    assert expired == [], "a result without failed requests stays cacheable"
+
+    # the filling stage: its own failed requests, counted against the templates it was asked to fill
+    filled = annotate.fill_templates(again, config, backend=OutageTeacher({"p1", "p2"}), progress=False)
+    assert sorted(f.id for f in annotate.request_failures(filled, "filling")) == ["p1", "p2"]
+    with pytest.raises(run_checks.TeacherFailuresError, match="2 of 4 filling requests failed"):
+        _teacher.check_teacher(filled, "filling", len(again.examples), config)
 
 
 def test_teacher_stages_filter_count_and_cache(tmp_path: Path):

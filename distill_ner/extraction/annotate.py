@@ -51,7 +51,9 @@ def generate_templates(
     for passage, request in zip(passages, requests):
         if request.key in run.failures:
             reason, detail = run.failures[request.key]
-            failures.append(ExtractionFailure(id=passage.id, stage="template", reason=reason, detail=detail))
+            failures.append(
+                ExtractionFailure(id=passage.id, stage="template", reason=reason, detail=detail, request=True)
+            )
             continue
         result = check_template_answer(run.answers[request.key], config.max_depth)
         counts.update(result.counts)
@@ -87,7 +89,9 @@ def fill_templates(
     for example, request in zip(data.examples, requests):
         if request.key in run.failures:
             reason, detail = run.failures[request.key]
-            failures.append(ExtractionFailure(id=example.id, stage="filling", reason=reason, detail=detail))
+            failures.append(
+                ExtractionFailure(id=example.id, stage="filling", reason=reason, detail=detail, request=True)
+            )
             continue
         result = check_filling_answer(run.answers[request.key], example.template, example.text)
         counts.update(result.counts)
@@ -112,3 +116,9 @@ def fill_templates(
         stats=stats,
         teacher=data.teacher or f"{teacher.backend}:{teacher.model}",
     )
+
+
+def request_failures(data: ExtractionSet, stage: str) -> list[ExtractionFailure]:
+    """The `stage`'s passages that got no answer from the teacher (retried next run, counted against
+    teacher.max_failed_fraction); answers the filters refused are not among them."""
+    return [f for f in data.failures if f.request and f.stage == stage]

@@ -39,6 +39,13 @@ class ExtractionFailure(BaseModel):
     stage: str  # "template" or "filling"
     reason: str
     detail: str = ""
+    # the teacher gave no answer (transport/HTTP failure after the retries): asked again on the next run,
+    # unlike an answer the filters refused, which the response cache would only refuse again
+    request: bool = False
+
+    @property
+    def passage_id(self) -> str:
+        return self.id
 
 
 class ExtractionSet(BaseModel):

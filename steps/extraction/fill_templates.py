@@ -8,7 +8,7 @@ from distill_ner.extraction import annotate as extraction_annotate
 from distill_ner.extraction.data import ExtractionSet
 from materializers.extraction import ExtractionSetMaterializer
 from steps._stack import experiment_tracker_name
-from steps.extraction._teacher import TEACHER_CODE, log_teacher
+from steps.extraction._teacher import TEACHER_CODE, check_teacher, log_teacher
 
 
 @step(
@@ -22,4 +22,5 @@ def fill_templates(
     """Ask the teacher to fill each template; keep fillings that follow it exactly with verbatim values."""
     data = extraction_annotate.fill_templates(templates, teacher)
     log_teacher(data)
+    check_teacher(data, "filling", len(templates.examples), teacher)
     return data

@@ -10,7 +10,7 @@ from distill_ner.extraction.data import ExtractionSet
 from distill_ner.records import PassageSet
 from materializers.extraction import ExtractionSetMaterializer
 from steps._stack import experiment_tracker_name
-from steps.extraction._teacher import TEACHER_CODE, log_teacher
+from steps.extraction._teacher import TEACHER_CODE, check_teacher, log_teacher
 
 
 @step(
@@ -25,4 +25,5 @@ def generate_templates(
     response cache; answers that are not a valid template are dropped, counted by reason."""
     data = extraction_annotate.generate_templates(passages.passages, teacher, config)
     log_teacher(data)
+    check_teacher(data, "template", len(passages.passages), teacher)
     return data
