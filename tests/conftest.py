@@ -17,6 +17,12 @@ from distill_ner.console import OFFLINE_ENV, quiet_defaults
 
 quiet_defaults()
 ROOT = Path(__file__).resolve().parents[1]
+# One temp folder per test process, removed at exit, for whatever the tests and the processes they start put
+# in the temp folder (pytest's tmp_path folders, MLflow's database lock files, staged adapters, torchrun's
+# rendezvous folders, merged-model caches): nothing is left behind in the machine's /tmp.
+_SESSION_TMP = tempfile.mkdtemp(prefix="distill-ner-tests-")
+atexit.register(shutil.rmtree, _SESSION_TMP, ignore_errors=True)
+os.environ["TMPDIR"] = tempfile.tempdir = _SESSION_TMP
 # subprocesses (mlflow models serve and the uvicorn it starts, zenml) are found on PATH: make it this
 # interpreter's environment, also when the tests run without an activated venv (make test, CI)
 os.environ["PATH"] = str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")
