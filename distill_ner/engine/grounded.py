@@ -27,7 +27,7 @@ to install (those libraries pull in compiled extensions and pin torch/transforme
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 # automaton phases
@@ -167,7 +167,98 @@ def grounded_vocab(tokenizer: Any, stop_ids: Sequence[int]) -> GroundedVocab:
         return vocab
 
 
-class SubstringListConstraint:
+class TextConstraint:
+    """A row constraint over decoded text (the engine's RowConstraint): a token is allowed iff its characters all
+    step through a character automaton and the answer can still be finished within the tokens left after it.
+
+    Subclasses give the automaton: `_step` (None: off the language), `_cost` (tokens still needed to finish),
+    `_final`, the fresh state `initial`, and optionally `_children` (which trie branches can match at all) and
+    `_cache_slot` (where the allowed set of a state is kept while the budget cannot bind). The token walk, the
+    allowed set over the vocabulary trie and the bookkeeping are the same for every grounded language.
+    """
+
+    vocab: GroundedVocab
+    initial: Any
+    state: Any
+
+    def _step(self, state: Any, ch: str) -> Any: ...
+
+    def _cost(self, state: Any) -> int: ...
+
+    def _final(self, state: Any) -> bool: ...
+
+    def _children(self, trie: _Trie, state: Any) -> Iterable[tuple[str, _Trie]]:
+        return trie.children.items()
+
+    def _cache_slot(self, budget: int) -> tuple[dict[Any, list[int]], Any] | None:
+        return None
+
+    def _walk(self, text: str, state: Any = None) -> Any:
+        state = self.state if state is None else state
+        for ch in text:
+            state = self._step(state, ch)
+            if state is None:
+                return None
+        return state
+
+    @property
+    def complete(self) -> bool:
+        return self._final(self.state)
+
+    def allows(self, token_id: int, remaining: int) -> bool:
+        """Whether `token_id` may come next with `remaining` tokens left (this one included)."""
+        if token_id in self.vocab.stop_ids:
+            return self.complete
+        if not 0 <= token_id < len(self.vocab.texts):
+            return False
+        text = self.vocab.texts[token_id]
+        if not text or "\ufffd" in text:
+            return False
+        state = self._walk(text)
+        return state is not None and self._cost(state) <= remaining - 1
+
+    def allowed_ids(self, remaining: int) -> list[int]:
+        """Every id that `allows` accepts now (the stop ids once the answer is complete)."""
+        if self.complete:
+            return list(self.vocab.stop_ids)
+        budget = remaining - 1
+        slot = self._cache_slot(budget)
+        if slot is not None:
+            cached = slot[0].get(slot[1])
+            if cached is not None:
+                return cached
+        out: list[int] = []
+        stack = [(self.vocab.root, self.state)]
+        while stack:
+            trie, state = stack.pop()
+            for ch, child in self._children(trie, state):
+                nxt = self._step(state, ch)
+                if nxt is None:
+                    continue
+                if child.ids and self._cost(nxt) <= budget:
+                    out.extend(child.ids)
+                if child.children:
+                    stack.append((child, nxt))
+        if slot is not None:
+            slot[0][slot[1]] = out
+        return out
+
+    def advance(self, token_id: int) -> None:
+        """Record the token the row emitted (stop ids end the row and change nothing)."""
+        if token_id in self.vocab.stop_ids:
+            return
+        state = self._walk(self.vocab.texts[token_id])
+        if state is None:
+            raise ValueError(f"token {token_id} ({self.vocab.texts[token_id]!r}) is not allowed here")
+        self.state = state
+
+    def accepts(self, text: str) -> bool:
+        """Whether a whole answer text is in the language (from a fresh state)."""
+        state = self._walk(text, self.initial)
+        return state is not None and self._final(state)
+
+
+class SubstringListConstraint(TextConstraint):
     """The row constraint the engine consults: one answer, a JSON list of substrings of one passage.
 
     State: (phase, suffix-automaton node, escape pending, blanks seen in this gap, chars in the string).
@@ -176,7 +267,8 @@ class SubstringListConstraint:
     def __init__(self, vocab: GroundedVocab, passage: str | SuffixAutomaton) -> None:
         self.vocab = vocab
         self.sam = passage if isinstance(passage, SuffixAutomaton) else SuffixAutomaton(passage)
-        self.state: tuple[int, int, bool, int, int] = (_BEGIN, 0, False, 0, 0)
+        self.initial = (_BEGIN, 0, False, 0, 0)
+        self.state: tuple[int, int, bool, int, int] = self.initial
         # a string may open only where the passage has a character it can start with
         self.can_open = any(ch >= " " and ch != "]" for ch in self.sam.next[0])
 
@@ -229,78 +321,15 @@ class SubstringListConstraint:
             return self.vocab.close_string + (1 if escaped or length == 0 else 0)
         return self.vocab.close_cost[phase]
 
-    def _walk(self, text: str) -> tuple[int, int, bool, int, int] | None:
-        state: tuple[int, int, bool, int, int] | None = self.state
-        for ch in text:
-            state = self._step(state, ch)  # type: ignore[arg-type]
-            if state is None:
-                return None
-        return state
-
-    # --------------------------------------------------------------------------- engine interface
-
-    @property
-    def complete(self) -> bool:
-        return self.state[0] == _DONE
-
-    def allows(self, token_id: int, remaining: int) -> bool:
-        """Whether `token_id` may come next with `remaining` tokens left (this one included)."""
-        if token_id in self.vocab.stop_ids:
-            return self.complete
-        if not 0 <= token_id < len(self.vocab.texts):
-            return False
-        text = self.vocab.texts[token_id]
-        if not text or "\ufffd" in text:
-            return False
-        state = self._walk(text)
-        return state is not None and self._cost(state) <= remaining - 1
-
-    def allowed_ids(self, remaining: int) -> list[int]:
-        """Every id that `allows` accepts now (the stop ids once the list is complete)."""
-        if self.complete:
-            return list(self.vocab.stop_ids)
-        budget = remaining - 1
-        # with room for any closing text the set depends on the state alone: computed once per passage
-        key = None
-        if budget >= self.vocab.max_close_cost:
-            phase, node, escaped, blanks, length = self.state
-            key = (id(self.vocab), phase, node, escaped, blanks, length > 0)
-            cached = self.sam.allowed_cache.get(key)
-            if cached is not None:
-                return cached
-        out: list[int] = []
-        stack = [(self.vocab.root, self.state)]
-        while stack:
-            node, state = stack.pop()
-            for ch, child in node.children.items():
-                nxt = self._step(state, ch)
-                if nxt is None:
-                    continue
-                if child.ids and self._cost(nxt) <= budget:
-                    out.extend(child.ids)
-                if child.children:
-                    stack.append((child, nxt))
-        if key is not None:
-            self.sam.allowed_cache[key] = out
-        return out
-
-    def advance(self, token_id: int) -> None:
-        """Record the token the row emitted (stop ids end the row and change nothing)."""
-        if token_id in self.vocab.stop_ids:
-            return
-        state = self._walk(self.vocab.texts[token_id])
-        if state is None:
-            raise ValueError(f"token {token_id} ({self.vocab.texts[token_id]!r}) is not allowed here")
-        self.state = state
-
-    def accepts(self, text: str) -> bool:
-        """Whether a whole answer text is in the language (from a fresh state)."""
-        state: tuple[int, int, bool, int, int] | None = (_BEGIN, 0, False, 0, 0)
-        for ch in text:
-            state = self._step(state, ch)  # type: ignore[arg-type]
-            if state is None:
-                return False
+    def _final(self, state: tuple[int, int, bool, int, int]) -> bool:
         return state[0] == _DONE
+
+    def _cache_slot(self, budget: int) -> tuple[dict[Any, list[int]], Any] | None:
+        # with room for any closing text the set depends on the state alone: kept once per passage
+        if budget < self.vocab.max_close_cost:
+            return None
+        phase, node, escaped, blanks, length = self.state
+        return self.sam.allowed_cache, (id(self.vocab), phase, node, escaped, blanks, length > 0)
 
 
 def grounded_constraints(

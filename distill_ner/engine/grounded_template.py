@@ -34,7 +34,14 @@ import weakref
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from distill_ner.engine.grounded import _ESCAPES, GroundedVocab, SuffixAutomaton, grounded_vocab
+from distill_ner.engine.grounded import (
+    _ESCAPES,
+    GroundedVocab,
+    SuffixAutomaton,
+    TextConstraint,
+    _Trie,
+    grounded_vocab,
+)
 
 _LIT, _BRANCH, _STR, _END = range(4)
 # in a completion text: one content character of a list item, counted as one token (no token text matches it)
@@ -304,93 +311,41 @@ class TemplateGrounding:
         return self.costs.entry[node]
 
 
-class TemplateConstraint:
+class TemplateConstraint(TextConstraint):
     """The row constraint the engine consults: one answer, the template filled with spans of one text."""
 
     def __init__(self, grounding: TemplateGrounding) -> None:
         self.grounding = grounding
         self.vocab = grounding.vocab
-        self.state: State = grounding.program.entry[grounding.program.start]
-
-    @property
-    def complete(self) -> bool:
-        return self.state[0] == self.grounding.program.end
+        self.initial = grounding.program.entry[grounding.program.start]
+        self.state: State = self.initial
 
     @property
     def min_tokens(self) -> int:
         """Tokens the empty filling takes; with fewer, no token is allowed (with any usual vocabulary, where no
         single token spells a filled object more cheaply) and the row stops at once."""
-        program = self.grounding.program
-        return self.grounding.cost(program.entry[program.start])
+        return self.grounding.cost(self.initial)
 
-    def _walk(self, text: str) -> State | None:
-        state: State | None = self.state
-        for ch in text:
-            state = self.grounding.step(state, ch)  # type: ignore[arg-type]
-            if state is None:
-                return None
-        return state
+    def _step(self, state: State, ch: str) -> State | None:
+        return self.grounding.step(state, ch)
 
-    def allows(self, token_id: int, remaining: int) -> bool:
-        """Whether `token_id` may come next with `remaining` tokens left (this one included)."""
-        if token_id in self.vocab.stop_ids:
-            return self.complete
-        if not 0 <= token_id < len(self.vocab.texts):
-            return False
-        text = self.vocab.texts[token_id]
-        if not text or "\ufffd" in text:
-            return False
-        state = self._walk(text)
-        return state is not None and self.grounding.cost(state) <= remaining - 1
+    def _cost(self, state: State) -> int:
+        return self.grounding.cost(state)
 
-    def allowed_ids(self, remaining: int) -> list[int]:
-        """Every id that `allows` accepts now (the stop ids once the filling is complete)."""
-        if self.complete:
-            return list(self.vocab.stop_ids)
+    def _final(self, state: State) -> bool:
+        return state[0] == self.grounding.program.end
+
+    def _children(self, trie: _Trie, state: State) -> Iterator[tuple[str, _Trie]]:
+        # only the few characters the state can take, not every branch of the trie
+        for ch in self.grounding.chars(state):
+            child = trie.children.get(ch)
+            if child is not None:
+                yield ch, child
+
+    def _cache_slot(self, budget: int) -> tuple[dict[Any, list[int]], Any] | None:
+        # with room for the cheapest completion the set depends on the state alone: kept once per (template, text)
         g = self.grounding
-        budget = remaining - 1
-        cacheable = budget >= g.costs.max_cost
-        if cacheable:
-            cached = g.allowed_cache.get(self.state)
-            if cached is not None:
-                return cached
-        out: list[int] = []
-        stack = [(self.vocab.root, self.state)]
-        while stack:
-            trie, state = stack.pop()
-            for ch in g.chars(state):
-                child = trie.children.get(ch)
-                if child is None:
-                    continue
-                nxt = g.step(state, ch)
-                if nxt is None:
-                    continue
-                if child.ids and g.cost(nxt) <= budget:
-                    out.extend(child.ids)
-                if child.children:
-                    stack.append((child, nxt))
-        if cacheable:
-            g.allowed_cache[self.state] = out
-        return out
-
-    def advance(self, token_id: int) -> None:
-        """Record the token the row emitted (stop ids end the row and change nothing)."""
-        if token_id in self.vocab.stop_ids:
-            return
-        state = self._walk(self.vocab.texts[token_id])
-        if state is None:
-            raise ValueError(f"token {token_id} ({self.vocab.texts[token_id]!r}) is not allowed here")
-        self.state = state
-
-    def accepts(self, text: str) -> bool:
-        """Whether a whole answer text is in the language (from a fresh state)."""
-        program = self.grounding.program
-        state: State | None = program.entry[program.start]
-        for ch in text:
-            state = self.grounding.step(state, ch)  # type: ignore[arg-type]
-            if state is None:
-                return False
-        return state[0] == program.end
+        return (g.allowed_cache, self.state) if budget >= g.costs.max_cost else None
 
 
 def template_constraints(
