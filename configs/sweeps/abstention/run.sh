@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The abstention sweep on the demo benchmark: each variant of configs/demo.yaml in this folder trained and
-# scored in turn (one `make demo`'s time each, about 4 minutes on an idle 2-core machine), then one table.
+# scored in turn (one `make demo`'s time each, about 9 minutes on an idle 2-core machine), then one table.
 # Variants register `distill-ner-sweep`, so the demo's `distill-ner` production alias is never touched.
 # Only the demo benchmark is scored: settings are chosen without looking at the zero-shot test sets.
 #
@@ -14,7 +14,7 @@ LOGS=.cache/sweeps/abstention
 mkdir -p "$LOGS"
 variants=("$@")
 if [ ${#variants[@]} -eq 0 ]; then
-  variants=(baseline neg8 ratio2 neg_last no_read_loss neg8_last_no_read)
+  variants=(baseline neg8 ratio1 ratio2 neg_last no_read_loss neg8_last_no_read steps24)
 fi
 for v in "${variants[@]}"; do
   echo "== $v ($(date +%H:%M:%S)), log: $LOGS/$v.log"
