@@ -21,13 +21,15 @@ is an fp32 torch matmul measured in this run; then the agreement of its answers 
     python benchmarks/bench_eval.py --tiny --rows engine,generate  # the tiny random Llama (seconds)
 
 The llamacpp rows need llama-cpp-python (`pip install -e '.[llamacpp]'`); without it they are reported
-as skipped. The GGUF files are written once under .cache/bench-gguf/ (delete it to export anew).
+as skipped. The GGUF files are written once under .cache/bench-gguf/ (delete it to export anew), except for a
+registry URI (models:/, runs:/), exported anew on every run.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -173,8 +175,10 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{row}: skipped (llama-cpp-python is not installed: pip install -e '.[llamacpp]')", flush=True)
             continue
         quant = row.split("-", 1)[1]
-        gguf = Path(args.gguf_dir) / f"{Path(ref).name}-{quant}.gguf"
-        if not gguf.is_file():
+        # the whole reference in the name: `models:/a/1` and `models:/b/1` must not share a file
+        gguf = Path(args.gguf_dir) / f"{re.sub(r'[^A-Za-z0-9._-]+', '_', ref).strip('_')}-{quant}.gguf"
+        # a registry URI is exported anew every run: an alias (or a re-created registry) can name other weights
+        if ref.startswith(("models:/", "runs:/")) or not gguf.is_file():
             t0 = time.perf_counter()
             export_gguf(ref, gguf, quant, log_to_registry=False)
             print(
