@@ -186,13 +186,22 @@ def _pid_alive(pid: int) -> bool:
 # ------------------------------------------------------------------------------------------- up
 
 
+def _folder_others_can_reach() -> str:
+    """The temp folder when every folder above it lets other users through; else /tmp. A private TMPDIR (mode
+    0700, as `mktemp -d` makes) would keep the `postgres` user out of its own cluster: initdb fails."""
+    tmp = Path(tempfile.gettempdir()).resolve()
+    if all(folder.stat().st_mode & 0o001 for folder in (tmp, *tmp.parents)):
+        return str(tmp)
+    return "/tmp"
+
+
 def _start_postgres(state_dir: Path, state: dict[str, Any], password: str, env: dict[str, str]) -> None:
     bindir = postgres_bin()
     if bindir is None:
         raise RuntimeError("PostgreSQL server binaries not found: apt-get install postgresql")
     if os.geteuid() == 0:
         # the cluster belongs to the `postgres` user, which must reach every folder above it
-        data_root = Path(tempfile.mkdtemp(prefix="distill-ner-pg-"))
+        data_root = Path(tempfile.mkdtemp(prefix="distill-ner-pg-", dir=_folder_others_can_reach()))
         shutil.chown(data_root, "postgres", "postgres")
     else:
         data_root = state_dir / "postgres"
