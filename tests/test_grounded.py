@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import json
 import random
-from pathlib import Path
 
 import pytest
 
 from distill_ner.engine.grounded import GroundedVocab, SubstringListConstraint, SuffixAutomaton, token_texts
-from distill_ner.models import load_tokenizer
 
 PASSAGE = 'Marie Curie said "radium" in Paris \\ Warsaw [1].'
 
@@ -25,11 +23,6 @@ def test_suffix_automaton_is_exactly_the_substrings():
         for _ in range(50):
             probe = "".join(rng.choice("abcd") for _ in range(rng.randint(1, 8)))
             assert (probe in sam) == (probe in text), (text, probe)
-
-
-@pytest.fixture(scope="module")
-def tokenizer(tiny_student: Path):
-    return load_tokenizer(str(tiny_student))
 
 
 @pytest.fixture(scope="module")

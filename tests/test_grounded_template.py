@@ -65,11 +65,6 @@ def char_vocab() -> GroundedVocab:
 
 
 @pytest.fixture(scope="module")
-def tokenizer(tiny_student: Path):
-    return load_tokenizer(str(tiny_student))
-
-
-@pytest.fixture(scope="module")
 def vocab(tokenizer) -> GroundedVocab:
     return GroundedVocab(tokenizer, [tokenizer.convert_tokens_to_ids("<|im_end|>")])
 

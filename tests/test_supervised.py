@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from distill_ner.models import load_tokenizer
 from distill_ner.ner.config import SFTConfig, SupervisedSource
 from distill_ner.ner.conversations import build_sft_dataset, query_messages, query_prompt_ids, render_text
 from distill_ner.ner.data import NERSentence
@@ -124,11 +123,6 @@ def test_load_supervised_uniner_json(tmp_path: Path):
     assert passage.text == "Ada wrote Python code ."
     assert {(e.text, e.type) for e in passage.entities} == {("Python", "programming language"), ("Ada", "person")}
     assert passage.negatives == ["country"]
-
-
-@pytest.fixture(scope="module")
-def tokenizer(tiny_student: Path):
-    return load_tokenizer(str(tiny_student))
 
 
 def test_supervised_conversations_carry_the_dataset_line_and_queries_do_not(tokenizer):
