@@ -44,10 +44,17 @@ def child(model_path: str, method: str, steps: int, batch: int, seq: int) -> Non
     if method == "lora":
         from peft import LoraConfig, get_peft_model
 
+        from distill_ner.config import TrainConfig
         from distill_ner.training.train import target_modules_for
 
-        targets = target_modules_for(model.config.model_type)
-        model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules=targets))
+        train = TrainConfig()  # LoRA r 16, alpha 32, dropout 0.05: the demo's settings
+        lora = LoraConfig(
+            r=train.lora_r,
+            lora_alpha=train.lora_alpha,
+            lora_dropout=train.lora_dropout,
+            target_modules=target_modules_for(model.config.model_type),
+        )
+        model = get_peft_model(model, lora)
     model.train()
     optim = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
     ids = torch.randint(100, model.config.vocab_size, (batch, seq))

@@ -59,12 +59,7 @@ def require_annotations(annotations: AnnotationSet, max_failed_fraction: float) 
     if total == 0:
         raise NoPassagesError(f"teacher {annotations.teacher}: no passages to annotate (the corpus gave none)")
     require_teacher_answers(
-        annotations.teacher,
-        failed,
-        total,
-        max_failed_fraction,
-        failure_summary(annotations.failures),
-        all_failed=failed == total,
+        annotations.teacher, failed, total, max_failed_fraction, failure_summary(annotations.failures)
     )
 
 
@@ -75,13 +70,12 @@ def require_teacher_answers(
     max_failed_fraction: float,
     summary: str,
     *,
-    all_failed: bool = False,
     what: str = "passages",
 ) -> None:
     """Stop the run, naming the teacher, the count and the reasons, when more than `max_failed_fraction` of
-    `total` requests got no usable answer (or, `all_failed`, when nothing is left to train on)."""
+    `total` requests got no usable answer, or when all of them failed (nothing is left to train on)."""
     rerun = f"The answers received are cached: a rerun asks the teacher only for the failed {what}."
-    if all_failed and failed:
+    if failed and failed == total:
         raise TeacherFailuresError(f"teacher {teacher}: all {failed} {what} failed ({summary}). {rerun}")
     if total and failed / total > max_failed_fraction:
         raise TeacherFailuresError(

@@ -210,7 +210,7 @@ class GoldExtractor:
     def __init__(self, docs: dict[str, dict[str, Any]]) -> None:
         self.docs = docs
 
-    def fill(self, items, progress=False, max_new_tokens=None):
+    def fill(self, items, progress=False, max_new_tokens=None, grounded=False):
         out = []
         for i, (_, text) in enumerate(items):
             gold = self.docs[text]

@@ -69,10 +69,11 @@ def evaluate_extraction(
         model_ref, prompt, batch_size=config.batch_size, max_new_tokens=config.max_new_tokens
     )
     t0 = time.perf_counter()
-    # `grounded` only when on: an extractor without the option (a stub) still evaluates free decoding
-    grounded = {"grounded": True} if config.grounded else {}
     fillings = extractor.fill(
-        [(d.template, d.text) for d in documents], progress=progress, max_new_tokens=config.max_new_tokens, **grounded
+        [(d.template, d.text) for d in documents],
+        progress=progress,
+        max_new_tokens=config.max_new_tokens,
+        grounded=config.grounded,
     )
     seconds = time.perf_counter() - t0
     scored = [score_document(d.kind, f.value, d.filled) for d, f in zip(documents, fillings)]
