@@ -121,6 +121,17 @@ def test_requests_without_answer_are_retried_next_run_and_stop_the_run_above_the
     with pytest.raises(run_checks.TeacherFailuresError, match="2 of 4 filling requests failed"):
         _teacher.check_teacher(filled, "filling", len(again.examples), config)
 
+    # every request failed: nothing left to train on, whatever the threshold
+    down = annotate.generate_templates(
+        PASSAGES,
+        teacher_config(tmp_path / "down", max_retries=0),
+        TemplatesConfig(),
+        backend=OutageTeacher({f"p{i}" for i in range(1, 6)}),
+        progress=False,
+    )
+    with pytest.raises(run_checks.TeacherFailuresError, match="all 5 template requests failed"):
+        _teacher.check_teacher(down, "template", len(PASSAGES), config.model_copy(update={"max_failed_fraction": 1.0}))
+
 
 def test_teacher_stages_filter_count_and_cache(tmp_path: Path):
     from distill_ner.extraction import annotate  # needs teacher.annotate.run_teacher / make_request
