@@ -8,13 +8,16 @@ same prompt token ids (conversations.query_prompt_ids), greedy, the same stop to
                   text); its time against the engine row is the cost of grounding (target <= 1.20x)
   generate        a batched, left-padded `model.generate` loop over the same loaded weights (what a
                   transformers user writes), --batch-size queries per call
-  llamacpp-f16    the Engine's llamacpp backend on the model exported to GGUF f16 (distill-ner export)
+  llamacpp-f16    the Engine's llamacpp backend on the model exported to GGUF f16 (distill-ner export):
+                  what evaluation's default backend `auto` runs on a CPU where llama-cpp-python is installed
+  llamacpp-f16-grounded  the same with grounded decoding
   llamacpp-q4_k_m the same on the GGUF quantised to q4_k_m
 
 For each: seconds, queries/s, generated tokens/s, the share of the CPU's compute limit that the work
 needed, i.e. (prompt + generated tokens) x 2 x parameters / (seconds x matmul FLOP/s), where the FLOP/s
 is an fp32 torch matmul measured in this run; then the agreement of its answers with the engine's
-(identical token ids) and its F1 on the benchmark next to the engine's (UniNER metric).
+(identical token ids) and its F1 on the benchmark next to the engine's (UniNER metric); a grounded row is compared with
+engine-grounded where that row was run.
 
     python benchmarks/bench_eval.py                               # SmolLM2-135M-Instruct, 100 sentences
     python benchmarks/bench_eval.py --sentences 20 --max-new-tokens 64
@@ -42,7 +45,7 @@ from distill_ner.cli import DEFAULT_STUDENT_DIR, TINY_STUDENT_DIR  # noqa: E402
 from distill_ner.console import quiet_defaults  # noqa: E402
 
 quiet_defaults()
-ROWS = ("engine", "engine-grounded", "generate", "llamacpp-f16", "llamacpp-q4_k_m")
+ROWS = ("engine", "engine-grounded", "generate", "llamacpp-f16", "llamacpp-f16-grounded", "llamacpp-q4_k_m")
 
 
 @dataclass
@@ -174,7 +177,9 @@ def main(argv: list[str] | None = None) -> None:
         if importlib.util.find_spec("llama_cpp") is None:
             print(f"{row}: skipped (llama-cpp-python is not installed: pip install -e '.[llamacpp]')", flush=True)
             continue
-        quant = row.split("-", 1)[1]
+        quant = row.split("-")[1]
+        if quant in llama_engines:
+            continue
         # the whole reference in the name: `models:/a/1` and `models:/b/1` must not share a file
         gguf = Path(args.gguf_dir) / f"{re.sub(r'[^A-Za-z0-9._-]+', '_', ref).strip('_')}-{quant}.gguf"
         # a registry URI is exported anew every run: an alias (or a re-created registry) can name other weights
@@ -185,7 +190,7 @@ def main(argv: list[str] | None = None) -> None:
                 f"{row}: exported {gguf} ({gguf.stat().st_size / 2**20:.0f} MiB) in {time.perf_counter() - t0:.0f} s",
                 flush=True,
             )
-        llama_engines[row] = Engine(
+        llama_engines[quant] = Engine(
             str(gguf),
             backend="llamacpp",
             batch_size=args.batch_size,
@@ -213,31 +218,43 @@ def main(argv: list[str] | None = None) -> None:
                     model, prompts, args.max_new_tokens, engine.stop_ids, tokenizer.pad_token_id, args.batch_size
                 )
             )
-        elif name in llama_engines:
-            results.append(engine_row(name, llama_engines[name], queries))
+        elif name.startswith("llamacpp-") and name.split("-")[1] in llama_engines:
+            llama = llama_engines[name.split("-")[1]]
+            grounded = name.endswith("-grounded")
+            if grounded:
+                llama.generate(queries[:8], progress=False, max_new_tokens=4, grounded=True)
+            results.append(engine_row(name, llama, queries, grounded=grounded))
         else:
             continue
         r = results[-1]
         print(f"  {r.name:16s} done in {r.seconds:.1f} s", flush=True)
 
-    reference = next((r for r in results if r.name == "engine"), results[0])
-    f1_ref = score_benchmark(bench, [tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in reference.ids])[
-        0
-    ].f1
-    print(
-        f"\n| row | seconds | queries/s | generated tok/s | share of compute limit | identical to {reference.name} | F1 | F1 - {reference.name} |"
-    )
+    by_name = {r.name: r for r in results}
+
+    def reference_of(row: Row) -> Row:
+        """engine-grounded for a grounded row where it was run, else engine (else the first row)."""
+        if row.name.endswith("-grounded") and "engine-grounded" in by_name:
+            return by_name["engine-grounded"]
+        return by_name.get("engine", results[0])
+
+    def f1_of(row: Row) -> float:
+        return score_benchmark(bench, [tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in row.ids])[
+            0
+        ].f1
+
+    print("\n| row | seconds | queries/s | generated tok/s | share of compute limit | identical to | F1 | F1 delta |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
-        answers = [tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in r.ids]
-        f1 = score_benchmark(bench, answers)[0].f1
+        reference = reference_of(r)
+        f1 = f1_of(r)
         same = sum(a == b for a, b in zip(r.ids, reference.ids))
         share = (prompt_tokens + r.generated_tokens) * 2 * params / (r.seconds * flops)
         print(
             f"| {r.name} | {r.seconds:.1f} | {len(queries) / r.seconds:.2f} | {r.generated_tokens / r.seconds:.1f} | "
-            f"{100 * share:.1f} % | {same}/{len(queries)} | {f1:.4f} | {f1 - f1_ref:+.4f} |"
+            f"{100 * share:.1f} % | {same}/{len(queries)} {reference.name} | {f1:.4f} | {f1 - f1_of(reference):+.4f} |"
         )
     for r in results:
+        reference = reference_of(r)
         for ids, ref_ids, q in zip(r.ids, reference.ids, queries):
             if ids != ref_ids:
                 print(

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from typing import Literal, get_args
 
-Backend = Literal["transformers", "vllm", "llamacpp"]
+# auto: llama.cpp on a CPU where llama-cpp-python is installed (the fastest CPU path measured by
+# benchmarks/bench_eval.py, same answers at f16), else transformers; see engine.resolve_backend
+Backend = Literal["auto", "transformers", "vllm", "llamacpp"]
 BACKENDS: tuple[str, ...] = get_args(Backend)
 
 # f32/f16/q8_0 are written by llama.cpp's converter; q4_k_m by its quantizer

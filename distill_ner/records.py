@@ -125,6 +125,8 @@ class EvalReport(BaseModel):
     details: dict[str, dict[str, float]] = Field(default_factory=dict)
     predictions: list[Prediction] = Field(default_factory=list)
     stats: dict[str, float] = Field(default_factory=dict)
+    # the inference backend that decoded the answers (`auto` resolved); empty where not recorded
+    backend: str = ""
     # the same benchmarks decoded again with grounded decoding (eval.grounded_also), scored the same way
     grounded: EvalReport | None = None
 

@@ -69,6 +69,8 @@ def write_conll(dir: Path) -> Path:
 class ScriptedEngine:
     """Answers from a table (text, type) -> answer: evaluation logic without a model."""
 
+    backend = "scripted"
+
     def __init__(self, answers: dict[tuple[str, str], str]) -> None:
         self.answers = answers
         self.last_stats = EngineStats()
@@ -231,6 +233,8 @@ def test_log_to_mlflow(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr(mlflow, "log_table", lambda data, artifact_file: logged.update(table=(data, artifact_file)))
     assert log_to_mlflow(report, config, "base-model")
     assert logged["params"]["eval.model"] == "base-model" and logged["params"]["eval.max_sentences"] == 2
+    # what decoded the answers, not the `auto` the config asked for
+    assert config.backend == "auto" and logged["params"]["eval.backend"] == "scripted"
     assert logged["metrics"] == report_metrics(report)
     data, artifact_file = logged["table"]
     assert artifact_file == PREDICTIONS_TABLE == "predictions.json"

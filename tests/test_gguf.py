@@ -188,6 +188,32 @@ def test_llamacpp_runs_an_hf_folder_and_stops(tiny_dir: Path, transformers_answe
 
 
 @needs_llama_cpp
+def test_llamacpp_grounded_answers_are_the_engines(tiny_f16: Path, tiny_dir: Path):
+    """Grounded decoding on llama.cpp applies the transformers backend's rule (argmax, else the best allowed
+    token): the same grounded answers, every one a JSON list of spans of its sentence."""
+    from distill_ner.ner.metrics import extract_items
+
+    qs = queries()
+    model = load_model(str(tiny_dir))
+    reference = Engine.from_model(model, load_tokenizer(str(tiny_dir)), batch_size=8, max_new_tokens=MAX_NEW)
+    engine = Engine(str(tiny_f16), backend="llamacpp", batch_size=8, max_new_tokens=MAX_NEW, threads=1)
+    want = reference.answer(qs, progress=False, grounded=True)
+    got = engine.answer(qs, progress=False, grounded=True)
+    assert got == want
+    free = engine.answer(qs, progress=False)
+    assert got != free, "the scrambled model's free answers break the constraint somewhere"
+    for (text, _), answer in zip(qs, got):
+        assert answer.startswith("[") and all(span in text for span in extract_items(answer))
+
+
+@needs_llama_cpp
+def test_auto_backend_runs_llamacpp_on_cpu(tiny_dir: Path, transformers_answers):
+    engine = Engine(str(tiny_dir), backend="auto", batch_size=8, max_new_tokens=MAX_NEW, device="cpu", threads=1)
+    assert engine.backend == "llamacpp"
+    assert [g.token_ids for g in engine.generate(queries(), progress=False)] == transformers_answers
+
+
+@needs_llama_cpp
 def test_q4_k_m_quantises_and_answers(tiny_f16: Path, tiny_dir: Path, tmp_path: Path):
     out = export_gguf(str(tiny_dir), tmp_path / "tiny-q4_k_m.gguf", "q4_k_m", cache_dir=CACHE).gguf
     assert gguf_fields(out)["fields"]["general.file_type"] == 15  # LLAMA_FTYPE_MOSTLY_Q4_K_M

@@ -248,6 +248,48 @@ def test_bad_arguments(tiny_dir: Path):
         Predictor()
 
 
+def test_auto_backend_choice(monkeypatch: pytest.MonkeyPatch):
+    """auto: llama.cpp for a .gguf file and on a CPU with llama-cpp-python; transformers on a GPU or without it."""
+    from distill_ner.engine import engine as engine_module
+
+    installed = {"llama_cpp": True}
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: (object() if installed[name] else None) if name in installed else real_find_spec(name, *a),
+    )
+    resolve = engine_module.resolve_backend
+    assert resolve("auto", "student", "cpu") == "llamacpp"
+    assert resolve("auto", "student", "cuda:0") == "transformers"
+    assert resolve("auto", "exports/student-f16.gguf", "cuda") == "llamacpp"
+    assert resolve("transformers", "student", "cpu") == "transformers"
+    assert resolve("vllm", "student", "cpu") == "vllm"
+    installed["llama_cpp"] = False
+    assert resolve("auto", "student", "cpu") == "transformers"
+
+
+def test_auto_backend_falls_back_when_conversion_fails(
+    tiny_dir: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+):
+    """A model llama.cpp's converter does not take still runs under auto (on transformers, with a warning);
+    asked for by name, llamacpp fails with the converter's error."""
+    from distill_ner.engine import gguf, llamacpp
+
+    def no_conversion(*args, **kwargs):
+        raise gguf.ExportError("convert_hf_to_gguf.py failed: model architecture not supported")
+
+    monkeypatch.setattr(gguf, "cached_gguf", no_conversion)
+    monkeypatch.setattr(llamacpp, "import_llama_cpp", lambda: None)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object())
+    with caplog.at_level("WARNING"):
+        engine = Engine(str(tiny_dir), backend="auto", max_new_tokens=4, device="cpu")
+    assert engine.backend == "transformers" and engine.model is not None
+    assert "not supported" in caplog.text and "running it on transformers" in caplog.text
+    with pytest.raises(gguf.ExportError, match="not supported"):
+        Engine(str(tiny_dir), backend="llamacpp", max_new_tokens=4, device="cpu")
+
+
 @pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vllm is installed")
 def test_vllm_missing_is_a_clear_error(tiny_dir: Path):
     with pytest.raises(ImportError, match="vllm.*backend='transformers'"):

@@ -128,6 +128,24 @@ def _default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def resolve_backend(backend: str, model_ref: str = "", device: str | None = None) -> str:
+    """The backend that `auto` stands for here; any other name is returned as it is.
+
+    A .gguf file runs on llama.cpp. On a GPU, transformers (vLLM only when asked for: it needs its own
+    server-sized memory settings). On a CPU, llama.cpp where llama-cpp-python is installed: at f16 it gives
+    the same greedy answers as the transformers engine but over twice as fast (README, bench_eval.py);
+    without it, transformers."""
+    if backend != "auto":
+        return backend
+    if model_ref.endswith(".gguf"):
+        return "llamacpp"
+    if (device or _default_device()).startswith("cuda"):
+        return "transformers"
+    import importlib.util
+
+    return "llamacpp" if importlib.util.find_spec("llama_cpp") is not None else "transformers"
+
+
 def _merged_adapter_dir(adapter_dir: str) -> str:
     """An adapter merged into its base, saved once per adapter content under the temp folder."""
     from distill_ner.fingerprint import fingerprint_paths
@@ -549,14 +567,14 @@ class Engine:
             raise ValueError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
         if batch_size <= 0 or max_new_tokens <= 0:
             raise ValueError("batch_size and max_new_tokens must be positive")
-        if backend == "vllm":
+        chosen = resolve_backend(backend, model_ref, device)
+        if chosen == "vllm":
             import_vllm()  # fail before downloading, loading or merging anything when vllm is missing
-        if backend == "llamacpp":
+        if chosen == "llamacpp":
             from distill_ner.engine.llamacpp import import_llama_cpp
 
             import_llama_cpp()  # fail before converting anything when llama-cpp-python is missing
         self.model_ref = model_ref
-        self.backend = backend
         self.batch_size = batch_size
         self.max_new_tokens = max_new_tokens
         self.continuous_batching = continuous_batching
@@ -567,20 +585,29 @@ class Engine:
         self._tf: _TransformersBackend | None = None
         self._vllm: _VLLMBackend | None = None
         self._llama: Any = None
-        if backend == "llamacpp":
-            from distill_ner.engine.gguf import cached_gguf
+        if chosen == "llamacpp":
+            from distill_ner.engine.gguf import ExportError, cached_gguf
             from distill_ner.engine.llamacpp import LlamaCppBackend
 
-            gguf = local if local.endswith(".gguf") else str(cached_gguf(local, gguf_quant))
-            generation_config = None if local.endswith(".gguf") else _generation_config(local)
-            self.stop_ids = stop_token_ids(self.tokenizer, generation_config=generation_config)
-            self._llama = LlamaCppBackend(gguf, self.stop_ids, n_seq=batch_size, threads=threads)
-        elif backend == "vllm":
+            try:
+                gguf = local if local.endswith(".gguf") else str(cached_gguf(local, gguf_quant))
+            except ExportError as e:
+                if backend != "auto":
+                    raise
+                # auto only prefers llama.cpp: a model its converter does not take still runs
+                logger.warning("%s: no GGUF conversion (%s); running it on transformers", model_ref, e)
+                chosen = "transformers"
+            else:
+                generation_config = None if local.endswith(".gguf") else _generation_config(local)
+                self.stop_ids = stop_token_ids(self.tokenizer, generation_config=generation_config)
+                self._llama = LlamaCppBackend(gguf, self.stop_ids, n_seq=batch_size, threads=threads)
+        elif chosen == "vllm":
             served = _merged_adapter_dir(local) if is_adapter(local) else local
             self.stop_ids = stop_token_ids(self.tokenizer, generation_config=_generation_config(served))
             self._vllm = _VLLMBackend(served, self.stop_ids, **(vllm_kwargs or {}))
-        else:
+        if chosen == "transformers":
             self._init_transformers(self._load_model(local, device, dtype), device)
+        self.backend: str = chosen  # what runs (`auto` resolved), as evaluation logs it
 
     @classmethod
     def from_model(
@@ -728,11 +755,7 @@ class Engine:
                 bar.set_postfix_str(f"{tokens / max(time.perf_counter() - t0, 1e-9):.1f} tok/s", refresh=False)
 
             if self._llama is not None:
-                if constraints is not None and any(c is not None for c in constraints):
-                    raise NotImplementedError(
-                        "constrained (grounded) decoding is not available on the llamacpp backend"
-                    )
-                results = self._llama.decode(chunks, max_new, on_finish)
+                results = self._llama.decode(chunks, max_new, on_finish, constraints)
             else:
                 results = self._tf.decode(chunks, max_new, self.batch_size, on_finish, constraints)
         return [results[i] for i in range(len(prompts))], len(chunks), decoder.merges

@@ -115,11 +115,14 @@ class LlamaCppBackend:
         chunks: Sequence[Any],
         max_new_tokens: int,
         on_finish: Callable[[Any], None] | None = None,
+        constraints: Sequence[Any | None] | None = None,
     ) -> dict[int, Any]:
-        """Greedy results by prompt index for inference._Chunk's (prefix, rows, suffixes)."""
+        """Greedy results by prompt index for inference._Chunk's (prefix, rows, suffixes);
+        `constraints[index]`, where given, restricts what that prompt's row may emit (common.RowConstraint),
+        by the same rule as the transformers backend."""
         import numpy as np
 
-        from distill_ner.engine.common import Generation
+        from distill_ner.engine.common import Generation, constrained_argmax
 
         lib = self.lib
         if any(len(c.rows) > self.n_seq for c in chunks):
@@ -181,6 +184,12 @@ class LlamaCppBackend:
                 for position, row in wanted:
                     logits = np.ctypeslib.as_array(lib.llama_get_logits_ith(ctx, position), shape=(self.n_vocab,))
                     token = int(logits.argmax())
+                    constraint = constraints[row.index] if constraints is not None else None
+                    if constraint is not None:
+                        picks = [token]
+                        remaining = [max_new_tokens - len(row.generated)]
+                        constrained_argmax(logits[None, :], picks, [constraint], remaining, self.stop_ids)
+                        token = picks[0]
                     is_stop = token in self.stop_ids
                     if not is_stop:
                         row.generated.append(token)

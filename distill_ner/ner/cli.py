@@ -50,8 +50,7 @@ class _PlainModel:
     def __init__(self, ref: str, backend: str | None, grounded: bool) -> None:
         from distill_ner.ner.inference import Predictor
 
-        backend = backend or ("llamacpp" if ref.endswith(".gguf") else "transformers")
-        self.predictor = Predictor(ref, surface_forms=True, backend=backend, batch_size=16, grounded=grounded)
+        self.predictor = Predictor(ref, surface_forms=True, backend=backend or "auto", batch_size=16, grounded=grounded)
 
     def predict(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         from distill_ner.ner.serving import predict_rows, to_rows
@@ -126,7 +125,8 @@ def add_commands(sub: Any) -> None:
         "--backend",
         choices=BACKENDS,
         default=None,
-        help="inference backend (default: the logged model's; llamacpp for a .gguf file)",
+        help="inference backend (default: the logged model's; auto for a folder or .gguf file: llama.cpp on a CPU where "
+        "llama-cpp-python is installed)",
     )
     p.add_argument("--grounded", action="store_true", help="answers only with spans of the text (grounded decoding)")
     p.set_defaults(func=cmd_predict)

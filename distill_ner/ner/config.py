@@ -81,7 +81,9 @@ class EvalConfig(StrictModel):
     max_new_tokens: int = Field(256, gt=0, description="answer length limit per query (UniNER's 256)")
     batch_size: int = Field(16, gt=0, description="queries decoded together")
     backend: Backend = Field(
-        "transformers", description="inference engine: transformers (CPU/GPU), vLLM (GPU) or llama.cpp (CPU, GGUF)"
+        "auto",
+        description="inference engine: transformers (CPU/GPU), vLLM (GPU), llama.cpp (CPU, GGUF) or auto "
+        "(llama.cpp on a CPU where llama-cpp-python is installed, else transformers)",
     )
     gguf_quant: Quant = Field(
         "f16", description="llamacpp backend: the GGUF type an HF model is converted to (a .gguf model is run as it is)"
@@ -139,7 +141,7 @@ class NERServing(StrictModel):
 
     def pyfunc_config(self) -> dict[str, Any]:
         return {
-            "backend": "transformers",
+            "backend": "auto",
             "batch_size": self.batch_size,
             "max_new_tokens": self.max_new_tokens,
             "surface_forms": True,

@@ -93,6 +93,7 @@ def evaluate_model(model_ref: str, config: EvalConfig, engine: NEREngine | None 
     report = _evaluate_pass(engine, model_ref, benchmarks, config, config.grounded, load_seconds)
     if config.grounded_also and not config.grounded:
         report.grounded = _evaluate_pass(engine, model_ref, benchmarks, config, True, 0.0)
+    report.backend = engine.backend
     return report
 
 
@@ -232,11 +233,12 @@ def log_to_mlflow(report: EvalReport, config: EvalConfig, model_ref: str | None 
         "eval.max_sentences": config.max_sentences,
         "eval.max_new_tokens": config.max_new_tokens,
         "eval.seed": config.seed,
-        "eval.backend": config.backend,
+        # what ran: `auto` resolved (llama.cpp and transformers may differ in the last float digits)
+        "eval.backend": report.backend or config.backend,
         "eval.grounded": config.grounded,
         "eval.grounded_also": config.grounded_also,
     }
-    if config.backend == "llamacpp":
+    if params["eval.backend"] == "llamacpp":
         params["eval.gguf_quant"] = config.gguf_quant
     version = _registry_version(model_ref or report.model)
     if version is not None:

@@ -97,7 +97,7 @@ class NERModel(StagedModel):
             # entities only as spans of the text (grounded decoding); off unless switched on at load time
             # (model_config={"grounded": True} or MLflow's MLFLOW_PYFUNC_INFERENCE_CONFIG)
             grounded=bool(config.get("grounded", False)),
-            backend=os.environ.get(BACKEND_ENV) or config.get("backend", "transformers"),
+            backend=os.environ.get(BACKEND_ENV) or config.get("backend", "auto"),
             batch_size=int(config.get("batch_size", 16)),
             max_new_tokens=int(config.get("max_new_tokens", 256)),
         )
