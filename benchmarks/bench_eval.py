@@ -218,8 +218,7 @@ def main(argv: list[str] | None = None) -> None:
                     model, prompts, args.max_new_tokens, engine.stop_ids, tokenizer.pad_token_id, args.batch_size
                 )
             )
-        elif name.startswith("llamacpp-") and name.split("-")[1] in llama_engines:
-            llama = llama_engines[name.split("-")[1]]
+        elif name.startswith("llamacpp-") and (llama := llama_engines.get(name.split("-")[1])) is not None:
             grounded = name.endswith("-grounded")
             if grounded:
                 llama.generate(queries[:8], progress=False, max_new_tokens=4, grounded=True)
@@ -237,21 +236,22 @@ def main(argv: list[str] | None = None) -> None:
             return by_name["engine-grounded"]
         return by_name.get("engine", results[0])
 
-    def f1_of(row: Row) -> float:
-        return score_benchmark(bench, [tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in row.ids])[
-            0
-        ].f1
+    # each row scored once: a reference row's F1 serves every row compared with it
+    f1_of = {
+        r.name: score_benchmark(bench, [tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in r.ids])[0].f1
+        for r in results
+    }
 
     print("\n| row | seconds | queries/s | generated tok/s | share of compute limit | identical to | F1 | F1 delta |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
         reference = reference_of(r)
-        f1 = f1_of(r)
+        f1 = f1_of[r.name]
         same = sum(a == b for a, b in zip(r.ids, reference.ids))
         share = (prompt_tokens + r.generated_tokens) * 2 * params / (r.seconds * flops)
         print(
             f"| {r.name} | {r.seconds:.1f} | {len(queries) / r.seconds:.2f} | {r.generated_tokens / r.seconds:.1f} | "
-            f"{100 * share:.1f} % | {same}/{len(queries)} {reference.name} | {f1:.4f} | {f1 - f1_of(reference):+.4f} |"
+            f"{100 * share:.1f} % | {same}/{len(queries)} {reference.name} | {f1:.4f} | {f1 - f1_of[reference.name]:+.4f} |"
         )
     for r in results:
         reference = reference_of(r)
