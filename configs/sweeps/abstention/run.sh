@@ -14,7 +14,8 @@ LOGS=.cache/sweeps/abstention
 mkdir -p "$LOGS"
 variants=("$@")
 if [ ${#variants[@]} -eq 0 ]; then
-  variants=(baseline neg8 ratio1 ratio2 neg_last no_read_loss neg8_last_no_read steps24)
+  variants=(baseline neg8 ratio1 ratio2 neg_last no_read_loss neg8_last_no_read steps24
+            full_lr1e-4 full_lr3e-4 full_steps24)
 fi
 for v in "${variants[@]}"; do
   echo "== $v ($(date +%H:%M:%S)), log: $LOGS/$v.log"
@@ -23,4 +24,4 @@ for v in "${variants[@]}"; do
 done
 # the last runs side by side: the knobs that differ, F1 both ways, abstention and hallucination rates
 "$BIN/distill-ner" compare --experiment distill_ner --last "${#variants[@]}" \
-  --keys 'negatives|read_reply|per_passage|ratio|f1|abstention|hallucination|unparseable|tags'
+  --keys 'negatives|read_reply|per_passage|ratio|method|max_steps|f1|abstention|hallucination|unparseable|tags'
