@@ -145,7 +145,7 @@ class TrainConfig(StrictModel):
     lora_dropout: float = Field(0.05, ge=0, lt=1, description="dropout on the LoRA path")
     target_modules: list[str] | None = Field(None, description="default: chosen per architecture")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
-        "auto", description="auto: bf16/fp16 on a GPU that has it, fp32 on CPU"
+        "auto", description="auto: bf16/fp16 on a GPU that has it, bf16 autocast on a CPU with AMX-BF16, fp32 elsewhere"
     )
     gradient_checkpointing: bool = Field(
         False, description="recompute activations in the backward pass: less memory, more time"
@@ -165,7 +165,40 @@ class TrainConfig(StrictModel):
     resume: bool = Field(True, description="resume from the last checkpoint of an identical run")
     merge_adapter: bool = Field(False, description="also save the merged model")
     logging_steps: int = Field(1, gt=0, description="steps between logged training metrics")
+    eval_every: int = Field(
+        0,
+        ge=0,
+        description="steps between dev evaluations (dev loss and dev metric on the SFT set's dev split, logged to "
+        "MLflow by step); the best one is the model kept. 0: none",
+    )
+    dev_max_queries: int = Field(
+        128, ge=0, description="dev questions answered per evaluation, whole passages drawn by seed (0: all)"
+    )
+    dev_batch_size: int = Field(16, gt=0, description="dev questions decoded together (and dev rows per loss batch)")
+    dev_max_new_tokens: int = Field(64, gt=0, description="answer length limit of a dev question")
+    dev_direction: Literal["maximize", "minimize"] = Field(
+        "maximize", description="whether a higher dev metric is better (the recipes' F1 and tree score are)"
+    )
+    early_stopping_patience: int = Field(
+        0,
+        ge=0,
+        description="stop after this many dev evaluations without a gain of early_stopping_min_delta (0: never)",
+    )
+    early_stopping_min_delta: float = Field(
+        0.0, ge=0, description="the least dev-metric change that counts as a gain for early stopping"
+    )
+    supervised_logits_only: bool = Field(
+        True,
+        description="compute the LM head and the loss only at the target (assistant) positions; same loss and "
+        "gradients, less work (single-process runs of models without logit scaling)",
+    )
     seed: int = Field(0, description="seed of every random choice of this stage")
+
+    @model_validator(mode="after")
+    def _early_stopping_needs_dev(self) -> "TrainConfig":
+        if self.early_stopping_patience and not self.eval_every:
+            raise ValueError("train.early_stopping_patience needs train.eval_every > 0 (dev evaluations to watch)")
+        return self
 
 
 class GateConfig(StrictModel):

@@ -37,6 +37,8 @@ def card_facts(model_dir: str | Path) -> dict[str, Any]:
         "final_loss": metrics.get("final_loss"),
         "trainable_params": int(metrics.get("trainable_params", 0)),
         "train_runtime_s": metrics.get("train_runtime_s"),
+        "best_step": int(metrics["best_step"]) if "best_step" in metrics else None,
+        "best_dev_score": metrics.get("best_dev_score"),
         "size_mb": round(folder_size_mb(model_dir), 2),
         "merged": (model_dir / "merged" / "config.json").exists(),
     }
@@ -61,5 +63,15 @@ def model_card_markdown(model_dir: str | Path) -> str:
     ]
     if "train_runtime_s" in f:
         rows.append(("Training time", f"{f['train_runtime_s']:.1f} s"))
+    if "best_step" in f:
+        rows.append(("Kept checkpoint", f"step {f['best_step']} (best dev score {f.get('best_dev_score', 0):.4f})"))
     lines = [f"# Student: {f['student']}", "", "| | |", "|---|---|", *[f"| {k} | {v} |" for k, v in rows]]
+    curve = training_record(model_dir).get("dev_history", [])
+    if curve:
+        lines += ["", "## Dev curve", "", "| step | dev loss | dev score | |", "|---:|---:|---:|---|"]
+        for e in curve:
+            kept = "kept" if int(e["step"]) == f.get("best_step") else ""
+            loss = f"{e['dev_loss']:.4f}" if "dev_loss" in e else ""
+            score = f"{e['dev_score']:.4f}" if "dev_score" in e else ""
+            lines.append(f"| {int(e['step'])} | {loss} | {score} | {kept} |")
     return "\n".join(lines) + "\n"

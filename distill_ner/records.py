@@ -77,6 +77,14 @@ class SFTRow(BaseModel):
     labels: list[int]
 
 
+class DevQuery(BaseModel):
+    """One held-out question, answered greedily during training and scored by the dataset's `dev_metric`."""
+
+    group: str  # the passage (or example) it asks about: its questions share a prompt prefix when decoded
+    prompt_ids: list[int]  # rendered exactly as at inference, ending with the generation prompt
+    reference: str  # the gold answer as the assistant turn writes it (a JSON list, a filled template)
+
+
 class SFTDataset(BaseModel):
     conversations: list[Conversation]
     rows: list[SFTRow]
@@ -84,6 +92,11 @@ class SFTDataset(BaseModel):
     stats: dict[str, float] = Field(default_factory=dict)
     # a few rows as (text piece, trained-on) segments, for the artifact's HTML view
     preview: list[list[tuple[str, bool]]] = Field(default_factory=list)
+    # the dev split: passages held out before any training row was built (never trained on), as rows for
+    # the teacher-forced dev loss and as questions for the dev metric (distill_ner.training.dev)
+    dev_rows: list[SFTRow] = Field(default_factory=list)
+    dev_queries: list[DevQuery] = Field(default_factory=list)
+    dev_metric: str = ""  # a name in distill_ner.training.dev.DEV_METRICS; "" where there is no dev split
 
 
 class Scores(BaseModel):

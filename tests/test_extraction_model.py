@@ -202,6 +202,47 @@ def test_sft_rows_train_only_on_the_filling(tiny_student: Path):
         assert tokenizer.decode(row.input_ids[:first]).endswith(end_of_prompt + "<|im_end|>\n<|im_start|>assistant\n")
 
 
+def test_dev_split_holds_out_examples_with_the_extractor_prompt(tiny_student: Path):
+    from distill_ner.extraction.inference import Extractor
+    from distill_ner.training.dev import dev_metric
+
+    tokenizer = load_tokenizer_of(tiny_student)
+    examples = [
+        ExtractionExample(
+            id=f"e{i}",
+            text=f"Ann {i} lives in Oslo.",
+            template={"who": "", "place": ""},
+            filled={"who": f"Ann {i}", "place": "Oslo"},
+        )
+        for i in range(10)
+    ]
+    prompt = ExtractionPromptConfig()
+    dataset = sft.build_extraction_sft(
+        ExtractionSet(examples=examples), ExtractionSFTConfig(dev_fraction=0.2, seed=1), prompt, tokenizer
+    )
+    dev_ids = {q.group for q in dataset.dev_queries}
+    assert len(dev_ids) == 2 and dataset.stats["dev_examples"] == 2 and dataset.dev_metric == "tree_score"
+    assert not dev_ids & {c.id for c in dataset.conversations} and len(dataset.conversations) == 8
+    assert {r.conversation_id for r in dataset.dev_rows} == dev_ids
+    # a dev question is the prompt the Extractor renders at inference; its reference is the training answer
+    extractor = Extractor.load(str(tiny_student), prompt, batch_size=2, max_new_tokens=4)
+    by_id = {e.id: e for e in examples}
+    for query in dataset.dev_queries:
+        example = by_id[query.group]
+        assert query.prompt_ids == extractor.prompt_ids(example.template, example.text)
+        assert query.reference == dump_json(example.filled, prompt.indent)
+    assert (
+        dev_metric("tree_score")([q.reference for q in dataset.dev_queries], [q.reference for q in dataset.dev_queries])
+        == 1.0
+    )
+
+
+def load_tokenizer_of(folder: Path):
+    from distill_ner.models import load_tokenizer
+
+    return load_tokenizer(str(folder))
+
+
 def test_extractor_fills_with_the_tiny_student(tiny_student: Path):
     from distill_ner.extraction.inference import Extractor
 

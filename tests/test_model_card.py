@@ -70,3 +70,19 @@ def test_materializer_round_trips_the_folder_and_writes_the_card(tmp_path: Path)
     loaded = materializer.load(Path)
     assert (loaded / "training_config.json").read_bytes() == (folder / "training_config.json").read_bytes()
     assert materializer.extract_metadata(folder)["sft_rows"] == 24
+
+
+def test_card_shows_the_dev_curve_and_the_kept_checkpoint(tmp_path: Path) -> None:
+    folder = student_folder(tmp_path)
+    record = json.loads((folder / "training_config.json").read_text())
+    record["metrics"] |= {"best_step": 8.0, "best_dev_score": 0.61}
+    record["dev_history"] = [
+        {"step": 4.0, "dev_loss": 0.9, "dev_score": 0.4},
+        {"step": 8.0, "dev_loss": 0.7, "dev_score": 0.61},
+        {"step": 12.0, "dev_loss": 0.72, "dev_score": 0.55},
+    ]
+    (folder / "training_config.json").write_text(json.dumps(record))
+    card = model_card_markdown(folder)
+    assert "| Kept checkpoint | step 8 (best dev score 0.6100) |" in card
+    assert "## Dev curve" in card and "| 8 | 0.7000 | 0.6100 | kept |" in card and "| 12 | 0.7200 | 0.5500 |  |" in card
+    assert card_facts(folder)["best_step"] == 8

@@ -59,6 +59,13 @@ class ExtractionPromptConfig(StrictModel):
 class ExtractionSFTConfig(StrictModel):
     max_length: int = Field(1024, gt=16, description="examples longer than this (in tokens) are dropped, counted")
     seed: int = Field(0, description="seed of every random choice of this stage")
+    dev_fraction: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="share of the examples held out (seeded) as the dev split, never trained on; the trainer "
+        "scores their fillings with the tree score every train.eval_every steps (0: no dev split)",
+    )
 
 
 class ExtractionEvalConfig(StrictModel):

@@ -27,11 +27,11 @@ nothing to find recall is 1. Pooled (micro) over the documents of a kind.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from distill_ner.extraction.templates import string_leaves
+from distill_ner.extraction.templates import parse_json_object, string_leaves
 
 LeafMetric = Literal["edit", "exact"]
 MAX_EXACT_ASSIGNMENT = 16  # 2**16 subsets × the larger side: still instant
@@ -208,3 +208,18 @@ def kind_scores(docs: Iterable[ScoredDocument], leaf: LeafMetric = "edit") -> di
             documents=len(scores),
         )
     return out
+
+
+def dev_tree_score(predictions: Sequence[str], references: Sequence[str]) -> float:
+    """The trainer's dev metric (training.dev.DEV_METRICS["tree_score"]): mean tree score (edit leaves) of
+    the student's fillings against the reference fillings; an answer without a JSON object scores as a miss."""
+    if not references:
+        return 0.0
+    total = 0.0
+    for predicted, reference in zip(predictions, references, strict=True):
+        try:
+            value = parse_json_object(predicted, strict=False)
+        except ValueError:
+            value = None
+        total += tree_score(value, parse_json_object(reference, strict=False)).score
+    return total / len(references)

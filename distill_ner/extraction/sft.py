@@ -11,12 +11,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from distill_ner.chat import IGNORE_INDEX, preview_segments, tokenize_conversation
+from distill_ner.chat import IGNORE_INDEX, encode_text, preview_segments, render_text, tokenize_conversation
 from distill_ner.extraction.config import ExtractionPromptConfig, ExtractionSFTConfig
 from distill_ner.extraction.data import ExtractionExample, ExtractionSet
-from distill_ner.extraction.prompts import student_messages
+from distill_ner.extraction.prompts import dump_json, student_messages
 from distill_ner.extraction.templates import string_leaves
-from distill_ner.records import Conversation, SFTDataset, SFTRow, Turn
+from distill_ner.records import Conversation, DevQuery, SFTDataset, SFTRow, Turn
 from distill_ner.rng import stable_rng
 
 logger = logging.getLogger(__name__)
@@ -34,9 +34,14 @@ def build_conversation(example: ExtractionExample, prompt: ExtractionPromptConfi
 def build_extraction_sft(
     data: ExtractionSet, config: ExtractionSFTConfig, prompt: ExtractionPromptConfig, tokenizer: Any
 ) -> SFTDataset:
-    """Conversations in a seeded order, tokenised; same inputs and seed give the same dataset."""
+    """Conversations in a seeded order, tokenised; same inputs and seed give the same dataset.
+    `config.dev_fraction` of the examples are held out first as the dev split (rows and questions, no
+    training row)."""
     order = stable_rng(config.seed, "order").permutation(len(data.examples)).tolist()
     examples = [data.examples[i] for i in order]
+    n_dev = max(1, round(config.dev_fraction * len(examples))) if config.dev_fraction > 0 and len(examples) > 1 else 0
+    # the seeded order is already random: its first n_dev examples are the dev split
+    dev_examples, examples = examples[:n_dev], examples[n_dev:]
     conversations: list[Conversation] = []
     rows: list[SFTRow] = []
     too_long = 0
@@ -65,8 +70,31 @@ def build_extraction_sft(
         "max_row_tokens": max((len(r.input_ids) for r in rows), default=0),
         "too_long": too_long,
     }
+    dev_rows: list[SFTRow] = []
+    dev_queries: list[DevQuery] = []
+    for example in dev_examples:
+        example_rows = tokenize_conversation(build_conversation(example, prompt), tokenizer, config.max_length)
+        if not example_rows:
+            continue
+        dev_rows += example_rows
+        messages = student_messages(example.template, example.text, fmt=prompt.format, indent=prompt.indent)
+        dev_queries.append(
+            DevQuery(
+                group=example.id,
+                prompt_ids=encode_text(tokenizer, render_text(tokenizer, messages, add_generation_prompt=True)),
+                reference=dump_json(example.filled, prompt.indent),
+            )
+        )
+    stats |= {"dev_examples": len(dev_queries), "dev_rows": len(dev_rows)}
     # the shared SFT view shows the first rows with their trained tokens highlighted
     preview = [preview_segments(r, tokenizer) for r in rows[:PREVIEW_ROWS]]
     return SFTDataset(
-        conversations=conversations, rows=rows, tokenizer=tokenizer.name_or_path or "", stats=stats, preview=preview
+        conversations=conversations,
+        rows=rows,
+        tokenizer=tokenizer.name_or_path or "",
+        stats=stats,
+        preview=preview,
+        dev_rows=dev_rows,
+        dev_queries=dev_queries,
+        dev_metric="tree_score" if dev_queries else "",
     )

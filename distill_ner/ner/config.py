@@ -71,6 +71,13 @@ class SFTConfig(StrictModel):
     train_read_reply: bool = Field(
         True, description="loss on the `I've read this text.` reply too (UniNER: every assistant turn is a target)"
     )
+    dev_fraction: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="share of the teacher-annotated passages held out (seeded) as the dev split, never trained on; "
+        "the trainer scores it every train.eval_every steps (0: no dev split)",
+    )
 
 
 class EvalConfig(StrictModel):

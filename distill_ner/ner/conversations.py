@@ -28,7 +28,15 @@ from distill_ner.chat import (
 )
 from distill_ner.ner.config import SFTConfig
 from distill_ner.ner.negatives import normalize_type
-from distill_ner.records import AnnotatedPassage, AnnotationSet, Conversation, SFTDataset, SFTRow, Turn
+from distill_ner.records import (
+    AnnotatedPassage,
+    AnnotationSet,
+    Conversation,
+    DevQuery,
+    SFTDataset,
+    SFTRow,
+    Turn,
+)
 from distill_ner.rng import stable_rng
 
 logger = logging.getLogger(__name__)
@@ -147,6 +155,40 @@ def _select_supervised(
     return [pool[i] for i in sorted(picks.tolist())]
 
 
+def split_dev(
+    passages: Sequence[AnnotatedPassage], fraction: float, seed: int
+) -> tuple[list[AnnotatedPassage], list[AnnotatedPassage]]:
+    """(train, dev): round(fraction × n) passages (at least one when fraction > 0), drawn by seed; each
+    side keeps the input order. Drawn by passage, so no passage has questions on both sides."""
+    n_dev = max(1, round(fraction * len(passages))) if fraction > 0 and len(passages) > 1 else 0
+    if not n_dev:
+        return list(passages), []
+    picked = set(stable_rng(seed, "dev").choice(len(passages), size=n_dev, replace=False).tolist())
+    return (
+        [p for i, p in enumerate(passages) if i not in picked],
+        [p for i, p in enumerate(passages) if i in picked],
+    )
+
+
+def dev_queries(passages: Sequence[AnnotatedPassage], tokenizer: Any, seed: int) -> list[DevQuery]:
+    """One question per type of each dev passage (positives and its sampled negatives), asked as the
+    benchmarks ask them (no dataset line), its reference the answer the assistant turn would give.
+    Passages in a seeded order, so a cap on the number of queries takes whole passages at random."""
+    order = stable_rng(seed, "dev-order").permutation(len(passages)).tolist()
+    queries = []
+    for i in order:
+        passage = passages[i]
+        for entity_type, entities in _questions(passage):
+            queries.append(
+                DevQuery(
+                    group=passage.id,
+                    prompt_ids=query_prompt_ids(tokenizer, passage.text, entity_type),
+                    reference=answer_turn(entities),
+                )
+            )
+    return queries
+
+
 def build_sft_dataset(
     annotations: AnnotationSet,
     config: SFTConfig,
@@ -154,9 +196,13 @@ def build_sft_dataset(
     supervised: Sequence[tuple[str, Sequence[AnnotatedPassage]]] = (),
 ) -> SFTDataset:
     """Conversations for every teacher passage plus at most supervised_ratio × as many supervised ones,
-    shuffled (seeded) and tokenised. Same inputs and seed give a byte-identical dataset."""
+    shuffled (seeded) and tokenised. Same inputs and seed give a byte-identical dataset.
+
+    `config.dev_fraction` of the teacher passages are held out first (split_dev): they give the dev rows
+    (teacher-forced dev loss) and dev queries (dev F1), and no training row."""
     position = config.negatives_position
-    conversations = [build_conversation(p, config.seed, negatives_position=position) for p in annotations.passages]
+    train_passages, dev_passages = split_dev(annotations.passages, config.dev_fraction, config.seed)
+    conversations = [build_conversation(p, config.seed, negatives_position=position) for p in train_passages]
     cap = int(config.supervised_ratio * len(conversations))
     chosen = _select_supervised(supervised, cap, config.seed)
     conversations += [
@@ -189,6 +235,17 @@ def build_sft_dataset(
         "truncations": truncations,
         "supervised_conversations": len(chosen),
     }
+    dev_rows: list[SFTRow] = []
+    for passage in dev_passages:
+        conversation = build_conversation(passage, config.seed, negatives_position=position)
+        dev_rows += conversation_rows(conversation, encoder, config.max_length, config.train_read_reply)[0]
+    queries = dev_queries(dev_passages, tokenizer, config.seed)
+    stats |= {
+        "dev_passages": len(dev_passages),
+        "dev_rows": len(dev_rows),
+        "dev_questions": len(queries),
+        "dev_negative_questions": sum(q.reference == EMPTY_ANSWER for q in queries),
+    }
     if truncations:
         logger.warning(
             "%d question/answer pairs did not fit in max_length=%d and were dropped", truncations, config.max_length
@@ -199,4 +256,7 @@ def build_sft_dataset(
         tokenizer=str(getattr(tokenizer, "name_or_path", "") or ""),
         stats=stats,
         preview=[preview_segments(r, tokenizer) for r in rows[:PREVIEW_ROWS]],
+        dev_rows=dev_rows,
+        dev_queries=queries,
+        dev_metric="uniner_f1" if queries else "",
     )

@@ -306,3 +306,9 @@ def span_report(
 
     y_true, y_pred = _span_sequences(sentences, predictions)
     return str(classification_report(y_true, y_pred, digits=digits, mode="strict", scheme=IOB2, zero_division=0))
+
+
+def dev_f1(predictions: Sequence[str], references: Sequence[str]) -> float:
+    """The trainer's dev metric (training.dev.DEV_METRICS["uniner_f1"]): micro F1 of raw answers against
+    the reference answers, as the benchmarks score them."""
+    return uniner_scores(predictions, references).f1

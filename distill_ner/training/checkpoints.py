@@ -13,7 +13,7 @@ from distill_ner.config import TrainConfig
 from distill_ner.paths import looks_local
 from distill_ner.records import SFTDataset, SFTRow
 
-_NOT_IN_FINGERPRINT = {"checkpoint_every", "resume", "merge_adapter", "logging_steps"}
+_NOT_IN_FINGERPRINT = {"checkpoint_every", "resume", "merge_adapter", "logging_steps", "supervised_logits_only"}
 FINGERPRINT_FILE = "run_fingerprint.json"
 
 
@@ -23,6 +23,15 @@ def data_hash(rows: Sequence[SFTRow]) -> str:
     for row in rows:
         digest.update(json.dumps([row.input_ids, row.labels], separators=(",", ":")).encode())
         digest.update(b"\n")
+    return digest.hexdigest()
+
+
+def dev_hash(sft: SFTDataset) -> str:
+    """sha256 over the dev split (rows and questions): it decides which checkpoint is the best."""
+    digest = hashlib.sha256(data_hash(sft.dev_rows).encode())
+    for query in sft.dev_queries:
+        digest.update(json.dumps([query.group, query.prompt_ids, query.reference], separators=(",", ":")).encode())
+    digest.update(sft.dev_metric.encode())
     return digest.hexdigest()
 
 
@@ -40,10 +49,18 @@ def last_checkpoint(checkpoint_dir: Path) -> Path | None:
     return best[1] if best else None
 
 
-def run_fingerprint(config: TrainConfig, student: str, rows_hash: str, world_size: int) -> dict[str, Any]:
-    """What must be identical for a checkpoint to be resumed."""
+def run_fingerprint(
+    config: TrainConfig, student: str, rows_hash: str, world_size: int, dev: str = ""
+) -> dict[str, Any]:
+    """What must be identical for a checkpoint to be resumed (`dev`: dev_hash, where the run evaluates)."""
     train = {k: v for k, v in config.model_dump().items() if k not in _NOT_IN_FINGERPRINT}
-    return {"train": train, "student": student, "data_hash": rows_hash, "world_size": world_size}
+    return {
+        "train": train,
+        "student": student,
+        "data_hash": rows_hash,
+        "world_size": world_size,
+        **({"dev_hash": dev} if dev else {}),
+    }
 
 
 def run_key(sft: SFTDataset, student: str, config: TrainConfig) -> str:
@@ -52,7 +69,8 @@ def run_key(sft: SFTDataset, student: str, config: TrainConfig) -> str:
     Two runs with the same key are the same optimisation, so one may resume the other's checkpoints.
     """
     world_size = config.num_processes if config.distributed != "none" else 1
-    fingerprint = run_fingerprint(config, student_reference(student), data_hash(sft.rows), world_size)
+    dev = dev_hash(sft) if config.eval_every else ""
+    fingerprint = run_fingerprint(config, student_reference(student), data_hash(sft.rows), world_size, dev)
     return hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()[:16]
 
 

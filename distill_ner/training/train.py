@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import resource
 import shutil
@@ -30,6 +31,7 @@ from distill_ner.records import SFTDataset, SFTRow
 from distill_ner.training.checkpoints import (
     FINGERPRINT_FILE,
     data_hash,
+    dev_hash,
     last_checkpoint,
     run_fingerprint,
     student_reference,
@@ -73,6 +75,12 @@ class TrainResult(BaseModel):
     output_dir: str
     metrics: dict[str, float]
     history: list[dict[str, float]] = Field(default_factory=list)  # {step, loss, learning_rate}
+    # one entry per dev evaluation: {step, dev_loss, dev_score, ...}; empty without eval_every
+    dev_history: list[dict[str, float]] = Field(default_factory=list)
+    best_step: int | None = None  # the step whose weights were saved (the best dev score), None without dev
+    # the MLflow params and final metrics this run logged (empty when it logged nothing)
+    logged_params: dict[str, str] = Field(default_factory=dict)
+    logged_metrics: dict[str, float] = Field(default_factory=dict)
     data_hash: str
     config: dict[str, Any]
 
@@ -87,11 +95,28 @@ def target_modules_for(model_type: str, override: Sequence[str] | None = None) -
     return TARGET_MODULES.get(model_type, ALL_LINEAR)
 
 
-def resolve_precision(requested: str, *, cuda: bool, bf16_supported: bool) -> Precision:
-    """'auto' is bf16 on a bf16-capable GPU, fp16 on an older GPU, fp32 on CPU; explicit values are checked."""
+def cpu_info() -> dict[str, Any]:
+    """The CPU's model name and whether it has AMX-BF16 (oneDNN then runs bf16 matmuls on AMX tiles, several
+    times the fp32 rate; on AVX2-only CPUs bf16 autocast is no faster than fp32). Read from /proc/cpuinfo."""
+    model, flags = "", set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and not model:
+                model = value.strip()
+            elif key.strip() == "flags" and not flags:
+                flags = set(value.split())
+    except OSError:
+        pass
+    return {"cpu_model": model or "unknown", "cpu_amx_bf16": "amx_bf16" in flags}
+
+
+def resolve_precision(requested: str, *, cuda: bool, bf16_supported: bool, cpu_amx_bf16: bool = False) -> Precision:
+    """'auto' is bf16 on a bf16-capable GPU, fp16 on an older GPU; on CPU bf16 autocast where the CPU has
+    AMX-BF16, fp32 elsewhere. Explicit values are checked."""
     if requested == "auto":
         if not cuda:
-            return "fp32"
+            return "bf16" if cpu_amx_bf16 else "fp32"
         return "bf16" if bf16_supported else "fp16"
     if requested == "bf16" and cuda and not bf16_supported:
         raise ValueError("train.precision=bf16, but this GPU has no bf16 support (Ampere or newer); use fp16 or auto")
@@ -263,12 +288,19 @@ def train_student(
 
     cuda = torch.cuda.is_available()
     _check_method_runs_here(config, cuda)
-    precision = resolve_precision(config.precision, cuda=cuda, bf16_supported=cuda and torch.cuda.is_bf16_supported())
+    cpu = cpu_info()
+    precision = resolve_precision(
+        config.precision,
+        cuda=cuda,
+        bf16_supported=cuda and torch.cuda.is_bf16_supported(),
+        cpu_amx_bf16=cpu["cpu_amx_bf16"],
+    )
     output_dir, checkpoint_dir = _checked_folders(output_dir, checkpoint_dir)
 
     features, skipped = _trainable_rows(sft.rows)
     if not features:
         raise ValueError(f"no SFT row has a target token ({len(sft.rows)} rows, all labels -100)")
+    dev = _dev_split(sft, config)
     rows_hash = data_hash(sft.rows)
     ref = student_reference(student)
     world_size = _world_size(config)
@@ -277,7 +309,8 @@ def train_student(
     # checkpoints (before the slow model load): fingerprint the run so that only an identical run is resumed
     resume_from = None
     if checkpoint_dir:
-        resume_from = _prepare_checkpoints(checkpoint_dir, config, run_fingerprint(config, ref, rows_hash, world_size))
+        fingerprint = run_fingerprint(config, ref, rows_hash, world_size, dev_hash(sft) if dev else "")
+        resume_from = _prepare_checkpoints(checkpoint_dir, config, fingerprint)
 
     from transformers import set_seed
 
@@ -297,13 +330,15 @@ def train_student(
             world_size=world_size,
             saving=bool(checkpoint_dir) and config.checkpoint_every > 0,
             model=model,
+            evaluating=dev is not None,
         )
         trainer, tracking, mlflow_run = _make_trainer(
-            model, tokenizer, args, features, config, log_to_mlflow=log_to_mlflow, callbacks=callbacks
+            model, tokenizer, args, features, config, log_to_mlflow=log_to_mlflow, callbacks=callbacks, dev=dev
         )
-        counts = _data_counts(features, skipped, model)
+        counts = _data_counts(features, skipped, model) | _dev_counts(sft, dev)
+        params: dict[str, Any] = {}
         if mlflow_run:
-            mlflow_run.log_params(
+            params = (
                 _run_params(
                     config,
                     counts,
@@ -314,7 +349,11 @@ def train_student(
                     targets=targets,
                     world_size=args.world_size,
                 )
+                | cpu
+                # what dev/score is: uniner_f1 (NER), tree_score (extraction)
+                | ({"dev_metric": dev[2]} if dev else {})
             )
+            mlflow_run.log_params(params)
 
         if cuda:
             torch.cuda.reset_peak_memory_stats()
@@ -345,16 +384,53 @@ def train_student(
         if scratch:
             shutil.rmtree(scratch, ignore_errors=True)
 
+    dev_history = _dev_history(trainer.state.log_history)
     return TrainResult(
         output_dir=str(output_dir),
         metrics=metrics,
         history=history,
+        dev_history=dev_history,
+        best_step=trainer.state.best_global_step if dev else None,
+        logged_params={k: str(v)[:6000] for k, v in params.items()},
+        logged_metrics=_final_mlflow_metrics(metrics) if mlflow_run else {},
         data_hash=rows_hash,
         config=config.model_dump(),
     )
 
 
 # ------------------------------------------------------------------------------------ train_student's parts
+
+
+def _dev_split(sft: SFTDataset, config: TrainConfig) -> tuple[list[SFTRow], list[Any], str] | None:
+    """(dev rows, capped dev questions, metric name) when the run evaluates; refuses eval_every without a split."""
+    from distill_ner.training.dev import capped_queries, dev_metric, rows_of
+
+    if not config.eval_every:
+        return None
+    if not sft.dev_queries and not sft.dev_rows:
+        raise ValueError(
+            "train.eval_every > 0 but the SFT set has no dev split: set sft.dev_fraction (e.g. 0.1), "
+            "or train.eval_every: 0"
+        )
+    if sft.dev_queries:
+        dev_metric(sft.dev_metric)  # an unknown metric fails before the model loads
+    queries = capped_queries(sft.dev_queries, config.dev_max_queries)
+    return rows_of(sft.dev_rows, queries), queries, sft.dev_metric
+
+
+def _dev_counts(sft: SFTDataset, dev: tuple[list[SFTRow], list[Any], str] | None) -> dict[str, int]:
+    if dev is None:
+        return {}
+    return {"dev_rows": len(dev[0]), "dev_queries": len(dev[1]), "dev_queries_available": len(sft.dev_queries)}
+
+
+def _dev_history(log_history: list[dict[str, Any]]) -> list[dict[str, float]]:
+    prefix = "eval_dev_"
+    return [
+        {"step": float(e["step"]), **{k.removeprefix("eval_"): float(v) for k, v in e.items() if k.startswith(prefix)}}
+        for e in log_history
+        if any(k.startswith(prefix) for k in e)
+    ]
 
 
 def _check_method_runs_here(config: TrainConfig, cuda: bool) -> None:
@@ -453,9 +529,15 @@ def _training_arguments(
     world_size: int,
     saving: bool,
     model: Any,
+    evaluating: bool = False,
 ) -> Any:
     from transformers import TrainingArguments
 
+    # Dev evaluation: every eval_every steps the Trainer calls StudentTrainer.evaluate, saves a checkpoint
+    # there (each one a candidate; the best is never rotated away), and loads the best one at the end.
+    if evaluating:
+        saving = True
+    save_steps = config.eval_every if evaluating else config.checkpoint_every
     return TrainingArguments(
         output_dir=str(trainer_dir),
         per_device_train_batch_size=config.per_device_batch_size,
@@ -475,8 +557,13 @@ def _training_arguments(
         logging_steps=config.logging_steps,
         logging_first_step=True,
         save_strategy="steps" if saving else "no",
-        save_steps=config.checkpoint_every if saving else 500,
+        save_steps=save_steps if saving else 500,
         save_total_limit=2,
+        eval_strategy="steps" if evaluating else "no",
+        eval_steps=config.eval_every if evaluating else None,
+        load_best_model_at_end=evaluating,
+        metric_for_best_model="dev_score" if evaluating else None,
+        greater_is_better=config.dev_direction == "maximize" if evaluating else None,
         seed=config.seed,
         data_seed=config.seed,
         dataloader_num_workers=0,  # workers would make the batch order / RNG restore harder to reproduce
@@ -501,9 +588,14 @@ def _make_trainer(
     *,
     log_to_mlflow: bool,
     callbacks: Sequence[Any] | None,
+    dev: tuple[list[SFTRow], list[Any], str] | None = None,
 ) -> tuple[Any, Any, Any]:
     """(trainer, tracking callback, the caller's MLflow run or None)."""
+    from transformers import EarlyStoppingCallback
+
+    from distill_ner.training.loss import supports_supervised_logits
     from distill_ner.training.trainer import (
+        EvaluateLastStep,
         MlflowRun,
         PadToLongestCollator,
         SeededBatchOrderSampler,
@@ -520,14 +612,25 @@ def _make_trainer(
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     mlflow_run = MlflowRun.find() if (log_to_mlflow and args.process_index == 0) else None
     tracking = TrackingCallback(mlflow_run)
+    extra = []
+    if dev is not None:
+        extra.append(EvaluateLastStep())
+        if config.early_stopping_patience:
+            extra.append(EarlyStoppingCallback(config.early_stopping_patience, config.early_stopping_min_delta))
     trainer = StudentTrainer(
         model=model,
         args=args,
         train_dataset=features,
+        # what StudentTrainer.evaluate scores (the Trainer wants one whenever it evaluates)
+        eval_dataset=[{"input_ids": r.input_ids, "labels": r.labels} for r in dev[0]] if dev else None,
         data_collator=PadToLongestCollator(pad_id, config.pad_to_multiple_of),
         processing_class=tokenizer,
-        callbacks=[tracking, *(callbacks or [])],
+        callbacks=[tracking, *extra, *(callbacks or [])],
         batch_order=batch_order,
+        supervised_logits_only=config.supervised_logits_only and supports_supervised_logits(model),
+        dev=dev,
+        dev_batch_size=config.dev_batch_size,
+        dev_max_new_tokens=config.dev_max_new_tokens,
     )
     return trainer, tracking, mlflow_run
 
@@ -596,6 +699,15 @@ def _run_metrics(
         "resumed_from_step": float(tracking.start_step),
         "peak_cpu_rss_mb": _peak_rss_mb(),  # process peak, model loading included
     }
+    dev = _dev_history(trainer.state.log_history)
+    if dev:
+        metrics["dev_evaluations"] = float(len(dev))
+        # the dev evaluations' share of the loop's wall time (this call's evaluations only)
+        metrics["dev_seconds"] = sum(e.get("dev_seconds", 0.0) for e in dev if e["step"] > tracking.start_step)
+        if trainer.state.best_global_step is not None:
+            metrics["best_step"] = float(trainer.state.best_global_step)
+        if trainer.state.best_metric is not None and math.isfinite(trainer.state.best_metric):
+            metrics["best_dev_score"] = float(trainer.state.best_metric)
     if cuda:
         import torch
 
@@ -629,16 +741,19 @@ def _save_result(
     ]
     metrics = _run_metrics(trainer, tracking, history, counts, cuda=cuda)
     if trainer.is_world_process_zero():
-        record = {**about, "train": config.model_dump(), "metrics": metrics}
+        record = {
+            **about,
+            "train": config.model_dump(),
+            "metrics": metrics,
+            # the learning curve on the dev split; the weights saved are those of metrics["best_step"]
+            "dev_history": _dev_history(trainer.state.log_history),
+        }
         _publish(
             staging, output_dir, record, config, base_ref=about["base_model"], precision=about["precision"], cuda=cuda
         )
         if mlflow_run:
             try:
-                mlflow_run.log_metrics(
-                    {f"train/{k}": v for k, v in metrics.items() if k in _FINAL_MLFLOW_METRICS},
-                    step=trainer.state.global_step,
-                )
+                mlflow_run.log_metrics(_final_mlflow_metrics(metrics), step=trainer.state.global_step)
             except Exception as exc:
                 logger.warning("MLflow final metrics not logged: %s", exc)
     return history, metrics
@@ -670,7 +785,15 @@ def _publish(
     staging.rename(output_dir)
 
 
+def _final_mlflow_metrics(metrics: dict[str, float]) -> dict[str, float]:
+    return {f"train/{k}": v for k, v in metrics.items() if k in _FINAL_MLFLOW_METRICS}
+
+
 _FINAL_MLFLOW_METRICS = {
+    "best_step",
+    "best_dev_score",
+    "dev_evaluations",
+    "dev_seconds",
     "final_loss",
     "tokens_per_s",
     "trained_tokens",

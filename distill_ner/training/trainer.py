@@ -17,6 +17,7 @@ from typing import Any
 from transformers import Trainer, TrainerCallback
 
 from distill_ner.chat import IGNORE_INDEX
+from distill_ner.training.loss import supervised_loss
 
 logger = logging.getLogger(__name__)
 
@@ -150,14 +151,75 @@ class MlflowRun:
 
 
 class StudentTrainer(Trainer):
-    """transformers' Trainer with our seeded, length-grouped batch order (exact resumption)."""
+    """transformers' Trainer with our seeded, length-grouped batch order (exact resumption), the loss computed
+    at supervised positions only, and `evaluate` scoring the dev split (distill_ner.training.dev).
 
-    def __init__(self, *args: Any, batch_order: SeededBatchOrderSampler, **kwargs: Any) -> None:
+    `dev`: (rows, queries, metric name) of the dev split; with `eval_strategy="steps"` the Trainer calls
+    `evaluate` every `eval_steps` and keeps the best checkpoint by `metric_for_best_model` ("dev_score").
+    """
+
+    def __init__(
+        self,
+        *args: Any,
+        batch_order: SeededBatchOrderSampler,
+        supervised_logits_only: bool = False,
+        dev: tuple[Sequence[Any], Sequence[Any], str] | None = None,
+        dev_batch_size: int = 16,
+        dev_max_new_tokens: int = 64,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.batch_order = batch_order
+        self.supervised_logits_only = supervised_logits_only
+        self.dev = dev
+        self.dev_batch_size = dev_batch_size
+        self.dev_max_new_tokens = dev_max_new_tokens
 
     def _get_train_sampler(self, train_dataset: Any = None) -> SeededBatchOrderSampler:
         return self.batch_order
+
+    def compute_loss(
+        self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None
+    ) -> Any:
+        # wrapped models (DDP, FSDP) must be called through their own forward, which syncs gradients
+        if self.supervised_logits_only and not return_outputs and model is self.accelerator.unwrap_model(model):
+            return supervised_loss(model, inputs, num_items_in_batch)
+        return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+
+    def evaluate(
+        self, eval_dataset: Any = None, ignore_keys: list[str] | None = None, metric_key_prefix: str = "eval"
+    ) -> dict[str, float]:
+        """Dev loss and dev metric of the model as it is now, logged (so they reach the log history, the
+        checkpoints' trainer_state.json and our MLflow callback) as eval_dev_loss / eval_dev_score."""
+        from distill_ner.training.dev import evaluate_dev
+
+        if self.dev is None:
+            raise ValueError("evaluation during training needs a dev split (sft.dev_fraction > 0)")
+        rows, queries, metric = self.dev
+        result = evaluate_dev(
+            self.model,
+            self.processing_class,
+            rows,
+            queries,
+            metric,
+            collate=self.data_collator,
+            batch_size=self.dev_batch_size,
+            max_new_tokens=self.dev_max_new_tokens,
+        )
+        metrics = {f"{metric_key_prefix}_dev_{k}": v for k, v in result.items()}
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        return metrics
+
+
+class EvaluateLastStep(TrainerCallback):
+    """Evaluates (and saves) at the last step too, so the run's end is a candidate for the best checkpoint
+    even when the step count is not a multiple of eval_every."""
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if state.global_step >= state.max_steps:
+            control.should_evaluate = True
+            control.should_save = True
 
 
 class TrackingCallback(TrainerCallback):
@@ -176,9 +238,13 @@ class TrackingCallback(TrainerCallback):
         self.cpu_started = time.process_time()
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kwargs: Any) -> None:
-        if not logs or "loss" not in logs or not state.is_world_process_zero or self.mlflow_run is None:
+        if not logs or not state.is_world_process_zero or self.mlflow_run is None:
             return
         metrics = {f"train/{k}": logs[k] for k in ("loss", "learning_rate", "grad_norm") if k in logs}
+        # the learning curve: dev/loss, dev/score, dev/queries_per_s, dev/seconds by step
+        metrics |= {f"dev/{k.removeprefix('eval_dev_')}": v for k, v in logs.items() if k.startswith("eval_dev_")}
+        if not metrics:
+            return
         try:
             self.mlflow_run.log_metrics(metrics, step=state.global_step)
         except Exception as exc:  # tracking must never kill a long training run
