@@ -83,6 +83,45 @@ def f1_chart(f1: Mapping[str, float], title: str = "F1 per benchmark") -> Any:
     return figure
 
 
+DEV_CURVE_CHART = "charts/dev_curve.png"
+
+
+def dev_curve_chart(history: Sequence[Mapping[str, float]], best_step: int | None, title: str = "Dev split") -> Any:
+    """Dev score (left axis) and dev loss (right axis) by training step, the kept checkpoint marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    steps = [e["step"] for e in history]
+    figure = Figure(figsize=(6.4, 3.6), dpi=120)
+    axes = figure.subplots()
+    if any("dev_score" in e for e in history):
+        axes.plot(steps, [e.get("dev_score", float("nan")) for e in history], "o-", color="#3b7dd8", label="dev score")
+    axes.set_xlabel("training step")
+    axes.set_ylabel("dev score", color="#3b7dd8")
+    if best_step is not None:
+        axes.axvline(best_step, color="#999999", linestyle="--", label=f"kept: step {best_step}")
+    if any("dev_loss" in e for e in history):
+        loss_axes = axes.twinx()
+        loss_axes.plot(steps, [e.get("dev_loss", float("nan")) for e in history], "s:", color="#d8703b")
+        loss_axes.set_ylabel("dev loss", color="#d8703b")
+    axes.legend(loc="lower center")
+    axes.set_title(title)
+    figure.tight_layout()
+    return figure
+
+
+def log_dev_curve(history: Sequence[Mapping[str, float]], best_step: int | None) -> bool:
+    """The dev curve as a PNG artifact of the active run (the run's charts also plot dev/score by step)."""
+    if _active_run() is None or not history:
+        return False
+    import mlflow
+
+    mlflow.log_figure(dev_curve_chart(history, best_step), DEV_CURVE_CHART)
+    return True
+
+
 def log_f1_chart(f1: Mapping[str, float]) -> bool:
     """The chart as a PNG artifact and the numbers as an MLflow table beside it."""
     if _active_run() is None or not f1:
@@ -162,3 +201,82 @@ def teacher_params(config: Any) -> dict[str, Any]:
         params["backend"] = "recorded"
         params["recorded_responses"] = ",".join(config.recorded_responses) or "none (cache only)"
     return {f"teacher.{k}": v for k, v in params.items()}
+
+
+# ZenML step metadata key under which a step records the MLflow params and metrics it logged
+LOGGED_KEY = "mlflow_logged"
+
+
+def log_stage(params: Mapping[str, Any] | None = None, metrics: Mapping[str, float] | None = None) -> bool:
+    """Log a step's params and metrics into the active MLflow run, and record them in the step's ZenML
+    metadata: a later pipeline run that takes this step from ZenML's cache puts the same keys on its own
+    MLflow run (replay_cached_steps), so MLflow's compare view never shows them as unknown. Call it once a
+    step (the metadata key is overwritten)."""
+    if _active_run() is None:
+        return False
+    import mlflow
+
+    params, metrics = dict(params or {}), {k: float(v) for k, v in (metrics or {}).items()}
+    if params:
+        mlflow.log_params(params)  # MLflow stores each value as its string
+    if metrics:
+        mlflow.log_metrics(metrics)
+    remember_logged(params, metrics)
+    return True
+
+
+def remember_logged(params: Mapping[str, Any], metrics: Mapping[str, float]) -> None:
+    """Only the record half of `log_stage`, for what was logged into the run by other means (the trainer)."""
+    try:
+        from zenml import log_metadata
+
+        log_metadata(
+            metadata={
+                LOGGED_KEY: {
+                    "params": {k: str(v) for k, v in params.items()},
+                    "metrics": {k: float(v) for k, v in metrics.items()},
+                }
+            }
+        )
+    except Exception as exc:  # noqa: BLE001  (outside a step, e.g. a test calling the step function)
+        logger.debug("step metadata not recorded: %s", exc)
+
+
+def replay_cached_steps() -> int:
+    """Put the params and metrics that this pipeline run's cached steps logged when they really ran (their
+    `log_stage` record, read from the original step run) on the active MLflow run; keys the run already has
+    are left alone. Called by the steps that run; returns the number of keys logged."""
+    if _active_run() is None:
+        return 0
+    try:
+        from zenml import get_step_context
+        from zenml.client import Client
+        from zenml.enums import ExecutionStatus
+
+        client = Client()
+        pipeline_run = client.get_pipeline_run(get_step_context().pipeline_run.id)
+        records = []
+        for step in pipeline_run.steps.values():
+            if step.status != ExecutionStatus.CACHED:
+                continue
+            record = step.run_metadata.get(LOGGED_KEY)
+            if record is None and step.original_step_run_id:
+                record = client.get_run_step(step.original_step_run_id).run_metadata.get(LOGGED_KEY)
+            if isinstance(record, dict):
+                records.append(record)
+    except Exception as exc:  # noqa: BLE001  (no step context, store unreachable): tracking must not fail a step
+        logger.warning("params and metrics of cached steps not replayed: %s", exc)
+        return 0
+    import mlflow
+
+    run = mlflow.get_run(_active_run().info.run_id)
+    params: dict[str, str] = {}
+    metrics: dict[str, float] = {}
+    for record in records:
+        params |= {k: v for k, v in record.get("params", {}).items() if k not in run.data.params}
+        metrics |= {k: v for k, v in record.get("metrics", {}).items() if k not in run.data.metrics}
+    if params:
+        mlflow.log_params(params)
+    if metrics:
+        mlflow.log_metrics(metrics)
+    return len(params) + len(metrics)

@@ -44,17 +44,17 @@ def annotate(
         )
     if mlflow.active_run():
         tracking.log_dataset([p.model_dump() for p in passages.passages], "corpus_sample", "corpus")
-        mlflow.log_params(tracking.teacher_params(config))
         tracking.log_text_view(views.annotations_html(annotations), "views/annotations.html")
-        mlflow.log_metrics({f"teacher.{k}": float(v) for k, v in annotations.usage.items()})
-        mlflow.log_metrics({f"teacher.filtered.{k}": float(v) for k, v in annotations.filter_counts.items()})
-        mlflow.log_metrics(
+        tracking.log_stage(
+            tracking.teacher_params(config),
             {
+                **{f"teacher.{k}": float(v) for k, v in annotations.usage.items()},
+                **{f"teacher.filtered.{k}": float(v) for k, v in annotations.filter_counts.items()},
                 "teacher.annotated_passages": len(annotations.passages),
                 "teacher.failed_passages": len(annotations.failures),
                 "teacher.entities": sum(len(p.entities) for p in annotations.passages),
                 "teacher.types": len(annotations.type_counts),
-            }
+            },
         )
     run_checks.require_annotations(annotations, config.max_failed_fraction)
     return annotations

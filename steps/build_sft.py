@@ -27,9 +27,13 @@ def build_sft(
     mixed = [(source.name, supervised.load_supervised(source)) for source in config.supervised]
     dataset = conversations.build_sft_dataset(annotations, config, load_tokenizer(student.model), mixed)
     if mlflow.active_run():
-        mlflow.log_metrics({f"sft.{k}": float(v) for k, v in dataset.stats.items()})
-        mlflow.log_params(
-            {"sft.negatives_position": config.negatives_position, "sft.train_read_reply": config.train_read_reply}
+        tracking.log_stage(
+            {
+                "sft.negatives_position": config.negatives_position,
+                "sft.train_read_reply": config.train_read_reply,
+                "sft.dev_fraction": config.dev_fraction,
+            },
+            {f"sft.{k}": float(v) for k, v in dataset.stats.items()},
         )
         tracking.log_dataset([c.model_dump() for c in dataset.conversations], "sft_set", "training")
         tracking.log_text_view(views.sft_html(dataset), "views/sft_dataset.html")

@@ -41,6 +41,7 @@ def _evaluate_and_log(model_ref: str, config: EvalConfig, shown_ref: str | None 
     tracking.log_f1_chart({name: scores.f1 for name, scores in report.per_dataset.items()})
     tracking.log_text_view(views.eval_html(report), "views/eval_report.html")
     logger.info("\n%s", zero_shot.comparison_markdown(report))  # the results next to published numbers
+    tracking.replay_cached_steps()
     return report
 
 

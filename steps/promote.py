@@ -51,6 +51,7 @@ def register_and_promote(
     )
     lines = closing_lines(decision, USAGE.get(flavour.flavour))
     describe(decision, report, Path(model), context.pipeline.name, teacher, lines[:2])
+    tracking.replay_cached_steps()
     # the last step: its last lines are what the run leaves on the console
     print("\n".join(lines), flush=True)
     return decision

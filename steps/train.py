@@ -44,4 +44,8 @@ def train(
         shutil.rmtree(output_dir, ignore_errors=True)  # the checkpoints keep what a rerun resumes from
         raise
     log_metadata(metadata=dict(result.metrics), infer_artifact=True)
+    # so that a later run taking this step from the cache still shows these keys on its MLflow run
+    tracking.remember_logged(result.logged_params, result.logged_metrics)
+    tracking.log_dev_curve(result.dev_history, result.best_step)
+    tracking.replay_cached_steps()
     return output_dir

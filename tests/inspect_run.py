@@ -32,10 +32,11 @@ def main(pipeline_name: str, model_name: str) -> None:
     mlflow = MlflowClient(tracking_uri=tracking_uri_of_active_stack())
     experiments = mlflow.search_experiments()
     mlflow_runs = mlflow.search_runs([e.experiment_id for e in experiments], order_by=["start_time DESC"])
-    metrics, histories = {}, {}
+    metrics, histories, params = {}, {}, {}
     for r in mlflow_runs:
         if r.data.tags.get("mlflow.runName") == run.name or not metrics:
             metrics.update(r.data.metrics)
+            params.update(r.data.params)
             for key in r.data.metrics:
                 if key.startswith("train/loss"):
                     histories[key] = [m.value for m in mlflow.get_metric_history(r.info.run_id, key)]
@@ -56,6 +57,7 @@ def main(pipeline_name: str, model_name: str) -> None:
                 "run_name": run.name,
                 "steps": steps,
                 "mlflow_metrics": metrics,
+                "mlflow_params": params,
                 "loss_history": histories,
                 "model_versions": versions,
             }

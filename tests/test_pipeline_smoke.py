@@ -30,6 +30,8 @@ def test_smoke_run_end_to_end_then_cached(tiny_student, zenml_env):
     first = run_cli(PIPELINE + ["configs/smoke.yaml"], zenml_env, timeout=900)
     assert first.returncode == 0, (first.stdout + first.stderr)[-6000:]
     state = inspect(zenml_env)
+    first_keys = (set(state["mlflow_params"]), set(state["mlflow_metrics"]))
+    assert "sft.negatives_position" in first_keys[0] and "teacher.entities" in first_keys[1]
     assert state["run_status"].lower().endswith("completed")
     steps = state["steps"]
     assert set(steps) == {
@@ -82,6 +84,19 @@ def test_smoke_run_end_to_end_then_cached(tiny_student, zenml_env):
         status.lower().endswith("cached") for name, status in statuses.items() if name != "register_and_promote"
     ), statuses
     assert len(state["model_versions"]) == 1, "a cached rerun must not register the same model twice"
+
+    # Training again, every step before it from the cache: the MLflow run still carries the cached steps'
+    # params and metrics (replayed from what they recorded when they ran), so runs compare key for key.
+    retrain = Path(zenml_env["ZENML_CONFIG_PATH"]) / "retrain.yaml"
+    retrain.write_text((ROOT / "configs/smoke.yaml").read_text() + "steps:\n  train:\n    enable_cache: false\n")
+    third = run_cli(PIPELINE + [str(retrain)], zenml_env, timeout=900)
+    assert third.returncode == 0, (third.stdout + third.stderr)[-6000:]
+    state = inspect(zenml_env)
+    statuses = {name: s["status"].lower().rsplit(".", 1)[-1] for name, s in state["steps"].items()}
+    assert statuses["build_sft"] == statuses["annotate"] == "cached" and statuses["train"] == "completed", statuses
+    third_keys = (set(state["mlflow_params"]), set(state["mlflow_metrics"]))
+    assert third_keys[0] == first_keys[0], first_keys[0] ^ third_keys[0]
+    assert third_keys[1] == first_keys[1], first_keys[1] ^ third_keys[1]
 
 
 def test_bad_config_fails_before_any_step(tmp_path, zenml_env):

@@ -31,6 +31,8 @@ def run(tmp_path: Path, mlflow_template: Path):  # noqa: F811
 def test_nothing_is_logged_without_a_run() -> None:
     assert not tracking.log_dataset([{"text": "a"}], "x", "training")
     assert not tracking.log_f1_chart({"a": 0.5})
+    assert not tracking.log_dev_curve([{"step": 1.0, "dev_score": 0.5}], 1)
+    assert not tracking.log_stage({"a": 1}, {"b": 2.0})
     assert not tracking.describe_run("d")
     with tracking.system_metrics():
         pass
@@ -100,3 +102,16 @@ def test_offline_teacher_is_logged_as_recorded_without_api_settings(tmp_path: Pa
     assert not any(k.startswith(("teacher.api_key", "teacher.base_url", "teacher.concurrency")) for k in offline)
     online = tracking.teacher_params(TeacherConfig(model="gpt-x"))
     assert online["teacher.backend"] == "openai" and online["teacher.api_key_env"] == "OPENAI_API_KEY"
+
+
+def test_dev_curve_and_stage_logging_land_in_the_run(run) -> None:
+    client, run_id = run
+    history = [{"step": 7.0, "dev_loss": 0.8, "dev_score": 0.4}, {"step": 14.0, "dev_loss": 0.6, "dev_score": 0.5}]
+    assert tracking.log_dev_curve(history, best_step=14)
+    # outside a ZenML step the record half is skipped; the MLflow half still logs
+    assert tracking.log_stage({"sft.dev_fraction": 0.1}, {"sft.dev_passages": 30})
+    data = client.get_run(run_id)
+    assert data.data.params["sft.dev_fraction"] == "0.1" and data.data.metrics["sft.dev_passages"] == 30.0
+    artifacts = Path(data.info.artifact_uri.removeprefix("file://"))
+    assert (artifacts / tracking.DEV_CURVE_CHART).read_bytes().startswith(b"\x89PNG")
+    assert tracking.replay_cached_steps() == 0  # no ZenML step here: nothing to replay, nothing raised

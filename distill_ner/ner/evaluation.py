@@ -243,8 +243,9 @@ def log_to_mlflow(report: EvalReport, config: EvalConfig, model_ref: str | None 
     version = _registry_version(model_ref or report.model)
     if version is not None:
         params["eval.model_version"] = version
-    mlflow.log_params(params)
-    mlflow.log_metrics(report_metrics(report))
+    from distill_ner.tracking import log_stage
+
+    log_stage(params, report_metrics(report))
     if report.predictions:
         mlflow.log_table(data=predictions_table(report), artifact_file=PREDICTIONS_TABLE)
     if report.per_dataset:

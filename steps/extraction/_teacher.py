@@ -3,9 +3,7 @@ what they do with requests that got no answer."""
 
 import logging
 
-import mlflow
-
-from distill_ner import run_checks
+from distill_ner import run_checks, tracking
 from distill_ner.config import TeacherConfig
 from distill_ner.extraction import annotate as extraction_annotate
 from distill_ner.extraction import filters, prompts, templates
@@ -19,10 +17,13 @@ TEACHER_CODE = [extraction_annotate, prompts, filters, templates, teacher_client
 
 
 def log_teacher(data: ExtractionSet) -> None:
-    if mlflow.active_run():
-        mlflow.log_metrics({f"teacher.{k}": float(v) for k, v in data.usage.items()})
-        mlflow.log_metrics({f"teacher.filtered.{k}": float(v) for k, v in data.filter_counts.items()})
-        mlflow.log_metrics({f"teacher.{k}": float(v) for k, v in data.stats.items()})
+    tracking.log_stage(
+        metrics={
+            **{f"teacher.{k}": float(v) for k, v in data.usage.items()},
+            **{f"teacher.filtered.{k}": float(v) for k, v in data.filter_counts.items()},
+            **{f"teacher.{k}": float(v) for k, v in data.stats.items()},
+        }
+    )
 
 
 def check_teacher(data: ExtractionSet, stage: str, asked: int, teacher: TeacherConfig) -> None:

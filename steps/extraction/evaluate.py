@@ -1,11 +1,10 @@
 from pathlib import Path
 from typing import Annotated
 
-import mlflow
 from zenml import step
 from zenml.config.cache_policy import CachePolicy
 
-from distill_ner import records
+from distill_ner import records, tracking
 from distill_ner.engine import engine as shared_inference
 from distill_ner.extraction import evaluation, inference, metric, prompts, templates
 from distill_ner.extraction.config import ExtractionEvalConfig, ExtractionPromptConfig
@@ -26,6 +25,6 @@ def evaluate_extraction(
 ) -> Annotated[EvalReport, "eval_report"]:
     """Fill the benchmark's templates with the student (greedy) and score them with the tree metric, per kind."""
     report = evaluation.evaluate_extraction(str(model), config, prompt)
-    if mlflow.active_run():
-        mlflow.log_metrics(evaluation.report_metrics(report))
+    tracking.log_stage(metrics=evaluation.report_metrics(report))
+    tracking.replay_cached_steps()
     return report

@@ -1,10 +1,9 @@
 from typing import Annotated
 
-import mlflow
 from zenml import step
 from zenml.config.cache_policy import CachePolicy
 
-from distill_ner import chat
+from distill_ner import chat, tracking
 from distill_ner.config import StudentConfig
 from distill_ner.extraction import prompts, sft
 from distill_ner.extraction.config import ExtractionPromptConfig, ExtractionSFTConfig
@@ -25,6 +24,5 @@ def build_extraction_sft(
 ) -> Annotated[SFTDataset, "sft_dataset"]:
     """One conversation per example (NuExtract prompt -> filled JSON), loss on the filling only."""
     dataset = sft.build_extraction_sft(extractions, config, prompt, load_tokenizer(student.model))
-    if mlflow.active_run():
-        mlflow.log_metrics({f"sft.{k}": float(v) for k, v in dataset.stats.items()})
+    tracking.log_stage(metrics={f"sft.{k}": float(v) for k, v in dataset.stats.items()})
     return dataset
