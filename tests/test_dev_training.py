@@ -27,18 +27,12 @@ from distill_ner.training.loss import supervised_loss
 from distill_ner.training.train import train_student
 from distill_ner.training.trainer import PadToLongestCollator
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# the tiny model on one torch thread (conftest); no MLflow run id inherited from the environment
+pytestmark = pytest.mark.usefixtures("one_thread", "no_inherited_run")
 
 
-@pytest.fixture(autouse=True)
-def _offline(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+@pytest.fixture()
+def no_inherited_run(monkeypatch):
     monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
 
 
