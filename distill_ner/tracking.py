@@ -106,7 +106,7 @@ def dev_curve_chart(history: Sequence[Mapping[str, float]], best_step: int | Non
         loss_axes = axes.twinx()
         loss_axes.plot(steps, [e.get("dev_loss", float("nan")) for e in history], "s:", color="#d8703b")
         loss_axes.set_ylabel("dev loss", color="#d8703b")
-    axes.legend(loc="lower center")
+    axes.legend(loc="best")
     axes.set_title(title)
     figure.tight_layout()
     return figure
