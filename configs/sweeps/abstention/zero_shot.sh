@@ -4,9 +4,11 @@
 # one `distill-ner compare` table. Reporting only: settings are chosen on the demo benchmark (run.sh).
 #
 #   bash configs/sweeps/abstention/zero_shot.sh models:/distill-ner-sweep/1 models:/distill-ner-sweep/6
+#   GROUNDED_ALSO=false bash configs/sweeps/abstention/zero_shot.sh ...   (the free pass only: half the time)
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 BIN=${BIN:-.venv/bin}
+GROUNDED_ALSO=${GROUNDED_ALSO:-true}
 LOGS=.cache/sweeps/abstention
 mkdir -p "$LOGS"
 [ $# -gt 0 ] || { echo "usage: $0 MODEL_URI..." >&2; exit 2; }
@@ -25,7 +27,7 @@ parameters:
       seed: 0
       max_new_tokens: 64
       batch_size: 16
-      grounded_also: true
+      grounded_also: $GROUNDED_ALSO
 YAML
   echo "== $model ($(date +%H:%M:%S)), log: $LOGS/zero_shot-$name.log"
   "$BIN/zenml" pipeline run pipelines.evaluate_ner.evaluate_ner -c "$config" >"$LOGS/zero_shot-$name.log" 2>&1 \
