@@ -179,6 +179,11 @@ class TrainConfig(StrictModel):
     dev_direction: Literal["maximize", "minimize"] = Field(
         "maximize", description="whether a higher dev metric is better (the recipes' F1 and tree score are)"
     )
+    dev_select: Literal["score", "loss"] = Field(
+        "score",
+        description="what picks the best checkpoint and drives early stopping: the dev metric (in dev_direction) "
+        "or the dev loss (lower is better; smoother than a metric over a few dozen questions)",
+    )
     early_stopping_patience: int = Field(
         0,
         ge=0,

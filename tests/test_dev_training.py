@@ -140,12 +140,14 @@ def synthetic(vocab: int) -> SFTDataset:
 
 
 class ForcedCurve:
-    """The dev metric as a scripted function of the training step; records the adapter at each evaluation."""
+    """The dev metric (and optionally the dev loss) as a scripted function of the training step; records the
+    adapter at each evaluation."""
 
-    def __init__(self, curve: dict[int, float]) -> None:
+    def __init__(self, curve: dict[int, float], losses: dict[int, float] | None = None) -> None:
         from transformers import TrainerCallback
 
         self.curve = curve
+        self.losses = losses or {}
         self.step = 0
         self.weights: dict[int, dict[str, torch.Tensor]] = {}
         self.calls: list[int] = []
@@ -162,7 +164,7 @@ class ForcedCurve:
         self.weights[self.step] = {
             n.replace(".default", ""): p.detach().clone() for n, p in model.named_parameters() if "lora_" in n
         }
-        return {"loss": 1.0, "score": self.curve[self.step], "seconds": 0.0}
+        return {"loss": self.losses.get(self.step, 1.0), "score": self.curve[self.step], "seconds": 0.0}
 
 
 def dev_config(**overrides) -> TrainConfig:
@@ -230,6 +232,22 @@ def test_min_delta_and_the_last_step_is_a_candidate(tiny, tmp_path, monkeypatch)
     )
     assert curve.calls == [3, 6, 7] and result.best_step == 7
     assert_same_weights(saved_adapter(tmp_path / "out"), curve.weights[7])
+
+
+def test_selecting_on_dev_loss_keeps_the_lowest_loss(tiny, tmp_path, monkeypatch):
+    vocab = json.loads((tiny / "config.json").read_text())["vocab_size"]
+    curve = ForcedCurve({2: 0.9, 4: 0.1, 6: 0.2}, losses={2: 0.8, 4: 0.5, 6: 0.6})
+    monkeypatch.setattr(dev_module, "evaluate_dev", curve.evaluate_dev)
+    result = train_student(
+        synthetic(vocab),
+        str(tiny),
+        dev_config(max_steps=6, dev_select="loss"),
+        tmp_path / "out",
+        log_to_mlflow=False,
+        callbacks=[curve.callback],
+    )
+    assert result.best_step == 4 and result.metrics["best_dev_loss"] == 0.5 and result.metrics["best_dev_score"] == 0.1
+    assert_same_weights(saved_adapter(tmp_path / "out"), curve.weights[4])
 
 
 def test_a_resumed_run_keeps_its_dev_history_and_best_checkpoint(tiny, tmp_path, monkeypatch):

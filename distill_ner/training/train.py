@@ -562,8 +562,8 @@ def _training_arguments(
         eval_strategy="steps" if evaluating else "no",
         eval_steps=config.eval_every if evaluating else None,
         load_best_model_at_end=evaluating,
-        metric_for_best_model="dev_score" if evaluating else None,
-        greater_is_better=config.dev_direction == "maximize" if evaluating else None,
+        metric_for_best_model=f"dev_{config.dev_select}" if evaluating else None,
+        greater_is_better=(config.dev_select == "score" and config.dev_direction == "maximize") if evaluating else None,
         seed=config.seed,
         data_seed=config.seed,
         dataloader_num_workers=0,  # workers would make the batch order / RNG restore harder to reproduce
@@ -706,8 +706,9 @@ def _run_metrics(
         metrics["dev_seconds"] = sum(e.get("dev_seconds", 0.0) for e in dev if e["step"] > tracking.start_step)
         if trainer.state.best_global_step is not None:
             metrics["best_step"] = float(trainer.state.best_global_step)
-        if trainer.state.best_metric is not None and math.isfinite(trainer.state.best_metric):
-            metrics["best_dev_score"] = float(trainer.state.best_metric)
+            # the kept checkpoint's dev numbers, whichever of them selected it (train.dev_select)
+            best = next((e for e in dev if int(e["step"]) == trainer.state.best_global_step), {})
+            metrics |= {f"best_{k}": v for k, v in best.items() if k in ("dev_score", "dev_loss") and math.isfinite(v)}
     if cuda:
         import torch
 
@@ -792,6 +793,7 @@ def _final_mlflow_metrics(metrics: dict[str, float]) -> dict[str, float]:
 _FINAL_MLFLOW_METRICS = {
     "best_step",
     "best_dev_score",
+    "best_dev_loss",
     "dev_evaluations",
     "dev_seconds",
     "final_loss",
