@@ -361,7 +361,7 @@ def train_student(
             logger.info("resuming from %s", resume_from)
         trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
 
-        history, metrics = _save_result(
+        history, dev_history, metrics = _save_result(
             trainer,
             tracking,
             mlflow_run,
@@ -384,7 +384,6 @@ def train_student(
         if scratch:
             shutil.rmtree(scratch, ignore_errors=True)
 
-    dev_history = _dev_history(trainer.state.log_history)
     return TrainResult(
         output_dir=str(output_dir),
         metrics=metrics,
@@ -674,7 +673,13 @@ def _run_params(
 
 
 def _run_metrics(
-    trainer: Any, tracking: Any, history: list[dict[str, float]], counts: dict[str, int], *, cuda: bool
+    trainer: Any,
+    tracking: Any,
+    history: list[dict[str, float]],
+    dev: list[dict[str, float]],
+    counts: dict[str, int],
+    *,
+    cuda: bool,
 ) -> dict[str, float]:
     """The run's summary metrics. No NaN anywhere: the result travels as JSON (launch.py, ZenML metadata);
     undefined values are left out."""
@@ -699,7 +704,6 @@ def _run_metrics(
         "resumed_from_step": float(tracking.start_step),
         "peak_cpu_rss_mb": _peak_rss_mb(),  # process peak, model loading included
     }
-    dev = _dev_history(trainer.state.log_history)
     if dev:
         metrics["dev_evaluations"] = float(len(dev))
         # the dev evaluations' share of the loop's wall time (this call's evaluations only)
@@ -726,8 +730,8 @@ def _save_result(
     *,
     cuda: bool,
     about: dict[str, Any],
-) -> tuple[list[dict[str, float]], dict[str, float]]:
-    """(loss history, summary metrics). Every rank takes part in the save (FSDP gathers the full state
+) -> tuple[list[dict[str, float]], list[dict[str, float]], dict[str, float]]:
+    """(loss history, dev history, summary metrics). Every rank takes part in the save (FSDP gathers the full state
     dict); the main process writes the result and logs the final metrics."""
     staging = output_dir.with_name(output_dir.name + ".partial")
     if trainer.is_world_process_zero():
@@ -740,14 +744,15 @@ def _save_result(
         for e in trainer.state.log_history
         if "loss" in e
     ]
-    metrics = _run_metrics(trainer, tracking, history, counts, cuda=cuda)
+    dev_history = _dev_history(trainer.state.log_history)
+    metrics = _run_metrics(trainer, tracking, history, dev_history, counts, cuda=cuda)
     if trainer.is_world_process_zero():
         record = {
             **about,
             "train": config.model_dump(),
             "metrics": metrics,
             # the learning curve on the dev split; the weights saved are those of metrics["best_step"]
-            "dev_history": _dev_history(trainer.state.log_history),
+            "dev_history": dev_history,
         }
         _publish(
             staging, output_dir, record, config, base_ref=about["base_model"], precision=about["precision"], cuda=cuda
@@ -757,7 +762,7 @@ def _save_result(
                 mlflow_run.log_metrics(_final_mlflow_metrics(metrics), step=trainer.state.global_step)
             except Exception as exc:
                 logger.warning("MLflow final metrics not logged: %s", exc)
-    return history, metrics
+    return history, dev_history, metrics
 
 
 def _publish(
