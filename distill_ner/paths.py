@@ -3,12 +3,25 @@
 from __future__ import annotations
 
 import fcntl
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent  # the folder that holds the distill_ner package
 DATA_DIR = PROJECT_ROOT / "data"
+
+
+CACHE_ENV = "DISTILL_NER_CACHE"
+
+
+def user_cache_dir() -> Path:
+    """Where downloads shared by every checkout and working directory are kept (the GGUF converter):
+    $DISTILL_NER_CACHE, else $XDG_CACHE_HOME/distill-ner, else ~/.cache/distill-ner."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base).expanduser() / "distill-ner"
 
 
 LOCAL_PREFIXES = ("/", "./", "../", "~", ".cache/", "data/")

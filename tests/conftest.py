@@ -25,6 +25,8 @@ atexit.register(shutil.rmtree, _SESSION_TMP, ignore_errors=True)
 os.environ["TMPDIR"] = tempfile.tempdir = _SESSION_TMP
 # subprocesses (mlflow models serve and the uvicorn it starts, zenml) are found on PATH: make it this
 # interpreter's environment, also when the tests run without an activated venv (make test, CI)
+# downloads kept in the user's cache folder (the GGUF converter) go to the repository's build cache instead
+os.environ["DISTILL_NER_CACHE"] = str(ROOT / ".cache")
 os.environ["PATH"] = str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")
 
 

@@ -1,7 +1,7 @@
 """GGUF export with llama.cpp's own converter, and the llamacpp backend against the transformers engine.
 
 The export tests need the converter (fetched once from the llama-cpp-python source distribution on PyPI
-into .cache/llama.cpp/); the backend tests need llama-cpp-python itself and skip cleanly without it.
+into the repository's .cache/llama.cpp/); the backend tests need llama-cpp-python itself and skip cleanly without it.
 The tiny model is the scrambled random Llama of test_inference (varied greedy answers per query).
 """
 
@@ -17,7 +17,7 @@ import torch
 from test_inference import SENTENCES, queries, scrambled_tiny_model
 from test_registry import mlflow_store, mlflow_template  # noqa: F401
 
-from distill_ner.engine.gguf import DEFAULT_CONVERTER_CACHE, export_gguf
+from distill_ner.engine.gguf import export_gguf
 from distill_ner.models import load_model, load_tokenizer
 from distill_ner.ner.conversations import query_prompt_ids
 from distill_ner.ner.inference import NEREngine as Engine
@@ -25,7 +25,7 @@ from tests.conftest import ROOT, run_cli
 
 HAS_LLAMA_CPP = importlib.util.find_spec("llama_cpp") is not None
 needs_llama_cpp = pytest.mark.skipif(not HAS_LLAMA_CPP, reason="llama-cpp-python is not installed ([llamacpp] extra)")
-CACHE = ROOT / DEFAULT_CONVERTER_CACHE
+CACHE = ROOT / ".cache/llama.cpp"
 MAX_NEW = 10
 
 
@@ -250,3 +250,14 @@ def test_demo_student_exports_and_answers_like_the_engine(smollm2_student: Path,
     # f16 weights round the logits: on this model a later token can flip where two candidates are close
     # (seen: the 4th token of the second answer), so every answer must agree on its first tokens
     assert [g.token_ids[:3] for g in theirs] == [g.token_ids[:3] for g in ours]
+
+
+def test_the_converter_cache_is_the_users_whatever_the_working_directory(tmp_path, monkeypatch) -> None:
+    from distill_ner.engine.gguf import default_converter_cache
+
+    monkeypatch.delenv("DISTILL_NER_CACHE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.chdir(tmp_path)
+    assert default_converter_cache() == tmp_path / "xdg" / "distill-ner" / "llama.cpp"
+    monkeypatch.setenv("DISTILL_NER_CACHE", str(tmp_path / "mine"))
+    assert default_converter_cache() == tmp_path / "mine" / "llama.cpp"

@@ -5,7 +5,8 @@
 The conversion is llama.cpp's own `convert_hf_to_gguf.py` (with the `gguf-py` it ships), taken from the
 llama-cpp-python source distribution on PyPI of the version installed here (or a pinned one when
 llama-cpp-python is absent), so the converter and the runtime that loads its output come from the same
-llama.cpp commit. It is downloaded once with pip and kept under `.cache/llama.cpp/<version>/`.
+llama.cpp commit. It is downloaded once with pip and kept in the user's cache folder,
+`~/.cache/distill-ner/llama.cpp/<version>/` (`paths.user_cache_dir`), so every working directory reuses it.
 
 * A LoRA adapter is merged into its base first (peft merge_and_unload); a full model folder is converted
   as it is. The HF folder's chat template (chat_template.jinja / tokenizer_config.json) goes into the
@@ -43,7 +44,13 @@ logger = logging.getLogger(__name__)
 CONVERTER_OUTTYPES = {"f32", "f16", "q8_0"}  # written by convert_hf_to_gguf.py directly
 # the llama-cpp-python release whose converter is used when llama-cpp-python itself is not installed
 LLAMA_CPP_PYTHON_VERSION = "0.3.36"
-DEFAULT_CONVERTER_CACHE = Path(".cache/llama.cpp")
+
+
+def default_converter_cache() -> Path:
+    from distill_ner.paths import user_cache_dir
+
+    return user_cache_dir() / "llama.cpp"
+
 ARTIFACT_DIR = "gguf"
 
 # Runs llama.cpp's converter unchanged, except for one fallback for the BPE pre-tokenizer (see the module
@@ -94,7 +101,7 @@ def llama_cpp_python_version() -> str | None:
         return None
 
 
-def converter_dir(cache_dir: str | Path = DEFAULT_CONVERTER_CACHE, version: str | None = None) -> Path:
+def converter_dir(cache_dir: str | Path | None = None, version: str | None = None) -> Path:
     """A folder with llama.cpp's convert_hf_to_gguf.py, conversion/ and gguf-py/, fetched once.
 
     LLAMA_CPP_CONVERTER_DIR points at a llama.cpp checkout to use instead (no download).
@@ -106,7 +113,7 @@ def converter_dir(cache_dir: str | Path = DEFAULT_CONVERTER_CACHE, version: str 
             raise ExportError(f"LLAMA_CPP_CONVERTER_DIR={override}: no convert_hf_to_gguf.py there")
         return root
     version = version or llama_cpp_python_version() or LLAMA_CPP_PYTHON_VERSION
-    dest = Path(cache_dir) / version
+    dest = Path(cache_dir if cache_dir is not None else default_converter_cache()) / version
     with building(dest):
         if not (dest / "convert_hf_to_gguf.py").is_file():
             _fetch_converter(dest, version)
@@ -153,7 +160,7 @@ def _fetch_converter(dest: Path, version: str) -> None:
 
 
 def convert_hf_folder(
-    model_dir: str | Path, out: str | Path, outtype: str, cache_dir: str | Path = DEFAULT_CONVERTER_CACHE
+    model_dir: str | Path, out: str | Path, outtype: str, cache_dir: str | Path | None = None
 ) -> Path:
     """llama.cpp's converter on a full HF model folder (not an adapter): `outtype` f32, f16 or q8_0."""
     if outtype not in CONVERTER_OUTTYPES:
@@ -256,7 +263,7 @@ def export_gguf(
     *,
     ollama: bool = False,
     log_to_registry: bool = True,
-    cache_dir: str | Path = DEFAULT_CONVERTER_CACHE,
+    cache_dir: str | Path | None = None,
 ) -> ExportResult:
     """Write `ref` (hub id, folder, adapter folder or MLflow model URI) as one GGUF file at `quant`."""
     from distill_ner.models import resolve_reference
@@ -330,9 +337,9 @@ def write_modelfile(gguf: Path, model_dir: str, max_new_tokens: int = 256) -> Pa
     return path
 
 
-def cached_gguf(ref_local: str, quant: str = "f16", cache_dir: str | Path = DEFAULT_CONVERTER_CACHE) -> Path:
+def cached_gguf(ref_local: str, quant: str = "f16", cache_dir: str | Path | None = None) -> Path:
     """`ref_local` (a local full model or adapter folder) as a GGUF converted once per content under the
-    temp folder: what the llamacpp backend runs when it is given an HF folder instead of a .gguf file."""
+    user's cache folder: what the llamacpp backend runs when it is given an HF folder instead of a .gguf file."""
     import hashlib
 
     from distill_ner.fingerprint import fingerprint_paths
@@ -341,7 +348,9 @@ def cached_gguf(ref_local: str, quant: str = "f16", cache_dir: str | Path = DEFA
     key = hashlib.sha256(
         f"{Path(ref_local).resolve()}\x00{fingerprint_paths([ref_local])}\x00{quant}\x00{version}".encode()
     ).hexdigest()[:16]
-    dest = Path(tempfile.gettempdir()) / "distill_ner_gguf" / key / f"model-{quant}.gguf"
+    from distill_ner.paths import user_cache_dir
+
+    dest = user_cache_dir() / "gguf" / key / f"model-{quant}.gguf"
     if dest.is_file():
         return dest
     return export_gguf(ref_local, dest, quant, log_to_registry=False, cache_dir=cache_dir).gguf
