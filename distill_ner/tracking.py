@@ -43,6 +43,19 @@ def system_metrics(sampling_interval_s: float = 5.0) -> Iterator[None]:
     finally:
         if monitor is not None:
             monitor.finish()
+            _publish_closing_sample(monitor)
+
+
+def _publish_closing_sample(monitor: Any) -> None:
+    """MLflow's monitor publishes only after a full sampling interval, so a block shorter than one (a cached
+    pipeline's only running step, a fast machine) would leave no `system/*` key and runs would not compare
+    key for key. One sample taken at the block's end, averaged with any still unpublished, closes every block."""
+    try:
+        monitor.collect_metrics()
+        monitor.publish_metrics(monitor.aggregate_metrics())
+        monitor.mlflow_logger.flush()
+    except Exception as exc:  # noqa: BLE001  (the run may have ended): metrics are never worth a failed step
+        logger.warning("closing system metrics sample not logged: %s", exc)
 
 
 def log_dataset(records: Sequence[Mapping[str, Any]], name: str, context: str, source: str | None = None) -> bool:

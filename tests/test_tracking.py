@@ -93,6 +93,15 @@ def test_system_metrics_are_logged_while_the_block_runs(run) -> None:
     assert any(key.startswith("system/cpu_utilization") for key in metrics), sorted(metrics)
 
 
+def test_a_block_shorter_than_the_sampling_interval_still_logs_system_metrics(run) -> None:
+    pytest.importorskip("psutil")
+    client, run_id = run
+    with tracking.system_metrics(sampling_interval_s=30.0):
+        pass
+    metrics = client.get_run(run_id).data.metrics
+    assert any(key.startswith("system/cpu_utilization") for key in metrics), sorted(metrics)
+
+
 def test_offline_teacher_is_logged_as_recorded_without_api_settings(tmp_path: Path) -> None:
     recorded = tmp_path / "answers.jsonl"
     recorded.write_text("")

@@ -51,6 +51,7 @@ def default_converter_cache() -> Path:
 
     return user_cache_dir() / "llama.cpp"
 
+
 ARTIFACT_DIR = "gguf"
 
 # Runs llama.cpp's converter unchanged, except for one fallback for the BPE pre-tokenizer (see the module
