@@ -363,3 +363,12 @@ def test_cli_extract_end_to_end(tiny_student: Path, tmp_path: Path, capsys):
         args.func(args)
     assert exit_info.value.code == 1
     assert "holds no JSON object" in capsys.readouterr().err
+
+
+def test_evaluation_takes_the_backend_like_ner(tiny_student) -> None:
+    """`eval.backend` reaches the engine and the report names what ran (`auto` resolved)."""
+    config = ExtractionEvalConfig(kinds=["invoice"], max_per_kind=1, max_new_tokens=4, backend="transformers")
+    report = evaluation.evaluate_extraction(str(tiny_student), config, ExtractionPromptConfig(), progress=False)
+    assert report.backend == "transformers" and len(report.predictions) == 1
+    with pytest.raises(ValueError, match="backend"):
+        ExtractionEvalConfig(backend="onnx")

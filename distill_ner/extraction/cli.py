@@ -16,6 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from distill_ner.backends import BACKENDS
+
 
 def _indent(value: str) -> int | None:
     return None if value.lower() in ("none", "null", "compact") else int(value)
@@ -48,7 +50,9 @@ def cmd_extract(args: argparse.Namespace) -> None:
     if args.model.startswith(("models:/", "runs:/")):
         use_tracking_uri()  # the registry of the active stack, as `distill-ner predict` uses
         check_model(args.model)
-    extractor = Extractor.load(args.model, prompt, batch_size=1, max_new_tokens=args.max_new_tokens)
+    extractor = Extractor.load(
+        args.model, prompt, backend=args.backend, batch_size=1, max_new_tokens=args.max_new_tokens
+    )
     [filling] = extractor.fill([(template, normalize_whitespace(raw_text))], examples=examples, grounded=args.grounded)
     if filling.value is None:
         print(f"the model's answer holds no JSON object ({filling.error}); it wrote:\n{filling.raw}", file=sys.stderr)
@@ -71,6 +75,12 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--prompt-format", choices=["1.5", "1.0"], default="1.5")
     p.add_argument("--indent", type=_indent, default=4, help="JSON indent used in training (an int, or 'none')")
     p.add_argument("--max-new-tokens", type=int, default=512)
+    p.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="auto",
+        help="inference backend (auto: llama.cpp on a CPU where llama-cpp-python is installed, else transformers)",
+    )
     p.add_argument(
         "--grounded",
         action="store_true",

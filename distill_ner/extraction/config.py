@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
+from distill_ner.backends import Backend, Quant
 from distill_ner.config import (
     CorpusConfig,
     GateConfig,
@@ -77,6 +78,14 @@ class ExtractionEvalConfig(StrictModel):
     )
     max_new_tokens: int = Field(512, gt=0, description="answer length limit per document")
     batch_size: int = Field(8, gt=0, description="documents decoded together")
+    backend: Backend = Field(
+        "auto",
+        description="inference engine: transformers (CPU/GPU), vLLM (GPU), llama.cpp (CPU, GGUF) or auto "
+        "(llama.cpp on a CPU where llama-cpp-python is installed, else transformers)",
+    )
+    gguf_quant: Quant = Field(
+        "f16", description="llamacpp backend: the GGUF type an HF model is converted to (a .gguf model is run as it is)"
+    )
     grounded: bool = Field(
         False,
         description="grounded decoding: answers held to the template's JSON rendering, every value a span of the text",
@@ -132,6 +141,7 @@ class ExtractionServing(StrictModel):
 
     def pyfunc_config(self) -> dict[str, Any]:
         return {
+            "backend": "auto",
             "prompt_format": self.prompt_format,
             "indent": self.indent,
             "batch_size": self.batch_size,

@@ -66,7 +66,12 @@ def evaluate_extraction(
     if not documents:
         raise ValueError(f"eval: no benchmark documents selected from {config.benchmark}")
     extractor = extractor or Extractor.load(
-        model_ref, prompt, batch_size=config.batch_size, max_new_tokens=config.max_new_tokens
+        model_ref,
+        prompt,
+        backend=config.backend,
+        batch_size=config.batch_size,
+        max_new_tokens=config.max_new_tokens,
+        gguf_quant=config.gguf_quant,
     )
     t0 = time.perf_counter()
     fillings = extractor.fill(
@@ -104,6 +109,7 @@ def evaluate_extraction(
         },
         predictions=predictions,
         stats=stats,
+        backend=getattr(getattr(extractor, "engine", None), "backend", ""),  # what ran (`auto` resolved)
     )
 
 

@@ -8,11 +8,12 @@ and the model is logged from code (pyfunc_extraction.py), never as a pickled ins
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from distill_ner.extraction.config import INPUT_EXAMPLE, ExtractionServing, signature  # noqa: F401  (this flavour's)
-from distill_ner.serving import StagedModel, invalid_input
+from distill_ner.serving import BACKEND_ENV, StagedModel, invalid_input
 
 
 def to_rows(model_input: Any) -> list[tuple[str, dict[str, Any]]]:
@@ -52,6 +53,7 @@ class ExtractionModel(StagedModel):
         self.extractor = Extractor.load(
             self.model_ref(context),
             ExtractionPromptConfig(format=config.get("prompt_format", "1.5"), indent=config.get("indent", 4)),
+            backend=os.environ.get(BACKEND_ENV) or config.get("backend", "auto"),
             batch_size=int(config.get("batch_size", 8)),
             max_new_tokens=int(config.get("max_new_tokens", 512)),
         )

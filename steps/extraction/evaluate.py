@@ -25,6 +25,6 @@ def evaluate_extraction(
 ) -> Annotated[EvalReport, "eval_report"]:
     """Fill the benchmark's templates with the student (greedy) and score them with the tree metric, per kind."""
     report = evaluation.evaluate_extraction(str(model), config, prompt)
-    tracking.log_stage(metrics=evaluation.report_metrics(report))
+    tracking.log_stage(params={"extract.backend": report.backend}, metrics=evaluation.report_metrics(report))
     tracking.replay_cached_steps()
     return report
