@@ -171,10 +171,39 @@ def cmd_serve(args: argparse.Namespace) -> None:
         from distill_ner.serving import BACKEND_ENV
 
         env[BACKEND_ENV] = args.backend
-    if args.grounded:
-        # MLflow's own load-time override of the logged model_config, read by every server worker
-        env["MLFLOW_PYFUNC_INFERENCE_CONFIG"] = '{"grounded": true}'
+    overrides = serve_overrides(args)
+    # MLflow's own load-time override of the logged model_config, read by every server worker
+    env["MLFLOW_PYFUNC_INFERENCE_CONFIG"] = json.dumps(overrides)
+    # MLflow's server answers 504 at its own limit without stopping the work; a little later than the
+    # model's limit, so that the model drops the request's unanswered questions and says so itself
+    env["MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT"] = str(int(overrides["request_timeout_s"]) + 5)
     sys.exit(run_process_group(command, env=env))
+
+
+def serve_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The served model's settings that `serve` changes (`--free`, `--timeout`, `--set KEY=VALUE`), checked
+    against the serving settings of the recipes (distill_ner.ner.config.NERServing, ...)."""
+    from distill_ner.extraction.config import ExtractionServing
+    from distill_ner.ner.config import NERServing
+
+    known = set(NERServing.model_fields) | set(ExtractionServing.model_fields)
+    overrides: dict[str, Any] = {}
+    for item in args.set or []:
+        key, sep, raw = item.partition("=")
+        if not sep or key not in known:
+            raise SystemExit(f"serve: --set {item}: expected KEY=VALUE with KEY one of {', '.join(sorted(known))}")
+        try:
+            overrides[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            overrides[key] = raw
+    if args.free:
+        overrides["grounded"] = False
+    overrides["request_timeout_s"] = args.timeout
+    try:
+        NERServing(**{k: v for k, v in overrides.items() if k in NERServing.model_fields})
+    except ValueError as exc:
+        raise SystemExit(f"serve: {exc}") from None
+    return overrides
 
 
 def interpreter_path_env() -> dict[str, str]:
@@ -286,7 +315,23 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="inference backend (default: the logged model's); llamacpp converts the model to GGUF f16 on load",
     )
-    p.add_argument("--grounded", action="store_true", help="answers only with spans of the text (grounded decoding)")
+    p.add_argument(
+        "--free",
+        action="store_true",
+        help="free decoding (UniNER's): answers may hold strings that are not in the text",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=60.0,
+        help="a request's time limit in seconds (its unanswered questions are dropped)",
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="a serving setting, e.g. max_text_chars=50000, max_batch=32, output=grouped (repeatable)",
+    )
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("export", help="write a model as a GGUF file for llama.cpp / Ollama (llama.cpp's own converter)")

@@ -232,12 +232,12 @@ def test_predictor(tiny):
     engine = Engine.from_model(model, tokenizer, max_new_tokens=8)
     texts = SENTENCES[:2]
     types = ["person", "location", "person"]  # a repeated type is asked once
-    out = Predictor(engine=engine).predict(texts, types)
+    out = Predictor(engine=engine, grounded=False).predict(texts, types)
     answers = engine.answer([(x, t) for x in texts for t in ["person", "location"]], progress=False)
     assert len(out) == 2 and all(list(row) == ["person", "location"] for row in out)
     flat = [out[i][t] for i in range(2) for t in ["person", "location"]]
     assert flat == [parse_answer(a) for a in answers]
-    surface = Predictor(engine=engine, surface_forms=True).predict(texts, types)
+    surface = Predictor(engine=engine, surface_forms=True, grounded=False).predict(texts, types)
     assert [surface[i][t] for i in range(2) for t in ["person", "location"]] == [extract_items(a) for a in answers]
 
 

@@ -14,6 +14,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -23,6 +24,7 @@ import pytest
 
 # one migrated, empty MLflow sqlite file, copied per store (a fixture that belongs in conftest.py)
 from test_cli_startup import kill_tree, stop_by_pid_and_check_tree, wait_until_answering
+from test_mentions import long_text
 from test_registry import mlflow_template  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -162,13 +164,24 @@ def test_logged_adapter_is_self_contained_and_answers_like_the_local_model(
 
     model = mlflow.pyfunc.load_model(uri)
     frame = pd.DataFrame([{"text": TEXT, "types": "location, person"}, {"text": TEXT, "types": ["location"]}])
-    assert model.predict(frame) == [
+    assert model.predict(frame, params={"output": "grouped"}) == [
         {"text": TEXT, "entities": {"location": local[0]["location"], "person": local[0]["person"]}},
         {"text": TEXT, "entities": {"location": ["Warsaw"]}},
     ]
-    assert serving.predict(uri, [TEXT], "location") == [{"text": TEXT, "entities": {"location": ["Warsaw"]}}]
+    # the default: one record per mention, offsets into the text, the student's probability of its answer
+    (warsaw,) = serving.predict(uri, [TEXT], "location")[0]["entities"]
+    assert {k: warsaw[k] for k in ("text", "type", "start", "end")} == {
+        "text": "Warsaw",
+        "type": "location",
+        "start": 24,
+        "end": 30,
+    }
+    assert TEXT[warsaw["start"] : warsaw["end"]] == "Warsaw" and 0.0 < warsaw["score"] <= 1.0
+    assert serving.predict(uri, [TEXT], "location", threshold=min(1.0, warsaw["score"] + 1e-6))[0]["entities"] == []
     with pytest.raises(Exception, match="at least one entity type"):
         model.predict([{"text": TEXT, "types": " , "}])
+    with pytest.raises(Exception, match="params.output='table'"):
+        model.predict([{"text": TEXT, "types": "location"}], params={"output": "table"})
 
 
 def test_cli_predict_prints_entities(production: str, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
@@ -177,19 +190,18 @@ def test_cli_predict_prints_entities(production: str, monkeypatch: pytest.Monkey
     uri = production
     cli.main(["predict", "--model", uri, "--types", "person,location", TEXT])
     (row,) = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
-    assert (
-        row["text"] == TEXT
-        and list(row["entities"]) == ["person", "location"]
-        and row["entities"]["location"] == ["Warsaw"]
-    )
+    assert row["text"] == TEXT
+    assert [(m["text"], m["type"], m["start"], m["end"]) for m in row["entities"] if m["type"] == "location"] == [
+        ("Warsaw", "location", 24, 30)
+    ]
 
-    # JSONL in, JSONL out; --types fills in where a line has none
+    # JSONL in, JSONL out; --types fills in where a line has none; --grouped: UniNER's shape
     monkeypatch.setattr(
         sys,
         "stdin",
         io.StringIO(json.dumps({"text": TEXT, "types": ["location"]}) + "\n\n" + json.dumps({"text": "Paris"}) + "\n"),
     )
-    cli.main(["predict", "--model", uri, "--types", "person"])
+    cli.main(["predict", "--model", uri, "--types", "person", "--grouped"])
     rows = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
     assert rows[0] == {"text": TEXT, "entities": {"location": ["Warsaw"]}}
     assert rows[1]["text"] == "Paris" and list(rows[1]["entities"]) == ["person"]
@@ -200,18 +212,19 @@ def test_cli_predict_prints_entities(production: str, monkeypatch: pytest.Monkey
         cli.main(["predict", "--model", uri, "--types", "person"])
 
 
-def test_cli_predict_grounded(production: str, capsys) -> None:
-    """--grounded: the trained answer `["Warsaw"]` is already a span of the text, so it comes out unchanged
-    (grounded greedy = free greedy where the free answer is allowed); every entity is a span of its text."""
+def test_cli_predict_grounded_by_default_free_on_request(production: str, capsys) -> None:
+    """Grounded is the default: the trained answer `["Warsaw"]` is already a span of the text, so it comes out
+    as free decoding gives it (grounded greedy = free greedy where the free answer is allowed); every entity
+    is a span of its text."""
     from distill_ner import cli
 
     texts = [TEXT, "Paris is far from Warsaw."]
     outputs = {}
-    for flags in ([], ["--grounded"]):
-        cli.main(["predict", "--model", production, "--types", "person,location", *flags, *texts])
+    for flags in (["--free"], []):
+        cli.main(["predict", "--model", production, "--types", "person,location", "--grouped", *flags, *texts])
         outputs[bool(flags)] = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
     assert outputs[True][0]["entities"]["location"] == outputs[False][0]["entities"]["location"] == ["Warsaw"]
-    for row in outputs[True]:
+    for row in outputs[False]:
         assert all(entity in row["text"] for found in row["entities"].values() for entity in found)
 
 
@@ -309,7 +322,18 @@ def test_serve_production_over_http(production: str, tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "PATH": path}
     log_file = open(tmp_path / "serve.log", "w")
     server = subprocess.Popen(
-        [sys.executable, "-m", "distill_ner.cli", "serve", "--model", production, "--port", str(port)],
+        [
+            sys.executable,
+            "-m",
+            "distill_ner.cli",
+            "serve",
+            "--model",
+            production,
+            "--port",
+            str(port),
+            "--timeout",
+            "600",
+        ],
         cwd=tmp_path,
         env=env,
         stdout=log_file,
@@ -317,49 +341,68 @@ def test_serve_production_over_http(production: str, tmp_path: Path) -> None:
     )
     try:
         wait_until_answering(server, f"http://127.0.0.1:{port}/ping", tmp_path / "serve.log")
-        body = json.dumps(
+
+        def post(payload: dict, timeout: float = 60) -> tuple[int, dict]:
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{port}/invocations",
+                data=json.dumps(payload).encode(),
+                headers={"Content-Type": "application/json"},
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=timeout) as r:
+                    return r.status, json.loads(r.read())
+            except urllib.error.HTTPError as error:
+                return error.code, json.loads(error.read())
+
+        status, answer = post(
             {
                 "dataframe_records": [
                     {"text": TEXT, "types": ["person", "location"]},
                     {"text": TEXT, "types": "location"},
-                ]
+                ],
+                "params": {"output": "grouped"},
             }
         )
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{port}/invocations", data=body.encode(), headers={"Content-Type": "application/json"}
-        )
-        with urllib.request.urlopen(request, timeout=60) as r:
-            answer = json.loads(r.read())
         first, second = answer["predictions"]
         assert list(first["entities"]) == ["person", "location"] and first["entities"]["location"] == ["Warsaw"]
         assert second == {"text": TEXT, "entities": {"location": ["Warsaw"]}}
 
-        # a bad request is refused at once with what is wrong, and no stack trace of the server
-        many = {"dataframe_records": [{"text": TEXT, "types": [f"type {i}" for i in range(10_000)]}]}
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{port}/invocations",
-            data=json.dumps(many).encode(),
-            headers={"Content-Type": "application/json"},
-        )
-        with pytest.raises(urllib.error.HTTPError) as refused:
-            urllib.request.urlopen(request, timeout=60)
-        error = json.loads(refused.value.read())
-        assert refused.value.code == 400 and "10000 entity types in one row; at most 100" in error["message"]
-        assert "stack_trace" not in error and "Traceback" not in json.dumps(error)
+        # a 100,000-character document: the planted sentence is found first and last, at its offsets
+        filler, _, _ = long_text(100_000, seed=3)
+        document = TEXT + " " + filler.split(" ", 6)[-1].rsplit(" Ada", 1)[0] + " " + TEXT
+        assert len(document) >= 99_000
+        status, answer = post({"dataframe_records": [{"text": document, "types": ["location"]}]}, timeout=600)
+        assert status == 200, answer
+        mentions = answer["predictions"][0]["entities"]
+        assert all(document[m["start"] : m["end"]] == m["text"] and 0 <= m["score"] <= 1 for m in mentions)
+        warsaw = [m["start"] for m in mentions if m["text"] == "Warsaw"]
+        assert warsaw[0] == 24 and warsaw[-1] == len(document) - 7, warsaw
+
+        # over a limit: refused at once with the limit named; the next request is served as usual
+        for payload, said in (
+            (
+                {"dataframe_records": [{"text": "x" * 200_001, "types": ["person"]}]},
+                "the limit max_text_chars is 200000",
+            ),
+            ({"dataframe_records": [{"text": TEXT, "types": "person"}] * 257}, "the limit max_rows is 256"),
+            (
+                {"dataframe_records": [{"text": TEXT, "types": [f"type {i}" for i in range(10_000)]}]},
+                "10000 entity types in one row; the limit max_types is 100",
+            ),
+        ):
+            t0 = time.monotonic()
+            status, error = post(payload)
+            assert status == 400 and said in error["message"], error
+            assert time.monotonic() - t0 < 1.0 + 1.0  # refused before any work (1 s of slack for the HTTP round trip)
+            assert "stack_trace" not in error and "Traceback" not in json.dumps(error)
+            assert post({"dataframe_records": [{"text": TEXT, "types": "location"}]})[1]["predictions"][0]["entities"]
         # a bad row: 400 with the row's problem in the message, no stack trace
         for rows, said in (
             ([{"text": TEXT, "types": " , "}], "at least one entity type"),
             ([{"text": TEXT, "types": 7}], "`types` must be a list of strings"),
         ):
-            bad = urllib.request.Request(
-                f"http://127.0.0.1:{port}/invocations",
-                headers={"Content-Type": "application/json"},
-                data=json.dumps({"dataframe_records": rows}).encode(),
-            )
-            with pytest.raises(urllib.error.HTTPError) as error:
-                urllib.request.urlopen(bad, timeout=60)
-            assert error.value.code == 400
-            body = json.loads(error.value.read())
+            status, body = post({"dataframe_records": rows})
+            assert status == 400
             assert said in body["message"] and "stack_trace" not in body and "Traceback" not in body["message"], body
 
         # SIGTERM to the PID we got (not its group) stops the launcher, uvicorn and its workers too

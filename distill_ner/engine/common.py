@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -18,11 +18,15 @@ from distill_ner.chat import end_of_turn_ids
 
 @dataclass
 class Generation:
-    """One decoded answer: generated token ids without the stop token, and whether a stop token ended it."""
+    """One decoded answer: generated token ids without the stop token, whether a stop token ended it, and
+    each generated token's log-probability."""
 
     token_ids: list[int]
     stopped: bool
     text: str = ""
+    # natural log of the probability the model gave each token of token_ids (the token taken, under the
+    # model's own softmax, also where a constraint chose it): what answer scores are made of
+    token_logprobs: list[float] = field(default_factory=list)
 
     @property
     def n_generated(self) -> int:

@@ -368,6 +368,7 @@ class _TransformersBackend:
 
         stop = torch.tensor(self.stop_ids or [-1], dtype=torch.long, device=self.device)
         generated: dict[int, list[int]] = {}
+        logprobs: dict[int, list[float]] = {}
         results: dict[int, Generation] = {}
         self.merges = 0
         pending = deque(chunks)
@@ -388,16 +389,23 @@ class _TransformersBackend:
                 tokens = torch.tensor(picks, dtype=tokens.dtype, device=tokens.device)
             return tokens
 
-        def advance(batch: _Running, tokens: Any) -> _Running | None:
-            """Record each row's new token; rows that stop or reach max_new_tokens leave the batch."""
+        def advance(batch: _Running, logits: Any) -> _Running | None:
+            """Pick and record each row's new token; rows that stop or reach max_new_tokens leave the batch."""
+            tokens = choose(batch, logits)
+            # the taken token's log-probability under the full softmax (a constraint does not renormalise it)
+            token_logprobs = (
+                logits.gather(1, tokens.unsqueeze(1)).squeeze(1).float() - torch.logsumexp(logits.float(), dim=-1)
+            ).tolist()
             done = torch.isin(tokens, stop).tolist()
             keep: list[int] = []
             for b, (row, token, is_stop) in enumerate(zip(batch.rows, tokens.tolist(), done)):
                 ids = generated.setdefault(row, [])
+                row_logprobs = logprobs.setdefault(row, [])
                 if not is_stop:
                     ids.append(token)
+                    row_logprobs.append(token_logprobs[b])
                 if is_stop or len(ids) >= max_new_tokens:
-                    results[row] = Generation(token_ids=ids, stopped=bool(is_stop))
+                    results[row] = Generation(token_ids=ids, stopped=bool(is_stop), token_logprobs=row_logprobs)
                     if on_finish is not None:
                         on_finish(results[row])
                 else:
@@ -424,7 +432,7 @@ class _TransformersBackend:
                     room -= len(admit[-1].rows)
                 new, logits = self._prefill(admit)
                 mergeable = mergeable and self._mergeable(new.cache)
-                new = advance(new, choose(new, logits))
+                new = advance(new, logits)
                 self.merges += int(run is not None and new is not None)
                 run = self._merge(run, new)
                 if run is None:
@@ -435,7 +443,7 @@ class _TransformersBackend:
             run.mask = torch.cat([run.mask, run.mask.new_ones((run.size, 1))], dim=1)
             logits = self._forward(run.tokens.unsqueeze(1), run.mask, run.next_pos.unsqueeze(1), run.cache)
             run.next_pos = run.next_pos + 1
-            run = advance(run, choose(run, logits))
+            run = advance(run, logits)
         return results
 
 
@@ -491,6 +499,7 @@ class _VLLMBackend:
                 max_tokens=max_new_tokens,
                 stop_token_ids=self.stop_ids,
                 detokenize=False,
+                logprobs=0,
                 logits_processors=[process],
             )
         except (TypeError, ValueError) as e:  # vLLM V1 dropped per-request logits processors
@@ -507,7 +516,7 @@ class _VLLMBackend:
         constraints: Sequence[RowConstraint | None] | None = None,
     ) -> list[Generation]:
         params: Any = self.vllm.SamplingParams(
-            temperature=0.0, max_tokens=max_new_tokens, stop_token_ids=self.stop_ids, detokenize=False
+            temperature=0.0, max_tokens=max_new_tokens, stop_token_ids=self.stop_ids, detokenize=False, logprobs=0
         )
         if constraints is not None and any(c is not None for c in constraints):
             params = [params if c is None else self._constrained_params(c, max_new_tokens) for c in constraints]
@@ -518,10 +527,18 @@ class _VLLMBackend:
         for out in outputs:
             completion = out.outputs[0]
             ids = list(completion.token_ids)
+            # logprobs=0: each step's dict holds the taken token's entry only
+            logprobs = [float(step[token].logprob) for step, token in zip(completion.logprobs or [], ids)]
             ended = bool(ids) and ids[-1] in self.stop_ids
             if ended:
                 ids.pop()
-            results.append(Generation(token_ids=ids, stopped=ended or completion.finish_reason == "stop"))
+            results.append(
+                Generation(
+                    token_ids=ids,
+                    stopped=ended or completion.finish_reason == "stop",
+                    token_logprobs=logprobs[: len(ids)],
+                )
+            )
         return results
 
 

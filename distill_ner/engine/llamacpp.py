@@ -49,6 +49,7 @@ class _Row:
     next_pos: int
     token: int = -1  # fed at the next step
     generated: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
 
 
 class LlamaCppBackend:
@@ -193,8 +194,13 @@ class LlamaCppBackend:
                     is_stop = token in self.stop_ids
                     if not is_stop:
                         row.generated.append(token)
+                        top = float(logits.max())
+                        log_total = top + float(np.log(np.exp(logits - top).sum()))
+                        row.logprobs.append(float(logits[token]) - log_total)
                     if is_stop or len(row.generated) >= max_new_tokens:
-                        results[row.index] = Generation(token_ids=row.generated, stopped=is_stop)
+                        results[row.index] = Generation(
+                            token_ids=row.generated, stopped=is_stop, token_logprobs=row.logprobs
+                        )
                         if on_finish is not None:
                             on_finish(results[row.index])
                         leaving.append(row)

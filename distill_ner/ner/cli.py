@@ -3,7 +3,8 @@
     distill-ner predict --types person,location "Marie Curie was born in Warsaw."
     echo '{"text": "...", "types": ["person"]}' | distill-ner predict --model models:/distill-ner@production
 
-prints one JSON line per text, in input order.
+prints one JSON line per text, in input order: `{"text", "entities": [{"text", "type", "start", "end",
+"score"}, ...]}` (grounded decoding; `--free`, `--grouped`, `--threshold` change that).
 """
 
 from __future__ import annotations
@@ -45,22 +46,25 @@ def _is_plain_model(ref: str) -> bool:
 
 
 class _PlainModel:
-    """A .gguf file or HF folder with the logged pyfunc's call shape (rows in, `{"text", "entities"}` out)."""
+    """A .gguf file or HF folder with the logged pyfunc's call shape (rows and params in, one result per row)."""
 
-    def __init__(self, ref: str, backend: str | None, grounded: bool) -> None:
+    def __init__(self, ref: str, backend: str | None) -> None:
+        from distill_ner.ner.config import NERServing
         from distill_ner.ner.inference import Predictor
 
-        self.predictor = Predictor(ref, surface_forms=True, backend=backend or "auto", batch_size=16, grounded=grounded)
+        self.settings = NERServing()
+        self.predictor = Predictor(ref, surface_forms=True, backend=backend or "auto", batch_size=16)
 
-    def predict(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        from distill_ner.ner.serving import predict_rows, to_rows
+    def predict(self, rows: list[dict[str, Any]], params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        from distill_ner.ner.serving import predict_rows, request_options, to_rows
         from distill_ner.serving import invalid_input
 
         try:
-            parsed = to_rows(rows)
+            parsed = to_rows(rows, self.settings)
+            output, grounded, threshold = request_options(params, self.settings)
         except (TypeError, ValueError) as exc:
             raise invalid_input(exc) from None
-        return predict_rows(self.predictor, parsed)
+        return predict_rows(self.predictor, parsed, output=output, grounded=grounded, threshold=threshold)
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
@@ -80,17 +84,18 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
     results_only_on_stdout()
     if _is_plain_model(args.model):
-        model: Any = _PlainModel(args.model, args.backend, args.grounded)
+        model: Any = _PlainModel(args.model, args.backend)
     else:
         if args.model.startswith(("models:/", "runs:/")):
             use_tracking_uri()
             check_model(args.model)
-        overrides = {
-            **({"backend": args.backend} if args.backend else {}),
-            **({"grounded": True} if args.grounded else {}),
-        }
         # once: every row below goes through this loaded model
-        model = mlflow.pyfunc.load_model(args.model, model_config=overrides or None)
+        model = mlflow.pyfunc.load_model(args.model, model_config={"backend": args.backend} if args.backend else None)
+    params = {
+        "output": "grouped" if args.grouped else "spans",
+        "decoding": "free" if args.free else "grounded",
+        "threshold": args.threshold,
+    }
     if args.texts:
         batches: Iterable[list[dict[str, Any]]] = [[{"text": text, "types": args.types} for text in args.texts]]
     else:
@@ -99,7 +104,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
     for rows in batches:
         try:
-            results = model.predict(rows)
+            results = model.predict(rows, params=params)
         except MlflowException as exc:  # a bad row (distill_ner.serving.invalid_input): its message says which
             if exc.error_code != "INVALID_PARAMETER_VALUE":
                 raise
@@ -128,7 +133,15 @@ def add_commands(sub: Any) -> None:
         help="inference backend (default: the logged model's; auto for a folder or .gguf file: llama.cpp on a CPU where "
         "llama-cpp-python is installed)",
     )
-    p.add_argument("--grounded", action="store_true", help="answers only with spans of the text (grounded decoding)")
+    p.add_argument(
+        "--free",
+        action="store_true",
+        help="free decoding (UniNER's): answers may hold strings that are not in the text",
+    )
+    p.add_argument(
+        "--grouped", action="store_true", help='UniNER\'s shape {"entities": {type: [strings]}} instead of mentions'
+    )
+    p.add_argument("--threshold", type=float, default=0.0, help="leave out mentions scored below this (0-1)")
     p.set_defaults(func=cmd_predict)
 
     from distill_ner.ner.benchmark_fetch import add_benchmarks_parser

@@ -130,12 +130,28 @@ class EvaluateNERConfig(StrictModel):
 
 
 class NERServing(StrictModel):
-    """How the NER student is served (the `Flavour` of distill_ner.serving)."""
+    """How the NER student is served (the `Flavour` of distill_ner.serving): decoding, output, limits and
+    batching. Logged as the pyfunc's model_config; `distill-ner serve` options (or MLflow's
+    MLFLOW_PYFUNC_INFERENCE_CONFIG) override them where the model is loaded."""
 
     flavour: Literal["ner"] = Field("ner", description="which recipe's pyfunc serves the model")
-    batch_size: int = Field(16, gt=0, description="(text, type) queries decoded together")
+    batch_size: int = Field(16, gt=0, description="(sentence, type) questions decoded together by the engine")
     max_new_tokens: int = Field(256, gt=0, description="answer length limit (UniNER's 256)")
     base_dtype: str | None = Field(None, description="dtype of the bundled local base, e.g. float16; None: as trained")
+    grounded: bool = Field(True, description="answers only with spans of the text; False: free decoding (UniNER's)")
+    output: Literal["spans", "grouped"] = Field(
+        "spans",
+        description="spans: one {text, type, start, end, score} per mention; grouped: {type: [strings]} (UniNER)",
+    )
+    max_text_chars: int = Field(200_000, gt=0, description="characters per text, refused above (400)")
+    max_rows: int = Field(256, gt=0, description="rows per request, refused above (400)")
+    max_types: int = Field(100, gt=0, description="entity types per row, refused above (400): each is a question")
+    max_segment_chars: int = Field(1000, gt=0, description="a sentence longer than this is cut at spaces")
+    request_timeout_s: float = Field(
+        60.0, gt=0, description="a request's time limit; its questions not yet decoded by then are dropped"
+    )
+    max_batch: int = Field(64, gt=0, description="questions of concurrent requests decoded in one batch at most")
+    batch_wait_ms: float = Field(10.0, ge=0, description="how long a question waits for others to batch with")
 
     def python_model(self) -> Path:
         return Path(__file__).resolve().parent / "pyfunc.py"
@@ -147,25 +163,28 @@ class NERServing(StrictModel):
         return INPUT_EXAMPLE
 
     def pyfunc_config(self) -> dict[str, Any]:
-        return {
-            "backend": "auto",
-            "batch_size": self.batch_size,
-            "max_new_tokens": self.max_new_tokens,
-            "surface_forms": True,
-            "grounded": False,  # present so that a load-time override can switch it on
-        }
+        return {"backend": "auto", "surface_forms": True, **self.model_dump(exclude={"flavour", "base_dtype"})}
 
 
 INPUT_EXAMPLE = [{"text": "Marie Curie was born in Warsaw.", "types": ["person", "location"]}]
 
 
 def ner_signature() -> Any:
-    """text + types in; text + entities (type -> strings) out."""
+    """text + types in; text + entities out (a list of mentions, or type -> strings with output=grouped);
+    per-request params: output, decoding, threshold (mentions scored below it are dropped)."""
     from mlflow.models import ModelSignature
-    from mlflow.types.schema import AnyType, Array, ColSpec, DataType, Map, Schema
+    from mlflow.types.schema import AnyType, ColSpec, DataType, ParamSchema, ParamSpec, Schema
 
     return ModelSignature(
         # `types` is a list of strings or one comma-separated string: AnyType accepts both
         inputs=Schema([ColSpec(DataType.string, "text"), ColSpec(AnyType(), "types")]),
-        outputs=Schema([ColSpec(DataType.string, "text"), ColSpec(Map(Array(DataType.string)), "entities")]),
+        outputs=Schema([ColSpec(DataType.string, "text"), ColSpec(AnyType(), "entities")]),
+        params=ParamSchema(
+            [
+                # "" = the served model's own setting (NERServing.output / NERServing.grounded)
+                ParamSpec("output", DataType.string, ""),
+                ParamSpec("decoding", DataType.string, ""),
+                ParamSpec("threshold", DataType.double, 0.0),
+            ]
+        ),
     )

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from distill_ner.engine import Engine, Generation, group_indices
 from distill_ner.ner.conversations import query_prompt_ids
-from distill_ner.ner.metrics import extract_items, parse_answer
+from distill_ner.ner.mentions import DEFAULT_MAX_SEGMENT_CHARS, Mention, locate, merge, scored_items, segments
+from distill_ner.ner.metrics import parse_answer
 
 Query = tuple[str, str]  # (text, entity type)
 
@@ -50,8 +52,24 @@ class NEREngine(Engine):
         return [g.text.strip() for g in self.generate(queries, dataset, progress, max_new_tokens, grounded)]
 
 
+Generate = Callable[[list[Query], bool], list[Generation]]  # (queries, grounded) -> one result per query
+
+
+@dataclass
+class TextEntities:
+    """What one text yields: its mentions (offsets, scores) and the answered strings grouped by type."""
+
+    mentions: list[Mention]
+    grouped: dict[str, list[str]]
+
+
 class Predictor:
-    """Open NER for serving: texts and the types to look for in, entities per type out."""
+    """Open NER for serving: texts of any length and the types to look for in, entities out.
+
+    Each text is cut into sentences (`ner.mentions.segments`), every (sentence, type) question is asked
+    once (a sentence repeated in a text or across texts is asked once), and the answers come back as
+    mentions in the text's coordinates with scores, and grouped by type. Grounded decoding is the default:
+    every answered string is then a span of its sentence."""
 
     def __init__(
         self,
@@ -59,7 +77,8 @@ class Predictor:
         *,
         engine: NEREngine | None = None,
         surface_forms: bool = False,
-        grounded: bool = False,
+        grounded: bool = True,
+        max_segment_chars: int = DEFAULT_MAX_SEGMENT_CHARS,
         **engine_kwargs: Any,
     ) -> None:
         if (model_ref is None) == (engine is None):
@@ -70,17 +89,57 @@ class Predictor:
         self.surface_forms = surface_forms
         # True: every entity is a span of its text and every answer parses (grounded decoding)
         self.grounded = grounded
+        self.max_segment_chars = max_segment_chars
 
-    def predict(
-        self, texts: Sequence[str], types: Sequence[str], dataset: str | None = None, progress: bool = False
-    ) -> list[dict[str, list[str]]]:
-        """For each text, type -> deduplicated entities (every requested type present, [] when none)."""
+    def generate(self, queries: list[Query], grounded: bool) -> list[Generation]:
+        """The engine's answers to the queries (what a server's batcher calls from its worker thread)."""
+        return self.engine.generate(queries, progress=False, grounded=grounded)
+
+    def queries(self, texts: Sequence[str], types: Sequence[str]) -> tuple[list[Query], list[list[tuple[int, int]]]]:
+        """The distinct (sentence, type) questions the texts need, and each text's sentence ranges."""
+        ranges = [segments(text, self.max_segment_chars) for text in texts]
+        unique: dict[Query, None] = {}
+        for text, spans in zip(texts, ranges):
+            for start, end in spans:
+                for entity_type in types:
+                    unique.setdefault((text[start:end], entity_type), None)
+        return list(unique), ranges
+
+    def extract(
+        self,
+        texts: Sequence[str],
+        types: Sequence[str],
+        *,
+        grounded: bool | None = None,
+        threshold: float = 0.0,
+        generate: Generate | None = None,
+    ) -> list[TextEntities]:
+        """Per text: mentions (every occurrence, `text[start:end] == mention.text`, score >= threshold, in
+        text order) and the answered strings by type. `generate` replaces `self.generate` (a batcher)."""
         types = list(dict.fromkeys(types))
-        queries = [(text, t) for text in texts for t in types]
-        answers = self.engine.answer(queries, dataset=dataset, progress=progress, grounded=self.grounded)
-        parse = extract_items if self.surface_forms else parse_answer
-        out: list[dict[str, list[str]]] = []
-        for i in range(len(texts)):
-            row = answers[i * len(types) : (i + 1) * len(types)]
-            out.append({t: list(dict.fromkeys(parse(a))) for t, a in zip(types, row)})
+        grounded = self.grounded if grounded is None else grounded
+        queries, ranges = self.queries(texts, types)
+        generations = (generate or self.generate)(queries, grounded)
+        tokenizer = self.engine.tokenizer
+        scored = {q: scored_items(g, tokenizer) for q, g in zip(queries, generations, strict=True)}
+        answers = {q: g.text.strip() for q, g in zip(queries, generations)}
+        out = []
+        for text, spans in zip(texts, ranges):
+            found: list[Mention] = []
+            grouped: dict[str, dict[str, None]] = {t: {} for t in types}
+            for start, end in spans:
+                sentence = text[start:end]
+                for entity_type in types:
+                    items = scored[(sentence, entity_type)]
+                    found += locate(text, start, end, entity_type, items, threshold)
+                    if self.surface_forms:
+                        strings = [item for item, score in items if score >= threshold]
+                    else:  # the metric's normalised strings (scores are the surface forms')
+                        strings = parse_answer(answers[(sentence, entity_type)])
+                    grouped[entity_type].update(dict.fromkeys(strings))
+            out.append(TextEntities(mentions=merge(found), grouped={t: list(v) for t, v in grouped.items()}))
         return out
+
+    def predict(self, texts: Sequence[str], types: Sequence[str]) -> list[dict[str, list[str]]]:
+        """For each text, type -> deduplicated entities (every requested type present, [] when none)."""
+        return [found.grouped for found in self.extract(texts, types)]
