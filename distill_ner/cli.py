@@ -29,6 +29,7 @@ from distill_ner.backends import BACKENDS, QUANTS
 from distill_ner.console import check_model, quiet_defaults, results_only_on_stdout, tracking_uri, use_tracking_uri
 from distill_ner.errors import DEBUG_ENV, HINT, debug_wanted, describe
 from distill_ner.extraction.cli import add_commands as add_extraction_commands
+from distill_ner.kubeflow import add_commands as add_kubeflow_commands
 from distill_ner.ner.cli import add_commands as add_ner_commands
 
 DEFAULT_STUDENT_DIR = ".cache/models/SmolLM2-135M-Instruct"
@@ -357,6 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="pids, ports and data of the servers (default .cache/team-stack)",
     )
     p.set_defaults(func=cmd_team_stack)
+    add_kubeflow_commands(sub)
 
     for add_commands in RECIPE_COMMANDS:
         add_commands(sub)
