@@ -99,3 +99,25 @@ def test_budget_always_leaves_room_to_close(tokenizer, vocab: GroundedVocab):
                     break
                 text += vocab.texts[token]
             assert constraint.complete and constraint.accepts(text), (budget, text)
+
+
+def test_a_repeated_string_ends_the_list(tokenizer, vocab: GroundedVocab):
+    """A student looping on one span (`["Paris", "Paris", ...`) is stopped at the first repeat: the list must
+    close after it, so the loop costs two strings, not max_new_tokens. Distinct strings go on as before."""
+
+    def feed(answer: str) -> SubstringListConstraint:
+        constraint = SubstringListConstraint(vocab, PASSAGE)
+        for token in tokenizer(answer, add_special_tokens=False)["input_ids"]:
+            assert constraint.allows(token, 100), (answer, tokenizer.decode([token]))
+            constraint.advance(token)
+        return constraint
+
+    comma = tokenizer(",", add_special_tokens=False)["input_ids"][0]
+    close = tokenizer("]", add_special_tokens=False)["input_ids"][0]
+    repeated = feed('["Paris", "Paris"')
+    assert not repeated.allows(comma, 100) and repeated.allows(close, 100)
+    assert comma not in repeated.allowed_ids(100) and close in repeated.allowed_ids(100)
+    distinct = feed('["Paris", "Marie Curie"')
+    assert distinct.allows(comma, 100) and comma in distinct.allowed_ids(100)
+    # the engine's state for a fresh passage is not affected by another row's repeat (per-row flag)
+    assert feed('["Paris"').allows(comma, 100)

@@ -4,6 +4,8 @@ The language is `[` (`"s"` (`, "s"`)*)? `]`, where every `s` is a non-empty subs
 its JSON escapes are read (only `\\"`, `\\\\` and `\\/` are accepted; a passage's control characters
 and `]` cannot be copied: the UniNER metric's parser would stop at that `]`), with at most one blank
 around the brackets and commas, and the answer ends right after the `]`. Under it a student can neither invent a span nor break the list format.
+Once a string repeats an earlier one the list must close after it: a weak student otherwise loops on one
+span until max_new_tokens (the demo student did on 2 of 72 questions, 256 tokens each).
 
 Why text, not token ids: the student spells a span with whatever tokens it likes (` Paris`, `Par`+`is`,
 `"Paris` ...), which are not the passage's own tokenisation. So the check runs on decoded text: every
@@ -271,10 +273,36 @@ class SubstringListConstraint(TextConstraint):
         self.state: tuple[int, int, bool, int, int] = self.initial
         # a string may open only where the passage has a character it can start with
         self.can_open = any(ch >= " " and ch != "]" for ch in self.sam.next[0])
+        # Once a string repeats an earlier one, the list ends after it (at most one more string, where one
+        # token already opened it): a weak student otherwise loops on one span (`["San", "San", ...`) until
+        # max_new_tokens, each loop costing a whole answer's decoding time and nothing in the answer.
+        self.items: set[str] = set()
+        self.current: list[str] = []
+        self.must_end = False
+
+    def advance(self, token_id: int) -> None:
+        before = self.state
+        super().advance(token_id)
+        if token_id in self.vocab.stop_ids:
+            return
+        state, repeated = before, False
+        for ch in self.vocab.texts[token_id]:
+            nxt = self._step(state, ch, check_end=False)
+            if state[0] == _STR and nxt[0] == _STR and (state[2] or ch != "\\"):
+                self.current.append(_ESCAPES[ch] if state[2] else ch)
+            elif state[0] == _STR and nxt[0] == _AFTER_STR:
+                item = "".join(self.current)
+                repeated = repeated or item in self.items
+                self.items.add(item)
+                self.current = []
+            state = nxt
+        self.must_end = self.must_end or repeated
 
     # ---------------------------------------------------------------------------- the automaton
 
-    def _step(self, state: tuple[int, int, bool, int, int], ch: str) -> tuple[int, int, bool, int, int] | None:
+    def _step(
+        self, state: tuple[int, int, bool, int, int], ch: str, check_end: bool = True
+    ) -> tuple[int, int, bool, int, int] | None:
         phase, node, escaped, blanks, length = state
         if phase == _STR:
             if escaped:
@@ -309,7 +337,9 @@ class SubstringListConstraint(TextConstraint):
                 return (_STR, 0, False, 0, 0) if self.can_open else None
             return (_DONE, 0, False, 0, 0) if ch == "]" else None
         if phase == _AFTER_STR:
-            return (_AFTER_COMMA, 0, False, 0, 0) if ch == "," else ((_DONE, 0, False, 0, 0) if ch == "]" else None)
+            if ch == ",":
+                return None if (self.must_end and check_end) else (_AFTER_COMMA, 0, False, 0, 0)
+            return (_DONE, 0, False, 0, 0) if ch == "]" else None
         if phase == _AFTER_COMMA:
             return (_STR, 0, False, 0, 0) if ch == '"' else None
         return None  # nothing follows the closing bracket
@@ -329,7 +359,7 @@ class SubstringListConstraint(TextConstraint):
         if budget < self.vocab.max_close_cost:
             return None
         phase, node, escaped, blanks, length = self.state
-        return self.sam.allowed_cache, (id(self.vocab), phase, node, escaped, blanks, length > 0)
+        return self.sam.allowed_cache, (id(self.vocab), phase, node, escaped, blanks, length > 0, self.must_end)
 
 
 def grounded_constraints(
