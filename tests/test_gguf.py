@@ -226,7 +226,8 @@ def test_q4_k_m_quantises_and_answers(tiny_f16: Path, tiny_dir: Path, tmp_path: 
 def test_predict_cli_on_the_exported_file(tiny_f16: Path):
     env = dict(os.environ)
     done = run_cli(
-        ["distill-ner", "predict", "--model", str(tiny_f16), "--types", "person,location", SENTENCES[0]], env=env
+        ["distill-ner", "predict", "--model", str(tiny_f16), "--types", "person,location", "--grouped", SENTENCES[0]],
+        env=env,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     row = json.loads(done.stdout.strip())

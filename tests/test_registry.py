@@ -437,7 +437,7 @@ def test_same_model_content_reuses_its_version(zenml_store, mlflow_store, tiny_m
     assert state(name)["zenml.production"] == str(z2.id)
     # a full model folder (no adapter) serves too
     (row,) = mlflow.pyfunc.load_model(f"models:/{name}@production").predict(
-        [{"text": "Marie Curie", "types": "person"}]
+        [{"text": "Marie Curie", "types": "person"}], params={"output": "grouped"}
     )
     assert row["text"] == "Marie Curie" and list(row["entities"]) == ["person"]
 

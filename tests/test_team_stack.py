@@ -288,6 +288,7 @@ def test_third_client_predicts_and_serves_the_production_model(stack, admin, tmp
             "models:/distill-ner-smoke@production",
             "--types",
             "person,location",
+            "--grouped",
             "Marie Curie was born in Warsaw.",
         ],
         env,
@@ -318,7 +319,12 @@ def test_third_client_predicts_and_serves_the_production_model(stack, admin, tmp
     )
     try:
         deadline = time.monotonic() + 300
-        body = json.dumps({"inputs": [{"text": "Marie Curie was born in Warsaw.", "types": "person"}]}).encode()
+        body = json.dumps(
+            {
+                "inputs": [{"text": "Marie Curie was born in Warsaw.", "types": "person"}],
+                "params": {"output": "grouped"},
+            }
+        ).encode()
         while True:
             assert server.poll() is None, (Path(env["HOME"]) / "serve.log").read_text()[-4000:]
             assert time.monotonic() < deadline, "mlflow models serve never answered"
