@@ -71,6 +71,7 @@ bench: install
 	$(BIN)/python benchmarks/bench_teacher.py
 	$(BIN)/python benchmarks/bench_train.py
 	$(BIN)/python benchmarks/bench_eval.py
+	$(BIN)/python benchmarks/bench_serve.py
 
 clean:
 	rm -rf $(VENV) .cache

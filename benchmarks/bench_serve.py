@@ -72,11 +72,11 @@ def log_folder(folder: str, store: Path) -> str:
     return f"runs:/{run.info.run_id}/model"
 
 
-def offline_rate(model_ref: str, rows: list[dict]) -> float:
+def offline_rate(model_ref: str, rows: list[dict], overrides: dict) -> float:
     """Rows/s of Predictor.extract over all rows at once, as the served model is configured."""
     import mlflow.pyfunc
 
-    model = mlflow.pyfunc.load_model(model_ref)
+    model = mlflow.pyfunc.load_model(model_ref, model_config=overrides or None)
     predictor = model.unwrap_python_model().predictor
     texts, types = [r["text"] for r in rows], rows[0]["types"]
     predictor.extract(texts[:2], types)  # warm-up: first-call allocations
@@ -131,7 +131,11 @@ def main() -> None:
     parser.add_argument("--types", default="person,organization,location")
     parser.add_argument("--requests", type=int, default=64, help="requests per concurrency level")
     parser.add_argument("--concurrency", default="1,4,16")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="a serving setting (serve --set)"
+    )
     args = parser.parse_args()
+    overrides = {k: json.loads(v) for k, _, v in (item.partition("=") for item in args.set)}
     types = [t.strip() for t in args.types.split(",") if t.strip()]
     rows = rows_of(args.benchmark, types, args.requests)
     levels = [int(c) for c in args.concurrency.split(",")]
@@ -145,14 +149,18 @@ def main() -> None:
             model_ref = args.model
         else:
             model_ref = log_folder(args.model, tmp)
-        print(f"model {model_ref} ({args.model}); {len(rows)} requests of 1 sentence x {len(types)} types")
-        offline = offline_rate(model_ref, rows)
+        print(
+            f"model {model_ref} ({args.model}); {len(rows)} requests of 1 sentence x {len(types)} types; "
+            f"settings {overrides or 'as logged'}"
+        )
+        offline = offline_rate(model_ref, rows, overrides)
         print(f"{'offline':>8}  {offline:7.2f} rows/s")
 
         port = free_port()
         log = open(tmp / "serve.log", "w")
         server = subprocess.Popen(
-            [sys.executable, "-m", "distill_ner.cli", "serve", "--model", model_ref, "--port", str(port)],
+            [sys.executable, "-m", "distill_ner.cli", "serve", "--model", model_ref, "--port", str(port)]
+            + [arg for item in args.set for arg in ("--set", item)],
             stdout=log,
             stderr=subprocess.STDOUT,
             env={**os.environ, "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")},

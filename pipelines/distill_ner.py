@@ -7,7 +7,7 @@ from zenml import pipeline
 
 from distill_ner.fingerprint import fingerprint_paths
 from distill_ner.ner.benchmarks import available_benchmarks, benchmark_paths, warn_absent
-from distill_ner.ner.config import DistillConfig
+from distill_ner.ner.config import DistillConfig, NERServing
 from steps import add_negatives, annotate, build_sft, evaluate, register_and_promote, sample_corpus, train
 
 
@@ -27,4 +27,6 @@ def distill_ner(config: DistillConfig) -> None:
     sft = build_sft(with_negatives, config.sft, config.student, supervised_fp)
     model = train(sft, config.student, config.train)
     report = evaluate(model, config.eval, benchmarks_fp)
-    register_and_promote(model, report, config.gate, config.teacher.model)
+    # served with the decoding settings the gate evaluated (flavour explicit: ZenML drops unset fields)
+    serving = NERServing(flavour="ner", max_new_tokens=config.eval.max_new_tokens, batch_size=config.eval.batch_size)
+    register_and_promote(model, report, config.gate, config.teacher.model, serving)
