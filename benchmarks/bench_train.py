@@ -141,6 +141,11 @@ def main() -> int:
     parser.add_argument("--target-share", type=float, default=0.15, help="share of each row that is the answer")
     parser.add_argument("--lora-r", type=int, default=16)
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument(
+        "--lora-last-layers",
+        type=int,
+        help="add an arm: as now, with LoRA on the last N decoder layers only (train.lora_last_layers)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
@@ -188,6 +193,10 @@ def main() -> int:
         "before: full logits, fp32": TrainConfig(**base, supervised_logits_only=False, precision="fp32"),
         f"now: supervised logits, auto ({auto})": TrainConfig(**base, supervised_logits_only=True, precision="auto"),
     }
+    if args.lora_last_layers:
+        arms[f"now, LoRA on the last {args.lora_last_layers} layers"] = TrainConfig(
+            **base, supervised_logits_only=True, precision="auto", lora_last_layers=args.lora_last_layers
+        )
     rates = {p: matmul_rate(p) for p in {"fp32", auto}}
     n = model_params(args.model)
     results = {}
@@ -211,7 +220,9 @@ def main() -> int:
         f"{bare['tokens_per_s']:8.1f} tokens/s  {real / bare['train_cpu_s']:8.1f} per CPU-s  "
         f"(the Trainer's loop keeps {list(results.values())[1]['tokens_per_s'] / bare['tokens_per_s']:.0%} of it)"
     )
-    before, now = results.values()
+    before, now = list(results.values())[:2]
+    for name, m in list(results.items())[2:]:
+        print(f"{name}: {m['tokens_per_s'] / now['tokens_per_s']:.2f}x now's tokens/s")
     ratio = now["tokens_per_s"] / before["tokens_per_s"]
     # on a shared machine the wall-clock ratio moves with the neighbours' load; the CPU-time one does not
     cpu_ratio = before["train_cpu_s"] / now["train_cpu_s"]

@@ -144,6 +144,11 @@ class TrainConfig(StrictModel):
     lora_alpha: int = Field(32, gt=0, description="LoRA scaling numerator (scale = alpha / r)")
     lora_dropout: float = Field(0.05, ge=0, lt=1, description="dropout on the LoRA path")
     target_modules: list[str] | None = Field(None, description="default: chosen per architecture")
+    lora_last_layers: int | None = Field(
+        None,
+        gt=0,
+        description="LoRA only on the last N decoder layers (None: all); backpropagation then stops below them",
+    )
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto", description="auto: bf16/fp16 on a GPU that has it, bf16 autocast on a CPU with AMX-BF16, fp32 elsewhere"
     )

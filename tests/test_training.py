@@ -583,3 +583,27 @@ def test_two_process_ddp_on_cpu(tiny, sft, tmp_path, monkeypatch):
     assert result.metrics["trained_tokens"] == single.metrics["trained_tokens"]
     assert losses[0] == pytest.approx(single.history[0]["loss"], rel=0.05)
     load_model(str(tmp_path / "out"))
+
+
+def test_lora_on_the_last_layers_only_trains_those_layers(tiny_student) -> None:
+    """`train.lora_last_layers`: adapters on the last N decoder layers only, so nothing below them needs a
+    gradient (backpropagation stops there); more layers than the model has is a clear error."""
+    import re
+
+    from distill_ner.config import TrainConfig
+    from distill_ner.training.train import _load_for_training
+
+    model, _, _, _ = _load_for_training(
+        str(tiny_student), TrainConfig(method="lora", lora_last_layers=1), "fp32", cuda=False, fsdp=False
+    )
+    total = model.config.num_hidden_layers
+    layers = {
+        int(m.group(1))
+        for n, p in model.named_parameters()
+        if p.requires_grad and (m := re.search(r"layers\.(\d+)\.", n))
+    }
+    assert layers == {total - 1}
+    with pytest.raises(ValueError, match="lora_last_layers=99"):
+        _load_for_training(
+            str(tiny_student), TrainConfig(method="lora", lora_last_layers=99), "fp32", cuda=False, fsdp=False
+        )

@@ -222,6 +222,7 @@ def _load_for_training(
                 lora_alpha=config.lora_alpha,
                 lora_dropout=config.lora_dropout,
                 target_modules=targets,
+                layers_to_transform=last_layers(model, config.lora_last_layers),
                 bias="none",
                 task_type="CAUSAL_LM",
             )
@@ -230,6 +231,16 @@ def _load_for_training(
         model.peft_config["default"].base_model_name_or_path = base_ref
     model.config.use_cache = False  # no KV cache while training (and required with gradient checkpointing)
     return model, tokenizer, base_ref, targets
+
+
+def last_layers(model: Any, n: int | None) -> list[int] | None:
+    """Indices of the model's last n decoder layers (None for all of them)."""
+    if n is None:
+        return None
+    total = int(model.config.num_hidden_layers)
+    if n > total:
+        raise ValueError(f"train.lora_last_layers={n}: the model has {total} decoder layers")
+    return list(range(total - n, total))
 
 
 def _fsdp_config(model: Any, config: TrainConfig) -> dict[str, Any]:
