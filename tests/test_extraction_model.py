@@ -319,7 +319,7 @@ def test_pyfunc_fills_rows(tiny_student: Path):
     with pytest.raises(ValueError, match="template leaf"):
         to_rows([{"text": "x", "template": {"who": "Ann"}}])
     settings = ExtractionServing()
-    assert set(settings.pyfunc_config()) == {"prompt_format", "indent", "batch_size", "max_new_tokens"}
+    assert set(settings.pyfunc_config()) == {"backend", "prompt_format", "indent", "batch_size", "max_new_tokens"}
     assert settings.python_model().name == "pyfunc_extraction.py"  # logged from code, never pickled
 
 
