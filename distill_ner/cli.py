@@ -222,13 +222,39 @@ def cmd_team_stack(args: argparse.Namespace) -> None:
         state = team_stack.up(state_dir)
         for name in ("postgres", "s3", "mlflow", "zenml"):
             print(f"{name}: 127.0.0.1:{state[name]['port']}")
-        print(f"stack {state['stack']} ({state['stack_id']}); a client uses:")
-        for key, value in team_stack.client_env(state).items():
-            print(f"  export {key}={value}")
+        print(f"stack {state['stack']} ({state['stack_id']}); to use it from this checkout:")
+        print('  eval "$(distill-ner team-stack env)"      # and back to the local stack:')
+        print('  eval "$(distill-ner team-stack env --unset)"')
+    elif args.action == "env":
+        print(team_stack_env_script(args, state_dir))
     elif args.action == "down":
         print("\n".join(f"stopped {what}" for what in team_stack.down(state_dir)) or f"nothing recorded in {state_dir}")
     else:
         print(json.dumps(team_stack.status(state_dir), indent=1, sort_keys=True))
+
+
+def team_stack_env_script(args: argparse.Namespace, state_dir: Path) -> str:
+    """Shell lines that point this shell's ZenML (and so every pipeline and command run from it) at the team
+    stack, or with --unset back at whatever was selected locally, which the team stack never changes."""
+    import shlex
+
+    from distill_ner import team_stack
+
+    if args.unset:
+        return "unset " + " ".join(team_stack.CLIENT_ENV_KEYS)
+    if args.url or args.stack_id:
+        if not (args.url and args.stack_id):
+            raise SystemExit("team-stack env: --url and --stack-id go together")
+        state = {"zenml": {"url": args.url}, "stack_id": args.stack_id, "dir": str(state_dir.resolve())}
+    else:
+        state = team_stack.load_state(state_dir)
+        if state.get("status") != "up":
+            raise SystemExit(
+                f"team-stack env: no running team stack recorded in {state_dir} (`distill-ner team-stack up`, or "
+                "give --url and --stack-id of a team ZenML server)"
+            )
+    env = team_stack.client_env(state, client_dir=args.client_dir)
+    return "export " + " ".join(f"{key}={shlex.quote(value)}" for key, value in env.items())
 
 
 class _SubcommandParser(argparse.ArgumentParser):
@@ -351,12 +377,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("team-stack", help="PostgreSQL, S3, MLflow and ZenML servers on 127.0.0.1 and their ZenML stack")
-    p.add_argument("action", choices=["up", "down", "status"])
+    p.add_argument(
+        "action",
+        choices=["up", "down", "status", "env"],
+        help="env: print the shell lines that use the team stack from this shell (eval them); --unset: back",
+    )
     p.add_argument(
         "--state-dir",
         default=os.environ.get("DISTILL_NER_TEAM_STACK_DIR", ".cache/team-stack"),
         help="pids, ports and data of the servers (default .cache/team-stack)",
     )
+    p.add_argument("--unset", action="store_true", help="env: the lines that return to the local stack selection")
+    p.add_argument("--url", help="env: a team ZenML server's URL (default: the one `up` recorded)")
+    p.add_argument("--stack-id", help="env: the team stack's id on that server (default: the one `up` recorded)")
+    p.add_argument("--client-dir", help="env: ZenML's client state for the team stack (default: <state dir>/client)")
     p.set_defaults(func=cmd_team_stack)
     add_kubeflow_commands(sub)
 

@@ -238,12 +238,27 @@ def _child(request: dict[str, Any]) -> None:
         StackComponentType.CONTAINER_REGISTRY,
         {"uri": request["image"].rsplit("/", 1)[0] if "/" in request["image"] else "localhost"},
     )
+    # the pipelines run only on a stack with an MLflow tracker and registry (as the team stack's); the compile
+    # never reaches them, so an address that resolves nowhere and secret references stand in
+    client.create_stack_component(
+        "mlflow_tracker",
+        "mlflow",
+        StackComponentType.EXPERIMENT_TRACKER,
+        {
+            "tracking_uri": "https://mlflow.invalid",
+            "tracking_username": "{{team_mlflow.username}}",
+            "tracking_password": "{{team_mlflow.password}}",
+        },
+    )
+    client.create_stack_component("mlflow_registry", "mlflow", StackComponentType.MODEL_REGISTRY, {})
     client.create_stack(
         "kubeflow-compile",
         components={
             StackComponentType.ORCHESTRATOR: "kubeflow",
             StackComponentType.ARTIFACT_STORE: "default",
             StackComponentType.CONTAINER_REGISTRY: "registry",
+            StackComponentType.EXPERIMENT_TRACKER: "mlflow_tracker",
+            StackComponentType.MODEL_REGISTRY: "mlflow_registry",
         },
     )
     client.activate_stack("kubeflow-compile")

@@ -42,6 +42,32 @@ def ensure_stack(stack_name: str = STACK_NAME, tracking_uri: str | None = None) 
     return tracking_uri_of_active_stack()
 
 
+def require_tracking_stack() -> None:
+    """Refuse to start a pipeline on a stack without an MLflow tracker and registry, before any step runs:
+    on such a stack (ZenML's `default`, or a selection reset to it) the steps would track into a fresh
+    `mlflow.db`/`mlruns` in the working directory and register models where no command looks for them."""
+    from zenml.client import Client
+    from zenml.enums import StackComponentType
+
+    from distill_ner.errors import InputError
+
+    stack = Client().active_stack_model
+    missing = [
+        what
+        for what, kind in (
+            ("MLflow experiment tracker", StackComponentType.EXPERIMENT_TRACKER),
+            ("MLflow model registry", StackComponentType.MODEL_REGISTRY),
+        )
+        if not any(c.flavor_name == "mlflow" for c in stack.components.get(kind, []))
+    ]
+    if missing:
+        raise InputError(
+            f"the active ZenML stack '{stack.name}' has no {' and no '.join(missing)}, so nothing was run: select "
+            "the project's stack with `distill-ner setup` (local), or use the team stack with "
+            '`eval "$(distill-ner team-stack env)"` (docs/remote_stack.md)'
+        )
+
+
 def tracking_uri_of_active_stack() -> str:
     from zenml.client import Client
 

@@ -13,7 +13,8 @@ registry pointing at the tracking server, and a stack of them. The object-store 
 password exist only in ZenML secrets (and in the environment of the servers `up` started); the state
 file holds pids, ports and folders, never a credential. `down` stops exactly what `up` recorded.
 
-A client "machine" needs only `client_env(state)`: the ZenML server URL and the stack id.
+A client "machine" needs only `client_env(state)`: the ZenML server URL and the stack id, and folders of
+its own for ZenML's client state (`eval "$(distill-ner team-stack env)"` sets them, `--unset` undoes it).
 """
 
 from __future__ import annotations
@@ -168,9 +169,39 @@ def _save_state(state_dir: Path, state: dict[str, Any]) -> None:
     tmp.replace(path)
 
 
-def client_env(state: dict[str, Any]) -> dict[str, str]:
-    """Environment variables that make a fresh client use the team stack (no credential among them)."""
-    return {"ZENML_STORE_URL": state["zenml"]["url"], "ZENML_ACTIVE_STACK_ID": state["stack_id"]}
+CLIENT_ENV_KEYS = (
+    "ZENML_STORE_URL",
+    "ZENML_ACTIVE_STACK_ID",
+    "ZENML_CONFIG_PATH",
+    "ZENML_REPOSITORY_PATH",
+    "ZENML_CUSTOM_SOURCE_ROOT",
+)
+
+
+def client_env(
+    state: dict[str, Any], client_dir: str | Path | None = None, source_root: str | Path | None = None
+) -> dict[str, str]:
+    """Environment variables that make a client use the team stack (no credential among them), without
+    touching what the checkout or the user selected locally.
+
+    Only the server URL and the stack id select the team stack. The rest keeps ZenML off the local state:
+    with a server URL in the environment ZenML writes that server into its global config and, finding the
+    checkout's active stack missing there, resets the checkout's `.zen/config.yaml` to the server's
+    `default` stack (after which local runs go to a stack without MLflow). So the client keeps its own
+    global config and ZenML repository in `client_dir` (default: `<state dir>/client`), and the checkout is
+    only the source root the pipelines' code is imported from (default: the project's root)."""
+    client = Path(client_dir) if client_dir else Path(state["dir"]) / "client"
+    (client / ".zen").mkdir(parents=True, exist_ok=True)
+    (client / "zenml").mkdir(exist_ok=True)
+    from distill_ner.paths import PROJECT_ROOT
+
+    return {
+        "ZENML_STORE_URL": state["zenml"]["url"],
+        "ZENML_ACTIVE_STACK_ID": state["stack_id"],
+        "ZENML_CONFIG_PATH": str((client / "zenml").resolve()),
+        "ZENML_REPOSITORY_PATH": str(client.resolve()),
+        "ZENML_CUSTOM_SOURCE_ROOT": str(Path(source_root or PROJECT_ROOT).resolve()),
+    }
 
 
 def _pid_alive(pid: int) -> bool:

@@ -8,6 +8,7 @@ from zenml import pipeline
 
 from distill_ner.extraction.config import DistillExtractionConfig, ExtractionServing
 from distill_ner.fingerprint import fingerprint_paths
+from distill_ner.stack import require_tracking_stack
 from steps import register_and_promote, sample_corpus, train
 from steps.extraction import (
     add_extraction_negatives,
@@ -20,6 +21,7 @@ from steps.extraction import (
 
 @pipeline
 def distill_extraction(config: DistillExtractionConfig) -> None:
+    require_tracking_stack()  # before any step: no run on a stack without the MLflow tracker and registry
     # Fingerprints of the files behind the config: they invalidate the cache when a file's content changes.
     corpus_fp = fingerprint_paths(s.path for s in config.corpus.sources)
     recorded_fp = fingerprint_paths(config.teacher.recorded_responses)

@@ -8,11 +8,13 @@ from zenml import pipeline
 from distill_ner.fingerprint import fingerprint_paths
 from distill_ner.ner.benchmarks import available_benchmarks, benchmark_paths, warn_absent
 from distill_ner.ner.config import DistillConfig, NERServing
+from distill_ner.stack import require_tracking_stack
 from steps import add_negatives, annotate, build_sft, evaluate, register_and_promote, sample_corpus, train
 
 
 @pipeline
 def distill_ner(config: DistillConfig) -> None:
+    require_tracking_stack()  # before any step: no run on a stack without the MLflow tracker and registry
     # A missing benchmark fails here, before any step runs; absent suite members are named and skipped.
     warn_absent(available_benchmarks(config.eval.benchmarks)[1])
     # Fingerprints of the files behind the config: they invalidate the cache when a file's content changes.

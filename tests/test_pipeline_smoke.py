@@ -113,3 +113,27 @@ def test_bad_config_fails_before_any_step(tmp_path, zenml_env):
     assert "Traceback" not in output and "pipeline_definition.py" not in output, output[-3000:]
     # the pipeline loaded without torch: a config error costs ZenML's start-up, not the model libraries'
     assert "PyTorch version" not in output
+
+
+@pytest.mark.parametrize(
+    "pipeline, config",
+    [
+        ("pipelines.distill_ner.distill_ner", "configs/smoke.yaml"),
+        ("pipelines.evaluate_ner.evaluate_ner", "configs/evaluate_smollm2_base_cpu.yaml"),
+        ("pipelines.distill_extraction.distill_extraction", "configs/extract_demo.yaml"),
+    ],
+)
+def test_stack_without_mlflow_is_refused_before_any_step(pipeline, config, zenml_env):
+    # a fresh ZenML store: its `default` stack is active (local orchestrator and artifact store, no MLflow)
+    done = run_cli(["zenml", "pipeline", "run", pipeline, "-c", config], zenml_env, timeout=300)
+    output = done.stdout + done.stderr
+    assert done.returncode != 0, output[-3000:]
+    assert "the active ZenML stack 'default' has no MLflow experiment tracker and no MLflow model registry" in output
+    assert "distill-ner setup" in output and "Traceback" not in output, output[-3000:]
+    assert "has started" not in output  # no step ran
+    # nothing written: no MLflow store in the working directory (only the project's own, linked), no run in ZenML
+    repo = Path(zenml_env["ZENML_REPOSITORY_PATH"])
+    assert all((repo / name).is_symlink() or not (repo / name).exists() for name in ("mlflow.db", "mlruns"))
+    code = "from zenml.client import Client; print(Client().list_pipeline_runs(size=1).total)"
+    runs = run_cli([sys.executable, "-c", code], zenml_env)
+    assert runs.returncode == 0 and runs.stdout.strip().splitlines()[-1] == "0", runs.stdout + runs.stderr[-2000:]

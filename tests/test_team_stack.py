@@ -64,7 +64,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory):
 
 def checkout(dest: Path) -> Path:
     """A client's own copy of the project (as a pod's image holds it): the source, the tiny student, a
-    `.zen` of its own (ZenML writes its active stack there), nothing else of this checkout."""
+    `.zen` of its own (where a local stack can be selected), nothing else of this checkout."""
     import shutil
 
     listed = subprocess.run(
@@ -99,13 +99,13 @@ def client(stack: dict, root: Path, name: str) -> dict[str, str]:
     from distill_ner import team_stack
 
     home = root / name
-    (home / "zenml").mkdir(parents=True, exist_ok=True)
+    home.mkdir(parents=True, exist_ok=True)
     repo = checkout(home / "repo")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "ZENML_", "AWS_"))}
     env.update(
-        team_stack.client_env(stack),
+        # what `eval "$(distill-ner team-stack env)"` exports there
+        team_stack.client_env(stack, client_dir=home / "team-client", source_root=repo),
         HOME=str(home),
-        ZENML_CONFIG_PATH=str(home / "zenml"),
         ZENML_ANALYTICS_OPT_IN="false",
         ZENML_LOGGING_COLORS_DISABLED="true",
         MLFLOW_DISABLE_TELEMETRY="true",
@@ -202,6 +202,8 @@ RUNS: dict[str, subprocess.CompletedProcess] = {}
 def test_two_clients_run_the_smoke_pipeline_on_the_team_stack(stack, admin, tiny_student, tmp_path_factory):
     import yaml
 
+    from distill_ner import team_stack
+
     root = tmp_path_factory.mktemp("clients")
     # B trains with another seed: the data steps come from A's run through the server's cache and the
     # bucket, then B trains, evaluates and registers a second model itself
@@ -211,9 +213,24 @@ def test_two_clients_run_the_smoke_pipeline_on_the_team_stack(stack, admin, tiny
     reseeded.write_text(yaml.safe_dump(raw))
     for name, config in (("A", "configs/smoke.yaml"), ("B", str(reseeded))):
         env = client(stack, root, name)
+        repo = Path(env["PYTHONPATH"])
+        if name == "A":
+            # A's checkout has its local stack selected (its own local ZenML store), as after `make setup`
+            local = {k: v for k, v in env.items() if k not in team_stack.CLIENT_ENV_KEYS}
+            local["ZENML_CONFIG_PATH"] = str(Path(env["HOME"]) / "zenml-local")
+            selected = run(["distill-ner", "stack"], local, timeout=300)
+            assert selected.returncode == 0, selected.stderr[-3000:]
+            local_selection = (repo / ".zen/config.yaml").read_bytes()
         done = run(PIPELINE + [config], env, timeout=900)
         RUNS[name] = done
         assert done.returncode == 0, (done.stdout + done.stderr)[-6000:]
+        if name == "A":
+            # the team run left the checkout's local selection as it was: local commands still find the local
+            # stack's MLflow store, not ZenML's `default` stack and a fresh mlflow.db in the checkout
+            assert (repo / ".zen/config.yaml").read_bytes() == local_selection
+            uri = run(["distill-ner", "mlflow-uri"], local, timeout=300)
+            assert uri.returncode == 0 and "zenml-local" in uri.stdout, uri.stdout + uri.stderr[-3000:]
+            assert not (repo / "mlflow.db").exists() and not (repo / "mlruns").exists()
         # nothing of the run stayed on the client machine: no model file, no artifact under its folders
         repo = Path(env["PYTHONPATH"])
         kept = [
