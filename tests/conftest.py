@@ -108,6 +108,28 @@ def repository_zenml_state_untouched():
     assert snapshot() == before, "the tests changed the repository's .zen/ (the user's ZenML repository state)"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def no_mlflow_store_in_the_repository():
+    """MLflow's default store is `mlflow.db`/`mlruns` in the working directory: a test that tracks without a
+    store of its own would write there, into the user's checkout. Their state after the tests is as before."""
+
+    def snapshot() -> dict[str, int]:
+        found = {}
+        for name in ("mlflow.db", "mlruns"):
+            path = ROOT / name
+            for p in [path, *(path.rglob("*") if path.is_dir() else [])]:
+                if p.exists():
+                    found[str(p.relative_to(ROOT))] = p.stat().st_mtime_ns
+        return found
+
+    before = snapshot()
+    yield
+    after = snapshot()
+    assert after == before, (
+        f"the tests wrote MLflow's default store into the repository: {sorted(set(after) ^ set(before)) or 'mlflow.db changed'}"
+    )
+
+
 def zenml_repository(folder: Path) -> Path:
     """A ZenML repository of its own for a test's subprocesses: the project's files as links, its own .zen.
 
