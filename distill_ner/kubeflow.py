@@ -239,16 +239,13 @@ def _child(request: dict[str, Any]) -> None:
         {"uri": request["image"].rsplit("/", 1)[0] if "/" in request["image"] else "localhost"},
     )
     # the pipelines run only on a stack with an MLflow tracker and registry (as the team stack's); the compile
-    # never reaches them, so an address that resolves nowhere and secret references stand in
+    # never reaches the server, so an address that resolves nowhere stands in, with a placeholder for the token
+    # ZenML requires of a remote tracker (a secret reference would have to resolve wherever ZenML reads it)
     client.create_stack_component(
         "mlflow_tracker",
         "mlflow",
         StackComponentType.EXPERIMENT_TRACKER,
-        {
-            "tracking_uri": "https://mlflow.invalid",
-            "tracking_username": "{{team_mlflow.username}}",
-            "tracking_password": "{{team_mlflow.password}}",
-        },
+        {"tracking_uri": "https://mlflow.invalid", "tracking_token": "compile-only-placeholder"},
     )
     client.create_stack_component("mlflow_registry", "mlflow", StackComponentType.MODEL_REGISTRY, {})
     client.create_stack(
