@@ -231,7 +231,10 @@ def test_log_to_mlflow(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr(mlflow, "log_params", lambda p: logged.update(params=p))
     monkeypatch.setattr(mlflow, "log_metrics", lambda m: logged.update(metrics=m))
     monkeypatch.setattr(mlflow, "log_table", lambda data, artifact_file: logged.update(table=(data, artifact_file)))
+    monkeypatch.setattr(mlflow, "log_text", lambda text, artifact_file: logged.update(text=(text, artifact_file)))
+    monkeypatch.setattr(mlflow, "log_figure", lambda figure, artifact_file: logged.update(figure=artifact_file))
     assert log_to_mlflow(report, config, "base-model")
+    assert logged["text"][1] == "zero_shot/comparison.md" and "mini" in logged["text"][0]
     assert logged["params"]["eval.model"] == "base-model" and logged["params"]["eval.max_sentences"] == 2
     # what decoded the answers, not the `auto` the config asked for
     assert config.backend == "auto" and logged["params"]["eval.backend"] == "scripted"
