@@ -137,3 +137,41 @@ def test_stack_without_mlflow_is_refused_before_any_step(pipeline, config, zenml
     code = "from zenml.client import Client; print(Client().list_pipeline_runs(size=1).total)"
     runs = run_cli([sys.executable, "-c", code], zenml_env)
     assert runs.returncode == 0 and runs.stdout.strip().splitlines()[-1] == "0", runs.stdout + runs.stderr[-2000:]
+
+
+def test_a_step_terminated_from_outside_leaves_its_run_stopped(tiny_student, zenml_env):
+    """A pod is stopped with SIGTERM (SIGKILL only after its grace period): the step that was running, and its
+    run, end marked stopped or failed in ZenML, not "running" for ever."""
+    import signal
+    import subprocess
+
+    assert run_cli(["distill-ner", "stack"], zenml_env).returncode == 0
+    bindir = Path(sys.executable).parent
+    proc = subprocess.Popen(
+        [str(bindir / "zenml"), *PIPELINE[1:], "configs/smoke.yaml"],
+        cwd=zenml_env["ZENML_REPOSITORY_PATH"],
+        env=zenml_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    seen = []
+    try:
+        for line in proc.stdout:
+            seen.append(line)
+            # the student's weights loading: the train step's own code runs
+            if any("Step `train` has started" in x for x in seen) and "Loading weights" in line:
+                proc.send_signal(signal.SIGTERM)
+                break
+        rest = proc.communicate(timeout=300)[0]
+        assert proc.returncode != 0, ("".join(seen) + rest)[-4000:]
+    finally:
+        proc.kill()
+    code = (
+        "from zenml.client import Client; r = Client().list_pipeline_runs(sort_by='desc:created', size=1).items[0]; "
+        "print(r.status.value, r.steps['train'].status.value)"
+    )
+    done = run_cli([sys.executable, "-c", code], zenml_env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    run_status, train_status = done.stdout.split()[-2:]
+    assert run_status in ("stopped", "failed") and train_status in ("stopped", "failed"), (run_status, train_status)
