@@ -1,6 +1,7 @@
 """Training throughput: the previous training path against today's, on the same rows, in one run.
 
     python benchmarks/bench_train.py [--rows 16] [--batch-size 2] [--tiny] [--sft demo_sft.json] [--threads N]
+                                     [--lora-last-layers N] [--lora-dropout P]
 
 Both arms run the real `training.train_student` (LoRA r 16 as the demo trains, length-grouped batches)
 on the same model, rows and steps (one pass over the rows):
@@ -146,6 +147,11 @@ def main() -> int:
         type=int,
         help="add an arm: as now, with LoRA on the last N decoder layers only (train.lora_last_layers)",
     )
+    parser.add_argument(
+        "--lora-dropout",
+        type=float,
+        help="add an arm: as now, with this train.lora_dropout (0: peft skips the dropout layer altogether)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
@@ -196,6 +202,10 @@ def main() -> int:
     if args.lora_last_layers:
         arms[f"now, LoRA on the last {args.lora_last_layers} layers"] = TrainConfig(
             **base, supervised_logits_only=True, precision="auto", lora_last_layers=args.lora_last_layers
+        )
+    if args.lora_dropout is not None:
+        arms[f"now, LoRA dropout {args.lora_dropout:g}"] = TrainConfig(
+            **base, supervised_logits_only=True, precision="auto", lora_dropout=args.lora_dropout
         )
     rates = {p: matmul_rate(p) for p in {"fp32", auto}}
     n = model_params(args.model)
