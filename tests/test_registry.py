@@ -157,12 +157,14 @@ def zenml_store(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(scope="session")
 def mlflow_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An empty, migrated MLflow sqlite store, built once (~5 s) and copied per test (~0 s)."""
-    from mlflow import MlflowClient
+    """An empty, migrated MLflow sqlite store, built once (~5 s) and copied per test (~0 s). Its Default
+    experiment keeps artifacts in the template's temp folder: built by MlflowClient, it would point at
+    `<working directory>/mlruns`, the repository."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
-    path = tmp_path_factory.mktemp("mlflow_template") / "mlflow.db"
-    MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()
-    return path
+    folder = tmp_path_factory.mktemp("mlflow_template")
+    SqlAlchemyStore(f"sqlite:///{folder / 'mlflow.db'}", str(folder / "artifacts"))
+    return folder / "mlflow.db"
 
 
 @pytest.fixture()
