@@ -34,6 +34,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from distill_ner.paths import PROJECT_ROOT
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_STATE_DIR = Path(".cache/team-stack")
@@ -193,8 +195,6 @@ def client_env(
     client = Path(client_dir) if client_dir else Path(state["dir"]) / "client"
     (client / ".zen").mkdir(parents=True, exist_ok=True)
     (client / "zenml").mkdir(exist_ok=True)
-    from distill_ner.paths import PROJECT_ROOT
-
     return {
         "ZENML_STORE_URL": state["zenml"]["url"],
         "ZENML_ACTIVE_STACK_ID": state["stack_id"],

@@ -169,10 +169,12 @@ def zenml_env(tmp_path: Path) -> dict[str, str]:
     return env
 
 
-def run_cli(args: list[str], env: dict[str, str], timeout: int = 600) -> subprocess.CompletedProcess:
-    """Run a command of this project's venv from the repo root (the test's own repository folder when
-    `env` names one), as a user would."""
+def run_cli(
+    args: list[str], env: dict[str, str], timeout: int = 600, cwd: Path | None = None
+) -> subprocess.CompletedProcess:
+    """Run a command of this project's venv from `cwd`, by default the repo root (the test's own repository
+    folder when `env` names one), as a user would."""
     bindir = Path(sys.executable).parent
     exe = str(bindir / args[0]) if (bindir / args[0]).exists() else args[0]
-    cwd = env.get("ZENML_REPOSITORY_PATH", ROOT)
+    cwd = cwd or env.get("ZENML_REPOSITORY_PATH", ROOT)
     return subprocess.run([exe, *args[1:]], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)

@@ -48,28 +48,20 @@ def team_client(stores: dict, isolated: bool) -> dict[str, str]:
     return env
 
 
-def run_in_checkout(args: list[str], env: dict[str, str], checkout: Path):
-    import subprocess
-
-    bindir = Path(sys.executable).parent
-    exe = str(bindir / args[0]) if (bindir / args[0]).exists() else args[0]
-    return subprocess.run([exe, *args[1:]], cwd=checkout, env=env, capture_output=True, text=True, timeout=300)
-
-
 def test_team_client_leaves_the_checkouts_local_selection_as_it_was(stores):
     selection = stores["checkout"] / ".zen/config.yaml"
     before = selection.read_bytes()
-    local_uri = run_in_checkout(["distill-ner", "mlflow-uri"], stores["local"], stores["checkout"])
+    local_uri = run_cli(["distill-ner", "mlflow-uri"], stores["local"], cwd=stores["checkout"])
     assert local_uri.returncode == 0, local_uri.stderr[-2000:]
 
     env = team_client(stores, isolated=True)
-    on_team = run_in_checkout([sys.executable, "-c", STACK_ID], env, stores["checkout"])
+    on_team = run_cli([sys.executable, "-c", STACK_ID], env, cwd=stores["checkout"])
     assert on_team.returncode == 0, on_team.stderr[-2000:]
     assert on_team.stdout.split()[-1] == stores["state"]["stack_id"]  # the team stack is the one in use
     assert "Resetting the active stack" not in on_team.stdout + on_team.stderr
     assert selection.read_bytes() == before
     # switched back (the variables unset): the local stack and its MLflow store, as before
-    again = run_in_checkout(["distill-ner", "mlflow-uri"], stores["local"], stores["checkout"])
+    again = run_cli(["distill-ner", "mlflow-uri"], stores["local"], cwd=stores["checkout"])
     assert again.returncode == 0 and again.stdout == local_uri.stdout, again.stdout + again.stderr[-2000:]
 
 
@@ -78,7 +70,7 @@ def test_without_the_client_folders_zenml_resets_the_checkouts_selection(stores)
     ZenML rewrites the checkout's `.zen/config.yaml` to the other store's `default` stack."""
     selection = stores["checkout"] / ".zen/config.yaml"
     before = selection.read_bytes()
-    done = run_in_checkout([sys.executable, "-c", STACK_ID], team_client(stores, isolated=False), stores["checkout"])
+    done = run_cli([sys.executable, "-c", STACK_ID], team_client(stores, isolated=False), cwd=stores["checkout"])
     assert done.returncode == 0, done.stderr[-2000:]
     assert selection.read_bytes() != before
 

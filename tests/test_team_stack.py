@@ -232,7 +232,6 @@ def test_two_clients_run_the_smoke_pipeline_on_the_team_stack(stack, admin, tiny
             assert uri.returncode == 0 and "zenml-local" in uri.stdout, uri.stdout + uri.stderr[-3000:]
             assert not (repo / "mlflow.db").exists() and not (repo / "mlruns").exists()
         # nothing of the run stayed on the client machine: no model file, no artifact under its folders
-        repo = Path(env["PYTHONPATH"])
         kept = [
             p
             for p in Path(env["HOME"]).rglob("*")
