@@ -10,6 +10,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import click
 import pytest
 
 from distill_ner.cli import DEFAULT_STUDENT_DIR, TINY_STUDENT_DIR
@@ -130,6 +131,20 @@ def no_mlflow_store_in_the_repository():
     )
 
 
+@pytest.fixture(scope="session", autouse=True)
+def user_zenml_config_untouched():
+    """The user's global ZenML config (its store and active stack) is the same after the tests as before: a
+    subprocess started without a ZENML_CONFIG_PATH of its own would use, and may rewrite, that file."""
+
+    def snapshot() -> dict[str, bytes | None]:
+        return {str(p): p.read_bytes() if p.exists() else None for p in _USER_ZENML_CONFIGS}
+
+    before = snapshot()
+    yield
+    changed = [name for name, data in snapshot().items() if data != before[name]]
+    assert not changed, f"the tests changed the user's ZenML config {changed}"
+
+
 def zenml_repository(folder: Path) -> Path:
     """A ZenML repository of its own for a test's subprocesses: the project's files as links, its own .zen.
 
@@ -149,6 +164,11 @@ def zenml_repository(folder: Path) -> Path:
 # gets a global config and a repository of its own, never the user's ~/.config/zenml or the project's .zen
 _SESSION_ZENML = Path(tempfile.mkdtemp(prefix="distill-ner-tests-zenml-"))
 atexit.register(shutil.rmtree, _SESSION_ZENML, ignore_errors=True)
+# the user's global ZenML configs, checked at the end: the one this session's variable replaces, and ZenML's
+# default one, which a subprocess started without the variable uses
+_USER_ZENML_CONFIGS = sorted(
+    {Path(p) / "config.yaml" for p in (os.environ.get("ZENML_CONFIG_PATH"), click.get_app_dir("zenml")) if p}
+)
 os.environ["ZENML_CONFIG_PATH"] = str(_SESSION_ZENML / "config")
 os.environ["ZENML_REPOSITORY_PATH"] = str(zenml_repository(_SESSION_ZENML / "repo"))
 

@@ -38,13 +38,13 @@ def stores(tmp_path: Path, zenml_env: dict[str, str]) -> dict:
 def team_client(stores: dict, isolated: bool) -> dict[str, str]:
     from distill_ner import team_stack
 
-    env = {k: v for k, v in stores["local"].items() if k not in team_stack.CLIENT_ENV_KEYS}
+    # the user's own settings: the local global config (stores["local"]'s ZENML_CONFIG_PATH, never the real
+    # ~/.config/zenml, which the non-isolated client would rewrite) and the checkout
+    env = dict(stores["local"])
     if isolated:  # what `eval "$(distill-ner team-stack env)"` exports
         env.update(team_stack.client_env(stores["state"], client_dir=stores["tmp"] / "client", source_root=ROOT))
     else:  # only the server and the stack, as the team stack's clients were told before
         env.update(ZENML_STORE_URL=stores["state"]["zenml"]["url"], ZENML_ACTIVE_STACK_ID=stores["state"]["stack_id"])
-    # commands run in the checkout, as a user's would
-    env["ZENML_REPOSITORY_PATH"] = env.get("ZENML_REPOSITORY_PATH", str(stores["checkout"]))
     return env
 
 
