@@ -3,9 +3,29 @@
 Pure functions and typed records; the ZenML steps in steps/ are thin wrappers over this package.
 """
 
+import importlib
+import importlib.util
 import os
+from types import ModuleType
 
 __version__ = "0.1.0"
+
+
+def import_submodule(package: str, name: str) -> ModuleType:
+    """`package.name`, imported on first access as an attribute of `package` (a package's `__getattr__`).
+
+    ZenML loads a step's cache source dependency, the module `distill_ner.corpus`, by its import path as the
+    attribute `corpus` of `distill_ner`, which exists only once something imported the submodule: always in
+    the process that built the pipeline, never in a fresh step process (a Kubeflow pod), whose step then fails
+    before it starts."""
+    if not name.startswith("_") and importlib.util.find_spec(f"{package}.{name}") is not None:
+        return importlib.import_module(f"{package}.{name}")
+    raise AttributeError(f"module {package!r} has no attribute {name!r}")
+
+
+def __getattr__(name: str) -> ModuleType:
+    return import_submodule(__name__, name)
+
 
 # OpenMP threads that wait for each other spin by default. When another process takes one of the cores,
 # the spinning thread burns the core its descheduled partner needs: the demo's LoRA training kept 0.28-0.47

@@ -62,3 +62,39 @@ def test_ruff_format_is_applied():
         [_tool("ruff"), "format", "--check", "--no-cache"], cwd=ROOT, capture_output=True, text=True, timeout=300
     )
     assert result.returncode == 0, "run `ruff format`:\n" + result.stdout + result.stderr
+
+
+def test_every_step_source_dependency_loads_in_a_fresh_process():
+    """ZenML loads a step's cache source dependencies (modules such as `distill_ner.corpus`) by import path, as
+    an attribute of their package, in the step's own process. Where nothing imported the submodule first (a
+    Kubeflow pod, `distill-ner kubeflow run`), that attribute exists only through the packages' `__getattr__`
+    (distill_ner.import_submodule): without it 22 of these failed and every such step died before starting."""
+    import importlib
+    import json
+    import pkgutil
+
+    import steps
+
+    paths: set[str] = set()
+    for info in pkgutil.walk_packages(steps.__path__, "steps."):
+        for value in vars(importlib.import_module(info.name)).values():
+            policy = getattr(getattr(value, "configuration", None), "cache_policy", None)
+            if policy is not None and policy.source_dependencies:
+                paths |= {source.import_path for source in policy.source_dependencies}
+    assert any(p.startswith("distill_ner.ner.") for p in paths) and "distill_ner.corpus" in paths
+    code = (
+        "import json, sys\n"
+        "from zenml.utils import source_utils\n"
+        "failed = []\n"
+        "for path in json.loads(sys.argv[1]):\n"
+        "    try:\n"
+        "        source_utils.load(path)\n"
+        "    except Exception as exc:\n"
+        "        failed.append(f'{path}: {exc}')\n"
+        "print(json.dumps(failed))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(sorted(paths))], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == []
