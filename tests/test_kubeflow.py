@@ -141,3 +141,46 @@ def test_the_command_line_reports_bad_arguments() -> None:
 
     with pytest.raises(SystemExit, match="expected PIPELINE=FILE"):
         cli.main(["kubeflow", "compile", "--image", IMAGE, "--config", "distill_ner"])
+
+
+# ------------------------------------------------------------------ the runner and the stack, no server
+
+
+def test_the_runner_orders_tasks_by_the_dag(compiled: dict[str, Path]) -> None:
+    for path in compiled.values():
+        tasks = kubeflow.spec_tasks(yaml.safe_load(path.read_text()))
+        seen: set[str] = set()
+        for step, task in tasks.items():
+            assert set(task["after"]) <= seen, (path.name, step, task["after"])
+            seen.add(step)
+            assert task["command"][:3] == ["python", "-m", "zenml.entrypoints.entrypoint"]
+            assert task["env"]["KFP_RUN_ID"] == "{{$.pipeline_job_name}}"  # filled by the runner
+    ner = kubeflow.spec_tasks(yaml.safe_load(compiled["distill_ner"].read_text()))
+    assert list(ner)[:1] == ["sample_corpus"] and list(ner)[-1] == "register_and_promote"
+
+
+def test_the_runner_names_a_bad_spec_an_unknown_step_and_a_placeholder_it_cannot_fill(
+    compiled: dict[str, Path], tmp_path: Path
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("pipelineInfo: {name: x}\nroot: {}\n")
+    with pytest.raises(kubeflow.KubeflowError, match=r"bad\.yaml: not a compiled Kubeflow pipeline spec"):
+        kubeflow.run_spec(bad, tmp_path / "runs")
+    with pytest.raises(kubeflow.KubeflowError, match=r"no step \['trian'\]; its steps: sample_corpus"):
+        kubeflow.run_spec(compiled["distill_ner"], tmp_path / "runs", only=("trian",))
+    with pytest.raises(kubeflow.KubeflowError, match=r"cannot fill the placeholder \{\{\$\.pipeline_root\}\}"):
+        kubeflow._substitute("gs://{{$.pipeline_root}}/x", {"pipeline_job_name": "j"}, "spec step s")
+    assert not (tmp_path / "runs").exists()  # refused before any task started
+
+
+def test_a_kubeflow_stack_is_registered_only_on_a_server(zenml_env: dict[str, str]) -> None:
+    """On a local store (no team server connected) the command refuses and says how to connect."""
+    from tests.conftest import run_cli
+
+    done = run_cli(
+        ["distill-ner", "kubeflow", "stack", "--host", "https://kfp.invalid", "--registry", "r.invalid/t"], zenml_env
+    )
+    assert done.returncode != 0
+    assert "a Kubeflow stack lives on the team's ZenML server" in done.stderr
+    assert 'eval "$(distill-ner team-stack env)"' in done.stderr
+    assert "Traceback" not in done.stderr

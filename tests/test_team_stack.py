@@ -608,6 +608,144 @@ def test_concurrent_promotions_from_two_clients_leave_the_better_model(stack, ad
 # ------------------------------------------------------------------------------- no secret anywhere
 
 
+# ------------------------------------------------------------------- the Kubeflow spec, task by task
+
+KFP: dict[str, str] = {}  # what the Kubeflow test wrote: the spec, the tasks' logs (scanned for secrets below)
+
+
+def test_kubeflow_spec_runs_task_by_task_on_the_team_stack(stack, admin, tiny_student, tmp_path_factory):
+    """The compiled distill_ner spec of configs/smoke.yaml, run by the spec runner: each task its own process with
+    its own HOME, cwd and temp folder, nothing shared but the servers. The train task is killed (SIGKILL, as a
+    node lost) after its first mirrored checkpoint; rerunning that task alone, in the same job, resumes there."""
+    import yaml
+
+    from distill_ner import kubeflow
+
+    root = tmp_path_factory.mktemp("kubeflow")
+    env = client(stack, root, "K")
+    repo = Path(env["PYTHONPATH"])
+    done = run(
+        [
+            "distill-ner",
+            "kubeflow",
+            "stack",
+            "--host",
+            "https://kubeflow.invalid/pipeline",
+            "--registry",
+            "r.invalid/t",
+        ],
+        env,
+        timeout=300,
+    )
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+
+    raw = yaml.safe_load((ROOT / "configs/smoke.yaml").read_text())
+    config = raw["parameters"]["config"]
+    config["train"].update(max_steps=40, checkpoint_every=2, per_device_batch_size=1)  # room to kill it mid-way
+    config["gate"]["model_name"] = raw["model"]["name"] = "distill-ner-kfp"
+    # as remote_gpu.yaml: ZenML accepts a train step started again in the same run only within its retries
+    raw["steps"] = {"train": {"retry": {"max_retries": 2}}}
+    config_path = root / "smoke_kfp.yaml"
+    config_path.write_text(yaml.safe_dump(raw))
+    out = root / "specs"
+    done = run(
+        [
+            "distill-ner",
+            "kubeflow",
+            "compile",
+            "--stack",
+            kubeflow.KUBEFLOW_STACK,
+            "--image",
+            "r.invalid/t/distill-ner:1",
+            "--config",
+            f"distill_ner={config_path}",
+            "--out",
+            str(out),
+        ],
+        env,
+        timeout=600,
+    )
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    spec = out / "distill_ner.yaml"
+    KFP["spec"] = spec.read_text()
+    assert "{{$.pipeline_job_name}}" in KFP["spec"] and env["ZENML_STORE_URL"] in KFP["spec"]
+
+    # the runner's own environment: the client's servers, none of the client's local ZenML folders
+    runner_env = {k: v for k, v in env.items() if k not in ("ZENML_CONFIG_PATH", "ZENML_REPOSITORY_PATH")}
+    workdir, job = root / "runs", "distill-ner-kfp-test"
+    runner = ["distill-ner", "kubeflow", "run", str(spec), "--workdir", str(workdir), "--job", job]
+    before_train = ["--step", "sample_corpus", "--step", "annotate", "--step", "add_negatives", "--step", "build_sft"]
+    done = run(runner + before_train, runner_env, timeout=900)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+
+    # train, killed after its first checkpoint reached the bucket
+    earlier = set(bucket_keys(stack, admin))
+    bindir = Path(sys.executable).parent
+    proc = subprocess.Popen(
+        [str(bindir / "distill-ner"), *runner[1:], "--step", "train"],
+        cwd=repo,
+        env=runner_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    first = proc.stdout.readline()
+    assert first.startswith("train: started, pid "), first
+    pid = int(first.rsplit(" ", 1)[1])
+    deadline = time.monotonic() + 600
+    while not any(
+        k.startswith("zenml/checkpoints/") and k.endswith("checkpoint-2/trainer_state.json")
+        for k in set(bucket_keys(stack, admin)) - earlier
+    ):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()[-3000:]
+        time.sleep(0.2)
+    os.killpg(pid, signal.SIGKILL)  # the task's process group, as a pod lost with its node
+    rest = proc.communicate(timeout=120)[0]
+    assert proc.returncode != 0 and "exited with -9" in rest, rest[-3000:]
+
+    # the same task rerun in the same job resumes from the mirrored checkpoint, then the rest of the DAG runs
+    done = run(runner + ["--step", "train"], runner_env, timeout=900)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    logs = sorted((workdir / job / "train").glob("attempt-*/log.txt"))
+    assert len(logs) == 2
+    resumed = logs[1].read_text(errors="replace")
+    assert "fetched checkpoint-" in resumed and "from s3://" in resumed, resumed[-3000:]  # from the object store
+    assert "resuming from" in resumed, resumed[-3000:]
+    done = run(runner + ["--step", "evaluate", "--step", "register_and_promote"], runner_env, timeout=900)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    KFP["logs"] = "\n".join(p.read_text(errors="replace") for p in (workdir / job).glob("*/attempt-*/log.txt"))
+
+    # every task ran in its own folders, none in the checkout
+    folders = [p.parent for p in (workdir / job).glob("*/attempt-*/log.txt")]
+    assert len(folders) == 8 and len({p / "home" for p in folders}) == 8
+    assert not (repo / "mlflow.db").exists() and not (repo / "mlruns").exists()
+
+    # the run completed in the ZenML server, on the Kubeflow stack, with every step
+    code = textwrap.dedent(
+        f"""
+        import json
+        from zenml.client import Client
+        run = Client().list_pipeline_runs(orchestrator_run_id="{job}").items[0]
+        run = Client().get_pipeline_run(run.id)
+        print(json.dumps([str(run.status), run.stack.name, sorted(run.steps), str(run.steps["train"].status)]))
+        """
+    )
+    done = run([sys.executable, "-c", code], admin["env"], timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    status, stack_name, steps, train_status = json.loads(done.stdout.strip().splitlines()[-1])
+    assert status.lower().endswith("completed") and stack_name == kubeflow.KUBEFLOW_STACK, (status, stack_name)
+    assert len(steps) == 7 and train_status.lower().endswith("completed"), (steps, train_status)
+
+    # its artifacts in the object store, its model in MLflow (PostgreSQL), the gate's decision on it
+    keys = bucket_keys(stack, admin)
+    assert any(k.startswith("zenml/") and "student_model" in k for k in keys)
+    assert not [k for k in keys if k.startswith("zenml/checkpoints/")]  # removed once the training finished
+    versions = sql(stack, admin, "SELECT version FROM model_versions WHERE name = 'distill-ner-kfp'")
+    assert versions == [(1,)], versions
+    aliases = sql(stack, admin, "SELECT alias FROM registered_model_aliases WHERE name = 'distill-ner-kfp'")
+    assert aliases == [("production",)], aliases  # min_f1 0: the gate promotes the first version
+
+
 def test_no_secret_in_mlflow_zenml_artifacts_or_logs(stack, admin):
     if not RUNS:
         pytest.skip("needs the pipeline runs of the test before")
@@ -636,6 +774,7 @@ def test_no_secret_in_mlflow_zenml_artifacts_or_logs(stack, admin):
     }
     # the clients' output (ZenML step logs included)
     texts.update({f"client {name}": done.stdout + done.stderr for name, done in RUNS.items()})
+    texts.update({f"kubeflow {name}": text for name, text in KFP.items()})
     leaks = [f"{what} in {where}" for where, text in texts.items() for what, value in secrets.items() if value in text]
     # every object in the bucket: ZenML artifacts and logs, MLflow artifacts and models
     for key in bucket_keys(stack, admin):
