@@ -256,6 +256,21 @@ PASSED_ENV = ("ZENML_STORE_API_KEY", "ZENML_STORE_API_TOKEN", "ZENML_STORE_VERIF
 _PLACEHOLDER = re.compile(r"\{\{\$\.([a-z_]+)\}\}")
 
 
+# run with a killed task's own environment: its step run, left "running" by a process that had no chance to
+# say otherwise, marked failed (which fails the ZenML run until the step is run again)
+_MARK_KILLED = """
+import sys
+from zenml.client import Client
+from zenml.orchestrators import publish_utils
+job, step = sys.argv[1:3]
+for run in Client().list_pipeline_runs(orchestrator_run_id=job).items:
+    for step_run in Client().list_run_steps(pipeline_run_id=run.id, name=step).items:
+        if not step_run.status.is_finished:
+            publish_utils.publish_failed_step_run(step_run.id)
+            print(f"marked step run {step_run.id} of {step} failed")
+"""
+
+
 def spec_tasks(spec: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     """Step name -> {task, dependencies (step names), command, env} of a compiled spec, in the DAG's order."""
     tasks = spec["root"]["dag"]["tasks"]
@@ -384,6 +399,13 @@ def run_spec(
                 returncode = -signal.SIGKILL
         results[step] = {"returncode": returncode, "seconds": round(time.monotonic() - started, 1), "log": str(log)}
         print(f"{step}: exit {returncode} in {results[step]['seconds']} s  ({log})", flush=True)
+        if returncode < 0:
+            # killed by a signal (SIGKILL: no handler of ZenML's ran): as an orchestrator that watches its pods
+            # would, mark the step run failed rather than leave it "running" forever
+            marked = subprocess.run(
+                [command[0], "-c", _MARK_KILLED, job, step], cwd=cwd, env=env, capture_output=True, text=True
+            )
+            print(f"{step}: {(marked.stdout.strip() or marked.stderr.strip()[-500:] or 'no step run left running')}")
         if returncode != 0:
             tail = log.read_text(encoding="utf-8", errors="replace")[-3000:]
             raise KubeflowError(f"step {step} of job {job} exited with {returncode}; its log {log} ends:\n{tail}")

@@ -610,7 +610,24 @@ def test_concurrent_promotions_from_two_clients_leave_the_better_model(stack, ad
 
 # ------------------------------------------------------------------- the Kubeflow spec, task by task
 
-KFP: dict[str, str] = {}  # what the Kubeflow test wrote: the spec, the tasks' logs (scanned for secrets below)
+KFP: dict[str, str] = {}
+
+
+def run_status(admin: dict, job: str) -> list[str]:
+    """[pipeline run status, train step status] of the ZenML run of the Kubeflow job `job`."""
+    code = textwrap.dedent(
+        f"""
+        import json
+        from zenml.client import Client
+        run = Client().get_pipeline_run(Client().list_pipeline_runs(orchestrator_run_id="{job}").items[0].id)
+        print(json.dumps([run.status.value, run.steps["train"].status.value]))
+        """
+    )
+    done = run([sys.executable, "-c", code], admin["env"], timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(
+        done.stdout.strip().splitlines()[-1]
+    )  # what the Kubeflow test wrote: the spec, the tasks' logs (scanned for secrets below)
 
 
 def test_kubeflow_spec_runs_task_by_task_on_the_team_stack(stack, admin, tiny_student, tmp_path_factory):
@@ -702,6 +719,10 @@ def test_kubeflow_spec_runs_task_by_task_on_the_team_stack(stack, admin, tiny_st
     os.killpg(pid, signal.SIGKILL)  # the task's process group, as a pod lost with its node
     rest = proc.communicate(timeout=120)[0]
     assert proc.returncode != 0 and "exited with -9" in rest, rest[-3000:]
+    # no handler ran in the killed process: the runner marked its step run failed, which ZenML, with retries
+    # left, records as "retrying" (not "running"): the run waits for the task to start again
+    assert "marked step run" in rest, rest[-3000:]
+    assert run_status(admin, job) == ["running", "retrying"]
 
     # the same task rerun in the same job resumes from the mirrored checkpoint, then the rest of the DAG runs
     done = run(runner + ["--step", "train"], runner_env, timeout=900)
@@ -720,6 +741,7 @@ def test_kubeflow_spec_runs_task_by_task_on_the_team_stack(stack, admin, tiny_st
     assert len(folders) == 8 and len({p / "home" for p in folders}) == 8
     assert not (repo / "mlflow.db").exists() and not (repo / "mlruns").exists()
 
+    assert run_status(admin, job) == ["completed", "completed"]
     # the run completed in the ZenML server, on the Kubeflow stack, with every step
     code = textwrap.dedent(
         f"""
