@@ -15,7 +15,7 @@ export HF_DATASETS_OFFLINE := 1
 export HF_EVALUATE_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install install-llamacpp install-team team-stack team-stack-down setup demo test smoke ui bench clean
+.PHONY: install install-llamacpp install-team install-kubeflow team-stack team-stack-down setup demo test smoke ui bench clean
 TEAM_STACK_DIR ?= .cache/team-stack
 
 $(BIN)/activate:
@@ -47,6 +47,12 @@ team-stack-down:
 # for this CPU (a C/C++ compiler and CMake; minutes on 2 cores).
 install-llamacpp: install
 	$(BIN)/python -m pip install -q -e ".[dev,llamacpp]"
+
+# kfp for the Kubeflow commands, pinned in distill_ner/kubeflow.py (KFP_REQUIREMENTS): not a pip extra, since every
+# kfp release pins protobuf<7, which the environment's transformers cannot import with; it goes into a folder of
+# its own that only the Kubeflow processes put on their path (done on first use anyway)
+install-kubeflow: install
+	$(BIN)/python -c "from distill_ner.kubeflow import ensure_kfp; print(ensure_kfp())"
 
 setup: install
 	[ -d .zen ] || $(BIN)/zenml init
