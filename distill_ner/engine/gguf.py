@@ -150,12 +150,15 @@ def _fetch_converter(dest: Path, version: str) -> None:
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
         wanted = re.compile(r"^[^/]+/vendor/llama\.cpp/(convert_hf_to_gguf\.py|conversion/.*|gguf-py/.*|LICENSE)$")
+        # tarfile's extraction filters exist from Python 3.10.12 / 3.11.4 on; before, the names kept here are
+        # relative by the pattern, and any with a ".." part is skipped
+        safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
         with tarfile.open(sdist) as tar:
             for member in tar.getmembers():
                 match = wanted.match(member.name)
-                if match and (member.isfile() or member.isdir()):
+                if match and (member.isfile() or member.isdir()) and ".." not in Path(match.group(1)).parts:
                     member.name = match.group(1)
-                    tar.extract(member, partial, filter="data")
+                    tar.extract(member, partial, **safe)
         shutil.rmtree(dest, ignore_errors=True)
         partial.rename(dest)  # only a complete converter ever appears under the final name
 
