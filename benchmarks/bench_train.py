@@ -1,7 +1,7 @@
 """Training throughput: the previous training path against today's, on the same rows, in one run.
 
     python benchmarks/bench_train.py [--rows 16] [--batch-size 2] [--tiny] [--sft demo_sft.json] [--threads N]
-                                     [--lora-last-layers N] [--lora-dropout P]
+                                     [--lora-last-layers N] [--lora-dropout P] [--torch-compile]
 
 Both arms run the real `training.train_student` (LoRA r 16 as the demo trains, length-grouped batches)
 on the same model, rows and steps (one pass over the rows):
@@ -85,10 +85,12 @@ def model_params(model: Path) -> int:
     return sum(p.numel() for p in m.parameters())
 
 
-def bare_loop(data: SFTDataset, model: Path, config: TrainConfig) -> dict[str, float]:
+def bare_loop(data: SFTDataset, model: Path, config: TrainConfig, compile_model: bool = False) -> dict[str, float]:
     """The same optimisation without transformers' Trainer: the model loaded and wrapped by the project's
     own code, the same batches (sampler and collator), supervised-only loss, AdamW at the same learning
-    rate, autocast where the arm's precision says so. What the Trainer's loop costs on top is the gap."""
+    rate, autocast where the arm's precision says so. What the Trainer's loop costs on top is the gap.
+    `compile_model`: the PEFT model through `torch.compile(dynamic=True)` (inductor), one untimed pass first
+    so that compiling is not counted."""
     import time
 
     import torch
@@ -105,17 +107,26 @@ def bare_loop(data: SFTDataset, model: Path, config: TrainConfig) -> dict[str, f
     collate = PadToLongestCollator(tokenizer.pad_token_id or 0)
     optimizer = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=config.learning_rate)
     bs = config.per_device_batch_size
-    tokens = 0
+    if compile_model:
+        net = torch.compile(net, dynamic=True)
+
+    def one_pass() -> int:
+        tokens = 0
+        for start in range(0, len(order), bs):
+            batch = collate([rows[i] for i in order[start : start + bs]])
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+                loss = supervised_loss(net, batch)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_([p for p in net.parameters() if p.requires_grad], 1.0)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            tokens += int(batch["attention_mask"].sum())
+        return tokens
+
+    if compile_model:
+        one_pass()  # compiles (every new shape class too); not timed
     started, cpu_started = time.perf_counter(), time.process_time()
-    for start in range(0, len(order), bs):
-        batch = collate([rows[i] for i in order[start : start + bs]])
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-            loss = supervised_loss(net, batch)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_([p for p in net.parameters() if p.requires_grad], 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        tokens += int(batch["attention_mask"].sum())
+    tokens = one_pass()
     runtime = time.perf_counter() - started
     return {
         "tokens_per_s": tokens / runtime,
@@ -151,6 +162,11 @@ def main() -> int:
         "--lora-dropout",
         type=float,
         help="add an arm: as now, with this train.lora_dropout (0: peft skips the dropout layer altogether)",
+    )
+    parser.add_argument(
+        "--torch-compile",
+        action="store_true",
+        help="add an arm: the bare loop with the model through torch.compile(dynamic=True), compile time excluded",
     )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -225,11 +241,18 @@ def main() -> int:
                 f"loss {m['final_loss']:.4f}  peak RSS {m['peak_cpu_rss_mb']:.0f} MB"
             )
         bare = bare_loop(data, args.model, arms[list(arms)[1]])
+        compiled = bare_loop(data, args.model, arms[list(arms)[1]], compile_model=True) if args.torch_compile else None
     print(
         f"  {'bare loop (no Trainer), as now':40s} {bare['train_runtime_s']:7.1f} s  "
         f"{bare['tokens_per_s']:8.1f} tokens/s  {real / bare['train_cpu_s']:8.1f} per CPU-s  "
         f"(the Trainer's loop keeps {list(results.values())[1]['tokens_per_s'] / bare['tokens_per_s']:.0%} of it)"
     )
+    if compiled:
+        print(
+            f"  {'bare loop, torch.compile (compiled first)':40s} {compiled['train_runtime_s']:7.1f} s  "
+            f"{compiled['tokens_per_s']:8.1f} tokens/s  {real / compiled['train_cpu_s']:8.1f} per CPU-s  "
+            f"({compiled['tokens_per_s'] / bare['tokens_per_s']:.2f}x the eager bare loop)"
+        )
     before, now = list(results.values())[:2]
     for name, m in list(results.items())[2:]:
         print(f"{name}: {m['tokens_per_s'] / now['tokens_per_s']:.2f}x now's tokens/s")
