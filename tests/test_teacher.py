@@ -251,9 +251,20 @@ def test_ctrl_c_does_not_wait_for_hung_requests(tmp_path: Path, server: FakeOpen
         while server.stats()["counts"]["requests"] < 4 and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
         assert proc.poll() is None, "the child ended before its requests were in flight"
+        in_flight = server.stats()["counts"]["requests"]
         interrupted = time.monotonic()
         proc.send_signal(signal.SIGINT)
-        _, child_err = proc.communicate(timeout=60)
+        try:
+            _, child_err = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGUSR1)  # the child's faulthandler: every thread's stack, to say where it hangs
+            time.sleep(2)
+            proc.kill()
+            _, child_err = proc.communicate()
+            raise AssertionError(
+                f"the child did not exit within 60 s of Ctrl-C ({in_flight} requests had arrived); its stderr ends:\n"
+                + child_err.decode(errors="replace")[-6000:]
+            ) from None
         waited = time.monotonic() - interrupted
     finally:
         proc.kill()
@@ -795,4 +806,7 @@ def _child_main(cfg_path: str, passages_path: str, out_path: str) -> None:
 
 
 if __name__ == "__main__":
+    import faulthandler
+
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     _child_main(*sys.argv[1:4])
