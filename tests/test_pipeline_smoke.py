@@ -146,10 +146,17 @@ def test_a_step_terminated_from_outside_leaves_its_run_stopped(tiny_student, zen
     import subprocess
     import time
 
+    import yaml
+
     assert run_cli(["distill-ner", "stack"], zenml_env).returncode == 0
+    # the smoke config's 4 steps of the tiny model can end within the signal's 1.5 s on an idle machine: 400 cannot
+    raw = yaml.safe_load((ROOT / "configs/smoke.yaml").read_text())
+    raw["parameters"]["config"]["train"].update(max_steps=400, checkpoint_every=100)
+    config = Path(zenml_env["ZENML_REPOSITORY_PATH"]) / "smoke_long_train.yaml"
+    config.write_text(yaml.safe_dump(raw))
     bindir = Path(sys.executable).parent
     proc = subprocess.Popen(
-        [str(bindir / "zenml"), *PIPELINE[1:], "configs/smoke.yaml"],
+        [str(bindir / "zenml"), *PIPELINE[1:], str(config)],
         cwd=zenml_env["ZENML_REPOSITORY_PATH"],
         env=zenml_env,
         stdout=subprocess.PIPE,

@@ -809,4 +809,7 @@ if __name__ == "__main__":
     import faulthandler
 
     faulthandler.register(signal.SIGUSR1, all_threads=True)
+    # Ctrl-C as a terminal's foreground process gets it: a suite started in the background (`cmd &` in a script)
+    # hands its processes SIGINT ignored, and Python then keeps it ignored
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     _child_main(*sys.argv[1:4])
