@@ -109,6 +109,12 @@ def ensure_kfp(dest: Path | None = None) -> Path:
     return dest
 
 
+def kfp_pythonpath(*after: str | Path) -> str:
+    """A PYTHONPATH with kfp's folder first, then `after` (empty entries dropped): what every process that imports
+    ZenML's Kubeflow orchestrator gets (compile, stack registration, the ZenML server, the runner's tasks)."""
+    return os.pathsep.join(filter(None, [str(ensure_kfp()), *map(str, after)]))
+
+
 # ------------------------------------------------------------------------------- in the parent
 
 
@@ -137,13 +143,12 @@ def compile_pipelines(
             raise KubeflowError(f"--config {name}={config}: no such file")
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    site = ensure_kfp()
     with tempfile.TemporaryDirectory(prefix="distill_ner_kfp_") as tmp:
         repo = Path(tmp) / "repo"
         (repo / ".zen").mkdir(parents=True)
         env = {
             **os.environ,
-            "PYTHONPATH": os.pathsep.join([str(site), str(PROJECT_ROOT), os.environ.get("PYTHONPATH", "")]),
+            "PYTHONPATH": kfp_pythonpath(PROJECT_ROOT, os.environ.get("PYTHONPATH", "")),
             "ZENML_CONFIG_PATH": str(Path(tmp) / "zenml"),
             "ZENML_REPOSITORY_PATH": str(repo),
             "ZENML_ANALYTICS_OPT_IN": "false",
@@ -190,7 +195,7 @@ KUBEFLOW_STACK = "distill-ner-kubeflow"
 def register_stack(host: str, registry: str, name: str = KUBEFLOW_STACK, base: str | None = None) -> str:
     """`_register_stack` in a child process that has kfp and kubernetes (ZenML validates a kubeflow orchestrator's
     settings with kubernetes' models); the child keeps this environment's ZenML server and client folders."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ensure_kfp()), str(PROJECT_ROOT)])}
+    env = {**os.environ, "PYTHONPATH": kfp_pythonpath(PROJECT_ROOT)}
     request = {"action": "stack", "host": host, "registry": registry, "name": name, "base": base}
     done = subprocess.run(
         [sys.executable, "-m", "distill_ner.kubeflow", json.dumps(request)],
@@ -347,7 +352,7 @@ def run_spec(
         "PATH": os.pathsep.join([bindir, "/usr/local/bin", "/usr/bin", "/bin"]),
         "LANG": os.environ.get("LANG", "C.UTF-8"),
         # the image holds the project (its working directory) and kfp, which ZenML's kubeflow orchestrator imports
-        "PYTHONPATH": os.pathsep.join([str(PROJECT_ROOT), str(ensure_kfp())]),
+        "PYTHONPATH": kfp_pythonpath(PROJECT_ROOT),
         "ZENML_CUSTOM_SOURCE_ROOT": str(PROJECT_ROOT),
         "ZENML_ANALYTICS_OPT_IN": "false",
         "MLFLOW_DISABLE_TELEMETRY": "true",
@@ -361,8 +366,7 @@ def run_spec(
         if only and step not in only:
             continue
         folder = root / step
-        attempt = 1 + sum(1 for p in folder.glob("attempt-*")) if folder.exists() else 1
-        run_dir = folder / f"attempt-{attempt}"
+        run_dir = folder / f"attempt-{1 + len(list(folder.glob('attempt-*')))}"
         home, cwd, tmp = run_dir / "home", run_dir / "cwd", run_dir / "tmp"
         for d in (home, cwd, tmp):
             d.mkdir(parents=True)

@@ -391,13 +391,9 @@ def _start_zenml_server(state_dir: Path, state: dict[str, Any], env: dict[str, s
     config.mkdir(parents=True, exist_ok=True)
     # kfp and kubernetes on the server's path, as `zenml integration install kubeflow` puts them on a real one's:
     # the server validates a Kubeflow orchestrator's settings with kubernetes' models (kubeflow.register_stack)
-    from distill_ner.kubeflow import ensure_kfp
+    from distill_ner.kubeflow import kfp_pythonpath
 
-    admin_env = {
-        **env,
-        "ZENML_CONFIG_PATH": str(config),
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(ensure_kfp()), env.get("PYTHONPATH", "")])),
-    }
+    admin_env = {**env, "ZENML_CONFIG_PATH": str(config), "PYTHONPATH": kfp_pythonpath(env.get("PYTHONPATH", ""))}
     state["zenml"] = {
         "port": port,
         "url": f"http://127.0.0.1:{port}",
